@@ -1,0 +1,141 @@
+//! `spool exec`: one attempt of one job, no queue.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use spool::units::{parse_duration, parse_size};
+use spool::{AttemptReport, JobInput, Limits, Sandbox, SandboxConfig};
+
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// The plugin component (`.wasm`).
+    plugin: PathBuf,
+    /// The job's payload, as JSON.
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Abort the attempt after this long (`5s`, `250ms`, `30m`; `0` for no timeout).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Memory cap for the instance (`64MiB`).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    memory: usize,
+    /// Fuel budget (instructions, roughly); enables fuel metering.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// The attempt number the plugin sees.
+    #[arg(long, default_value_t = 1)]
+    attempt: u32,
+    /// The max-attempts the plugin sees.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// The queue name the plugin sees.
+    #[arg(long, default_value = "exec")]
+    queue: String,
+    /// A checkpoint to hand the plugin, as if an earlier attempt had saved it.
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    serde_json::from_str::<serde_json::Value>(&args.payload)
+        .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 1,
+        max_memory: args.memory.max(SandboxConfig::default().max_memory),
+        fuel: args.fuel.is_some(),
+        ..SandboxConfig::default()
+    })?;
+    let limits = Limits {
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
+        memory: args.memory,
+        fuel: args.fuel,
+        ..Limits::default()
+    };
+    let plugin = sandbox
+        .load_plugin(&args.plugin, limits)
+        .with_context(|| format!("plugin {} refused", args.plugin.display()))?;
+    let job = JobInput {
+        id: "exec".to_owned(),
+        queue: args.queue,
+        payload: args.payload.into_bytes(),
+        attempt: args.attempt,
+        max_attempts: args.max_attempts,
+        checkpoint: args.checkpoint.map(String::into_bytes),
+        ..JobInput::default()
+    };
+    let report = sandbox.run(&plugin, &job).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&json_report(&report))?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The report as one JSON object: the outcome's own fields plus `elapsed_ms`, `output` and
+/// `error`, always present (`null` when they do not apply).
+pub fn json_report(report: &AttemptReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        let elapsed_ms = report.timings.elapsed.as_secs_f64() * 1000.0;
+        object.insert("elapsed_ms".to_owned(), elapsed_ms.into());
+        object.entry("output").or_insert(serde_json::Value::Null);
+        object.insert("error".to_owned(), report.outcome.error().into());
+    }
+    value
+}
+
+fn print_report(report: &AttemptReport) {
+    let t = &report.timings;
+    println!(
+        "{} in {:.1} ms (instantiate {:.2} ms, run {:.1} ms) · plugin {}",
+        report.outcome.name(),
+        t.elapsed.as_secs_f64() * 1000.0,
+        t.instantiate.as_secs_f64() * 1000.0,
+        t.run.as_secs_f64() * 1000.0,
+        report.digest.short(),
+    );
+    match &report.outcome {
+        spool::Outcome::Succeeded { output } => {
+            println!("output: {}", String::from_utf8_lossy(output));
+        }
+        outcome => {
+            if let Some(error) = outcome.error() {
+                println!("error: {error}");
+            }
+        }
+    }
+    if let Some(checkpoint) = &report.checkpoint {
+        println!("checkpoint: {}", String::from_utf8_lossy(checkpoint));
+    }
+    if let Some(progress) = &report.progress {
+        let note = progress.message.as_deref().unwrap_or("");
+        println!("progress: {}% {note}", progress.percent);
+    }
+    if !report.logs.is_empty() {
+        println!("log:");
+    }
+    for line in &report.logs {
+        let fields: String = line
+            .fields
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect();
+        println!(
+            "  +{:>8.2}ms {:<5} {:<6} {}{fields}",
+            line.at.as_secs_f64() * 1000.0,
+            line.level,
+            line.source_name(),
+            line.message,
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! `spool plugin check`: what a plugin file is, or why it is refused.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use spool::{Limits, Sandbox, SandboxConfig};
+
+#[derive(clap::Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's digest, world and imports, or why the file is refused.
+    Check {
+        /// The plugin component (`.wasm`).
+        plugin: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    let PluginCommand::Check { plugin: path, json } = command;
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 1,
+        ..SandboxConfig::default()
+    })?;
+    match sandbox.load_plugin(&path, Limits::default()) {
+        Ok(plugin) => {
+            let info = plugin.info();
+            if json {
+                let mut value = serde_json::to_value(info)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("ok".to_owned(), true.into());
+                }
+                println!("{value}");
+            } else {
+                println!("{}: ok", path.display());
+                println!("  digest   {}", info.digest);
+                println!("  size     {} bytes", info.size);
+                println!("  world    {}", info.world);
+                println!("  exports  {}", info.exports.join(", "));
+                println!("  imports");
+                for import in &info.imports {
+                    println!("    {:<48} {}", import.name, import.grant);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                let value = serde_json::json!({
+                    "ok": false,
+                    "path": path,
+                    "error": e.to_string(),
+                });
+                println!("{value}");
+            } else {
+                eprintln!("error: {} refused: {e}", path.display());
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}

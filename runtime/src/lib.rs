@@ -1,0 +1,15 @@
+//! Spool: a job runtime whose job handlers are WebAssembly components.
+//!
+//! This crate is the host. [`sandbox`] runs one attempt of a job in a fresh, capped
+//! WebAssembly instance and reports a typed [`Outcome`]; the queue, the worker and the
+//! backends are built around it. The contract with plugins is the WIT package in `wit/`.
+
+mod bindings;
+pub mod job;
+pub mod outcome;
+pub mod sandbox;
+pub mod units;
+
+pub use job::JobInput;
+pub use outcome::{AttemptReport, LogLevel, LogLine, LogSource, Outcome, TrapKind};
+pub use sandbox::{Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig};

@@ -1,0 +1,382 @@
+//! Loading a plugin: read, check against the WIT world, digest, compile once, pre-instantiate.
+//!
+//! A file is refused here, with an error naming what is wrong, rather than at the first
+//! attempt: not WebAssembly, a core module instead of a component, no `spool:job/handler`
+//! export, a `spool:job` version this host does not implement, or an import Spool does not
+//! grant.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::Component;
+
+use super::limits::Limits;
+use super::state::RunState;
+use super::Sandbox;
+use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION};
+
+/// The sha-256 of a plugin file, in lowercase hex: the plugin's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// The hex string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for display.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+/// Why a plugin file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm,
+    /// The bytes are a core module, not a component.
+    #[error(
+        "a core WebAssembly module, not a component: build the plugin for the wasm32-wasip2 \
+         target (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The component is malformed or uses features the host does not enable.
+    #[error("malformed component: {reason}")]
+    Malformed {
+        /// wasmtime's validation error.
+        reason: String,
+    },
+    /// The component does not export the handler interface.
+    #[error("missing export `{expected}`: the component exports {found}")]
+    MissingExport {
+        /// The interface Spool looks for.
+        expected: String,
+        /// What the component does export.
+        found: String,
+    },
+    /// The component targets a version of `spool:job` this host does not implement.
+    #[error(
+        "wrong package version: `{name}` targets {package}@{found}, this host implements \
+         {package}@{supported}"
+    )]
+    WrongVersion {
+        /// The import or export that carries the version.
+        name: String,
+        /// The package.
+        package: &'static str,
+        /// The version the component was built against.
+        found: String,
+        /// The version this host implements.
+        supported: &'static str,
+    },
+    /// The component imports something the host does not grant.
+    #[error("import `{name}` is not granted: Spool links only {granted}")]
+    UngrantedImport {
+        /// The import.
+        name: String,
+        /// What the host does link.
+        granted: &'static str,
+    },
+    /// The component's imports or exports have the right names but the wrong types.
+    #[error("does not match the {PACKAGE}@{VERSION} world: {reason}")]
+    Mismatch {
+        /// wasmtime's description of the mismatch.
+        reason: String,
+    },
+    /// The plugin's limits do not fit the sandbox.
+    #[error("bad limits: {reason}")]
+    Limits {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What `spool plugin check` reports about a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// The file the plugin was loaded from, if any.
+    pub path: Option<PathBuf>,
+    /// The sha-256 of the file.
+    pub digest: Digest,
+    /// The file's size in bytes.
+    pub size: usize,
+    /// The world the component targets, e.g. `spool:job/plugin@0.1.0`.
+    pub world: String,
+    /// Each import and how the host satisfies it.
+    pub imports: Vec<Import>,
+    /// The component's exports.
+    pub exports: Vec<String>,
+}
+
+/// One import of a plugin and how the host satisfies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    /// The import's name, e.g. `wasi:clocks/monotonic-clock@0.2.0`.
+    pub name: String,
+    /// How it is linked.
+    pub grant: Grant,
+}
+
+/// How the host satisfies an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum Grant {
+    /// Spool's own host interface.
+    Spool,
+    /// WASI clocks or random: real clocks, real randomness.
+    Wasi,
+    /// A WASI interface linked with nothing behind it: no preopened directories, no
+    /// environment or arguments, no network, stdout/stderr into the attempt's log.
+    LockedDown,
+}
+
+/// A loaded plugin: compiled, checked and pre-instantiated, ready for any number of attempts.
+///
+/// Cloning is cheap.
+#[derive(Clone)]
+pub struct Plugin(Arc<PluginInner>);
+
+struct PluginInner {
+    info: PluginInfo,
+    limits: Limits,
+    pre: bindings::PluginPre<RunState>,
+}
+
+impl Plugin {
+    /// What was learned about the plugin at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.0.info
+    }
+
+    /// The plugin's digest.
+    pub fn digest(&self) -> &Digest {
+        &self.0.info.digest
+    }
+
+    /// The limits each attempt of this plugin runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+
+    pub(crate) fn pre(&self) -> &bindings::PluginPre<RunState> {
+        &self.0.pre
+    }
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("info", &self.0.info)
+            .field("limits", &self.0.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// WASI packages (at 0.2.x) that standard libraries import even when a plugin uses none of
+/// them; they are linked locked down.
+const LOCKED_DOWN: &[&str] = &["wasi:cli", "wasi:filesystem", "wasi:sockets", "wasi:io"];
+/// WASI packages (at 0.2.x) linked for real.
+const REAL_WASI: &[&str] = &["wasi:clocks", "wasi:random"];
+const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random and (locked down) wasi:io, \
+                       wasi:cli, wasi:filesystem and wasi:sockets at 0.2";
+
+impl Sandbox {
+    /// Load the plugin at `path`, to run under `limits`.
+    pub fn load_plugin(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut plugin = self.load_plugin_bytes(&bytes, limits)?;
+        if let Some(inner) = Arc::get_mut(&mut plugin.0) {
+            inner.info.path = Some(path.to_owned());
+        }
+        Ok(plugin)
+    }
+
+    /// The same compiled plugin under other limits, without compiling it again.
+    pub fn with_limits(&self, plugin: &Plugin, limits: Limits) -> Result<Plugin, LoadError> {
+        self.check_limits(&limits)?;
+        Ok(Plugin(Arc::new(PluginInner {
+            info: plugin.0.info.clone(),
+            limits,
+            pre: plugin.0.pre.clone(),
+        })))
+    }
+
+    /// Load a plugin from the bytes of a component.
+    pub fn load_plugin_bytes(&self, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
+        self.check_limits(&limits)?;
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', _, _, 0, 0]) => return Err(LoadError::CoreModule),
+            _ => return Err(LoadError::NotWasm),
+        }
+        let digest = Digest::of(bytes);
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Malformed {
+            reason: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+
+        let mut imports = Vec::new();
+        for (name, _) in ty.imports(&self.engine) {
+            imports.push(Import {
+                name: name.to_owned(),
+                grant: grant_for(name)?,
+            });
+        }
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let handler = exports
+            .iter()
+            .find(|name| interface_of(name).0 == HANDLER_INTERFACE)
+            .ok_or_else(|| LoadError::MissingExport {
+                expected: format!("{HANDLER_INTERFACE}@{VERSION}"),
+                found: if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                },
+            })?;
+        let version = check_version(handler)?;
+
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(|e| LoadError::Mismatch {
+                reason: format!("{e:#}"),
+            })?;
+
+        Ok(Plugin(Arc::new(PluginInner {
+            info: PluginInfo {
+                path: None,
+                digest,
+                size: bytes.len(),
+                world: format!("{PACKAGE}/plugin@{version}"),
+                imports,
+                exports,
+            },
+            limits,
+            pre,
+        })))
+    }
+}
+
+/// Splits `ns:pkg/iface@1.2.3` into (`ns:pkg/iface`, `Some("1.2.3")`).
+fn interface_of(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((iface, version)) => (iface, Some(version)),
+        None => (name, None),
+    }
+}
+
+/// Checks that a `spool:job/...` name targets a version compatible with this host's, and
+/// returns that version.
+fn check_version(name: &str) -> Result<String, LoadError> {
+    let supported = semver::Version::parse(VERSION).map_err(|e| LoadError::Malformed {
+        reason: format!("host version {VERSION}: {e}"),
+    })?;
+    let wrong = |found: &str| LoadError::WrongVersion {
+        name: name.to_owned(),
+        package: PACKAGE,
+        found: found.to_owned(),
+        supported: VERSION,
+    };
+    let found = interface_of(name).1.ok_or_else(|| wrong("no version"))?;
+    let version = semver::Version::parse(found).map_err(|_| wrong(found))?;
+    // The component model's semver rule: 0.x releases are compatible within a minor version.
+    let compatible = version.major == supported.major
+        && (supported.major > 0 || version.minor == supported.minor)
+        && version <= supported;
+    if compatible {
+        Ok(version.to_string())
+    } else {
+        Err(wrong(found))
+    }
+}
+
+fn grant_for(name: &str) -> Result<Grant, LoadError> {
+    let (iface, version) = interface_of(name);
+    let package = iface.split_once('/').map_or(iface, |(pkg, _)| pkg);
+    if package == PACKAGE {
+        check_version(name)?;
+        return Ok(Grant::Spool);
+    }
+    let ungranted = || LoadError::UngrantedImport {
+        name: name.to_owned(),
+        granted: GRANTED,
+    };
+    let wasi_02 = version.is_some_and(|v| v.starts_with("0.2."));
+    if REAL_WASI.contains(&package) && wasi_02 {
+        Ok(Grant::Wasi)
+    } else if LOCKED_DOWN.contains(&package) && wasi_02 {
+        Ok(Grant::LockedDown)
+    } else {
+        Err(ungranted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_within_the_same_minor_are_compatible() {
+        assert!(check_version("spool:job/handler@0.1.0").is_ok());
+        assert!(matches!(
+            check_version("spool:job/handler@0.2.0"),
+            Err(LoadError::WrongVersion { .. })
+        ));
+        assert!(matches!(
+            check_version("spool:job/handler"),
+            Err(LoadError::WrongVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn only_listed_packages_are_granted() {
+        assert_eq!(
+            grant_for("wasi:clocks/monotonic-clock@0.2.3").ok(),
+            Some(Grant::Wasi)
+        );
+        assert_eq!(
+            grant_for("wasi:sockets/tcp@0.2.0").ok(),
+            Some(Grant::LockedDown)
+        );
+        assert!(matches!(
+            grant_for("wasi:http/outgoing-handler@0.2.0"),
+            Err(LoadError::UngrantedImport { .. })
+        ));
+        assert!(matches!(
+            grant_for("wasi:clocks/monotonic-clock@0.3.0"),
+            Err(LoadError::UngrantedImport { .. })
+        ));
+    }
+}

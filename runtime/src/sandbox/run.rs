@@ -1,0 +1,187 @@
+//! One attempt: a fresh store, the call, the deadline, and the classification of how it ended.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap};
+
+use super::Sandbox;
+use super::plugin::Plugin;
+use super::state::RunState;
+use crate::bindings::Job;
+use crate::job::JobInput;
+use crate::outcome::{AttemptReport, LogLevel, Outcome, Timings, TrapKind};
+
+/// The longest error message from a plugin kept in an outcome; the rest is cut.
+const MAX_MESSAGE: usize = 4 << 10;
+
+/// Why the host could not run an attempt at all (as opposed to the attempt failing).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The sandbox is shutting down.
+    #[error("the sandbox is shut down")]
+    Closed,
+    /// wasmtime could not set up the store (for example a fuel budget without metering).
+    #[error("cannot prepare the attempt: {0}")]
+    Setup(String),
+}
+
+/// How the call ended, before classification.
+enum Ended {
+    Returned(Result<Vec<u8>, crate::bindings::JobError>),
+    Error(wasmtime::Error),
+    Deadline,
+}
+
+impl Sandbox {
+    /// Run one attempt of `job` on `plugin` in a fresh instance, and report how it ended.
+    ///
+    /// Waits for a free slot when `concurrency` attempts are already running. Every way the
+    /// guest can end (output, an error it returned, a trap, the deadline) is an `Ok` report;
+    /// `Err` means the host itself could not run the attempt.
+    pub async fn run(&self, plugin: &Plugin, job: &JobInput) -> Result<AttemptReport, RunError> {
+        let queued_at = Instant::now();
+        let _slot = self.slots.acquire().await.map_err(|_| RunError::Closed)?;
+        let started = Instant::now();
+        let limits = plugin.limits();
+        let deadline = limits.timeout.map(|t| started + t);
+
+        let mut store = Store::new(&self.engine, RunState::new(limits, started));
+        store.limiter(|state| &mut state.limiter);
+        if self.config.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| RunError::Setup(format!("{e:#}")))?;
+        }
+        if self.config.epoch_interruption {
+            // One tick more than the timeout, so a deadline that falls between two ticks is
+            // never cut short; the ticker counts real elapsed ticks, so it is not late either.
+            let ticks = match limits.timeout {
+                Some(timeout) => {
+                    let tick = self.config.epoch_tick.as_nanos().max(1);
+                    u64::try_from(timeout.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX)
+                        .saturating_add(1)
+                }
+                None => u64::MAX,
+            };
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
+
+        let wit_job = Job::from(job);
+        let mut instantiated = started;
+        let call = async {
+            let instance = plugin.pre().instantiate_async(&mut store).await?;
+            instantiated = Instant::now();
+            instance
+                .spool_job_handler()
+                .call_handle(&mut store, &wit_job)
+                .await
+        };
+        // A guest blocked in a host call (a WASI sleep or poll) never reaches an epoch check:
+        // the deadline drops the call's future instead, which aborts the host call.
+        let ended = match deadline {
+            Some(at) => match tokio::time::timeout_at(at.into(), call).await {
+                Ok(Ok(returned)) => Ended::Returned(returned),
+                Ok(Err(e)) => Ended::Error(e),
+                Err(_) => Ended::Deadline,
+            },
+            None => match call.await {
+                Ok(returned) => Ended::Returned(returned),
+                Err(e) => Ended::Error(e),
+            },
+        };
+        let finished = Instant::now();
+        let elapsed = finished - started;
+
+        let state = store.data();
+        let outcome = match ended {
+            Ended::Returned(Ok(output)) if output.len() > limits.max_output => Outcome::Trapped {
+                kind: TrapKind::OutputTooLarge,
+                message: format!(
+                    "the handler returned {} bytes of output, more than the limit of {}",
+                    output.len(),
+                    limits.max_output
+                ),
+            },
+            Ended::Returned(Ok(output)) => Outcome::Succeeded { output },
+            Ended::Returned(Err(err)) => truncate_message(Outcome::from(err)),
+            Ended::Deadline => Outcome::TimedOut { elapsed },
+            Ended::Error(err) => classify(&err, state.limiter.refused_grow, elapsed),
+        };
+        if let Outcome::Trapped { kind, message } = &outcome {
+            state
+                .log
+                .host_line(LogLevel::Error, format!("trapped ({kind}): {message}"));
+        } else if let Outcome::TimedOut { elapsed } = &outcome {
+            state.log.host_line(
+                LogLevel::Error,
+                format!("aborted at the deadline after {} ms", elapsed.as_millis()),
+            );
+        }
+        let (logs, logs_dropped) = state.log.finish();
+        let report = AttemptReport {
+            outcome,
+            digest: plugin.digest().clone(),
+            logs,
+            logs_dropped,
+            checkpoint: state.checkpoint.clone(),
+            progress: state.progress.clone(),
+            timings: Timings {
+                queued: started - queued_at,
+                instantiate: instantiated.saturating_duration_since(started),
+                run: finished.saturating_duration_since(instantiated),
+                elapsed,
+            },
+        };
+        // The store (and the instance in it) is dropped here: an aborted or trapped instance is
+        // never reused.
+        drop(store);
+        Ok(report)
+    }
+}
+
+/// Classify a trap by its type, and by the limiter's state for out-of-memory (an allocator
+/// that is refused memory aborts, which reaches the host as `unreachable`).
+fn classify(err: &wasmtime::Error, refused_grow: bool, elapsed: Duration) -> Outcome {
+    let trap = err.downcast_ref::<Trap>().copied();
+    let kind = match trap {
+        Some(Trap::Interrupt) => return Outcome::TimedOut { elapsed },
+        Some(Trap::StackOverflow) => TrapKind::StackOverflow,
+        Some(Trap::OutOfFuel) => TrapKind::OutOfFuel,
+        _ if refused_grow => TrapKind::OutOfMemory,
+        Some(Trap::UnreachableCodeReached) => TrapKind::Panic,
+        _ => TrapKind::Other,
+    };
+    let message = match trap {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    Outcome::Trapped { kind, message }
+}
+
+fn truncate_message(outcome: Outcome) -> Outcome {
+    let cut = |mut message: String| {
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("... (cut)");
+        }
+        message
+    };
+    match outcome {
+        Outcome::Retry {
+            message,
+            retry_after,
+        } => Outcome::Retry {
+            message: cut(message),
+            retry_after,
+        },
+        Outcome::Fail { message } => Outcome::Fail {
+            message: cut(message),
+        },
+        other => other,
+    }
+}

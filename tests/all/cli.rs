@@ -1,0 +1,97 @@
+//! `spool exec` through the real binary.
+
+use serde_json::Value;
+
+use crate::support::{plugin_path, spool};
+
+fn exec(payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = spool()
+        .arg("exec")
+        .arg(plugin_path("email"))
+        .args(["--payload", payload, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
+#[test]
+fn exec_prints_one_json_object_and_exits_zero_on_success() {
+    let (code, report) = exec(r#"{"to":"ada@example.com","mode":"ok"}"#, &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(report["outcome"], "succeeded");
+    assert!(report["elapsed_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["output"].as_str().unwrap().contains("ada@example.com"));
+    assert_eq!(report["error"], Value::Null);
+    assert!(!report["logs"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn exec_exits_non_zero_when_the_attempt_does_not_succeed() {
+    let (code, report) = exec(r#"{"to":"nobody","mode":"reject"}"#, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["outcome"], "fail");
+    assert_eq!(report["output"], Value::Null);
+    assert!(report["error"].as_str().is_some());
+
+    let (code, report) = exec(r#"{"to":"ada@example.com","mode":"flaky"}"#, &["--attempt", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["outcome"], "retry");
+}
+
+#[test]
+fn exec_aborts_a_hang_at_the_timeout_given() {
+    let (code, report) = exec(
+        r#"{"to":"ada@example.com","mode":"hang"}"#,
+        &["--timeout", "250ms", "--memory", "32MiB"],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(report["outcome"], "timed-out");
+    let elapsed = report["elapsed_ms"].as_f64().unwrap();
+    assert!((250.0..500.0).contains(&elapsed), "{elapsed}");
+}
+
+#[test]
+fn exec_refuses_a_payload_that_is_not_json() {
+    let out = spool()
+        .arg("exec")
+        .arg(plugin_path("email"))
+        .args(["--payload", "{to: nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad payload"));
+}
+
+#[test]
+fn exec_refuses_a_duration_it_cannot_read() {
+    let out = spool()
+        .arg("exec")
+        .arg(plugin_path("email"))
+        .args(["--timeout", "5 parsecs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad duration"));
+}
+
+#[test]
+fn exec_prints_a_readable_report_without_json() {
+    let out = spool()
+        .arg("exec")
+        .arg(plugin_path("email"))
+        .args(["--payload", r#"{"to":"ada@example.com","mode":"ok"}"#])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("succeeded in "), "{text}");
+    assert!(text.contains("output: "), "{text}");
+}

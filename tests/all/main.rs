@@ -1,0 +1,12 @@
+//! Spool's end-to-end tests: one binary, one module per area.
+//!
+//! Every plugin used here is built from `plugins/` by the test setup (see `support`); the
+//! malformed ones are written inline as WAT.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod hostile;
+mod outcomes;
+mod refusals;
+mod support;

@@ -1,0 +1,121 @@
+//! Files that are not Spool plugins are refused at load, with an error naming what is wrong,
+//! by the library and by `spool plugin check`.
+
+use std::path::PathBuf;
+
+use spool::{Limits, LoadError};
+
+use crate::support::{plugin_path, sandbox, spool};
+
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid WAT")
+}
+
+/// Writes `bytes` to a temporary file for the CLI.
+fn file(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+/// Runs `spool plugin check` on `bytes`: it must exit 2 and say `expected` on stderr.
+fn check_refuses(bytes: &[u8], expected: &str) {
+    let (_dir, path) = file(bytes);
+    let out = spool().args(["plugin", "check"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
+}
+
+fn load(bytes: &[u8]) -> Result<spool::Plugin, LoadError> {
+    sandbox().load_plugin_bytes(bytes, Limits::default())
+}
+
+#[test]
+fn a_file_that_is_not_webassembly_is_refused() {
+    let bytes = b"#!/bin/sh\necho not wasm\n";
+    assert!(matches!(load(bytes), Err(LoadError::NotWasm)));
+    check_refuses(bytes, "not a WebAssembly file");
+}
+
+#[test]
+fn a_core_module_is_refused_as_not_a_component() {
+    let bytes = wat("(module (func (export \"handle\")))");
+    assert!(matches!(load(&bytes), Err(LoadError::CoreModule)));
+    check_refuses(&bytes, "not a component");
+}
+
+#[test]
+fn a_truncated_component_is_refused_as_malformed() {
+    let mut bytes = wat("(component (core module (func (export \"f\"))))");
+    bytes.truncate(bytes.len() - 3);
+    assert!(matches!(load(&bytes), Err(LoadError::Malformed { .. })));
+    check_refuses(&bytes, "malformed component");
+}
+
+#[test]
+fn a_component_without_the_handler_export_is_refused() {
+    let bytes = wat("(component)");
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::MissingExport { .. }), "{err}");
+    check_refuses(&bytes, "missing export `spool:job/handler@0.1.0`");
+}
+
+#[test]
+fn a_component_built_against_another_spool_version_is_refused() {
+    let bytes = wat(r#"(component (import "spool:job/host@0.2.0" (instance)))"#);
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::WrongVersion { .. }), "{err}");
+    check_refuses(&bytes, "wrong package version");
+    check_refuses(&bytes, "spool:job@0.2.0");
+}
+
+#[test]
+fn a_component_importing_what_spool_does_not_grant_is_refused() {
+    let bytes = wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::UngrantedImport { .. }), "{err}");
+    check_refuses(&bytes, "import `wasi:http/outgoing-handler@0.2.0` is not granted");
+}
+
+#[test]
+fn a_missing_file_is_refused_naming_the_path() {
+    let out = spool()
+        .args(["plugin", "check", "/nonexistent/plugin.wasm"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("/nonexistent/plugin.wasm"), "{stderr}");
+}
+
+#[test]
+fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
+    let path = plugin_path("email");
+    let out = spool()
+        .args(["plugin", "check", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = spool::Digest::of(&std::fs::read(&path).unwrap());
+    assert_eq!(info["digest"], digest.as_str());
+    assert_eq!(info["world"], "spool:job/plugin@0.1.0");
+    let imports = info["imports"].as_array().unwrap();
+    let grant_of = |name: &str| {
+        imports
+            .iter()
+            .find(|i| i["name"].as_str().unwrap().starts_with(name))
+            .map(|i| i["grant"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(grant_of("spool:job/host@0.1.0").as_deref(), Some("spool"));
+    assert_eq!(grant_of("wasi:filesystem/").as_deref(), Some("locked-down"));
+
+    let text = spool().args(["plugin", "check"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("sha256:{}", digest.as_str())), "{text}");
+    assert!(text.contains("spool:job/host@0.1.0"), "{text}");
+}
