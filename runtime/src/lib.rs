@@ -12,4 +12,6 @@ pub mod units;
 
 pub use job::JobInput;
 pub use outcome::{AttemptReport, LogLevel, LogLine, LogSource, Outcome, TrapKind};
-pub use sandbox::{Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig};
+pub use sandbox::{
+    Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig,
+};

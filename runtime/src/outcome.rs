@@ -85,10 +85,9 @@ impl Outcome {
                 "delayed by {}",
                 humantime::format_duration(*duration)
             )),
-            Outcome::TimedOut { elapsed } => Some(format!(
-                "timed out after {} ms",
-                elapsed.as_millis()
-            )),
+            Outcome::TimedOut { elapsed } => {
+                Some(format!("timed out after {} ms", elapsed.as_millis()))
+            }
             Outcome::Trapped { kind, message } => Some(format!("{kind}: {message}")),
         }
     }
@@ -96,7 +95,16 @@ impl Outcome {
 
 /// Why a guest was stopped by the host.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display, strum::EnumString,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]

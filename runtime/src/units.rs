@@ -46,7 +46,10 @@ mod tests {
     #[test]
     fn durations_read_like_people_write_them() {
         assert_eq!(parse_duration("5s").ok(), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_duration("30m").ok(), Some(Duration::from_secs(1800)));
         assert_eq!(parse_duration("0").ok(), Some(Duration::ZERO));
         let err = parse_duration("5 parsecs").err().map(|e| e.to_string());

@@ -28,7 +28,12 @@ fn exec_prints_one_json_object_and_exits_zero_on_success() {
     assert_eq!(code, Some(0));
     assert_eq!(report["outcome"], "succeeded");
     assert!(report["elapsed_ms"].as_f64().unwrap() > 0.0);
-    assert!(report["output"].as_str().unwrap().contains("ada@example.com"));
+    assert!(
+        report["output"]
+            .as_str()
+            .unwrap()
+            .contains("ada@example.com")
+    );
     assert_eq!(report["error"], Value::Null);
     assert!(!report["logs"].as_array().unwrap().is_empty());
 }
@@ -41,7 +46,10 @@ fn exec_exits_non_zero_when_the_attempt_does_not_succeed() {
     assert_eq!(report["output"], Value::Null);
     assert!(report["error"].as_str().is_some());
 
-    let (code, report) = exec(r#"{"to":"ada@example.com","mode":"flaky"}"#, &["--attempt", "1"]);
+    let (code, report) = exec(
+        r#"{"to":"ada@example.com","mode":"flaky"}"#,
+        &["--attempt", "1"],
+    );
     assert_eq!(code, Some(1));
     assert_eq!(report["outcome"], "retry");
 }

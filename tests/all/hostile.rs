@@ -106,7 +106,10 @@ async fn output_of(name: &str) -> serde_json::Value {
         .await
         .unwrap();
     let Outcome::Succeeded { output } = report.outcome else {
-        panic!("{name}: expected the plugin to report what it saw, got {:?}", report.outcome);
+        panic!(
+            "{name}: expected the plugin to report what it saw, got {:?}",
+            report.outcome
+        );
     };
     serde_json::from_slice(&output).unwrap()
 }
@@ -176,7 +179,8 @@ async fn huge_stdout_is_captured_up_to_the_log_limit_and_the_rest_counted() {
 /// and the host still serves a good job at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_keeps_serving_good_jobs_after_a_thousand_hostile_runs() {
-    let cases: [(&str, Limits, fn(&Outcome) -> bool); 5] = [
+    type Expected = fn(&Outcome) -> bool;
+    let cases: [(&str, Limits, Expected); 5] = [
         ("panic", limits(), |o| trap_kind(o) == Some(TrapKind::Panic)),
         (
             "alloc",
@@ -202,7 +206,11 @@ async fn the_host_keeps_serving_good_jobs_after_a_thousand_hostile_runs() {
         let hostile = plugin_with("hostile", limits);
         tasks.spawn(async move {
             let report = sandbox().run(&hostile, &behaviour(name)).await.unwrap();
-            assert!(expected(&report.outcome), "run {i} ({name}): {:?}", report.outcome);
+            assert!(
+                expected(&report.outcome),
+                "run {i} ({name}): {:?}",
+                report.outcome
+            );
         });
         if tasks.len() >= 8 {
             tasks.join_next().await.unwrap().unwrap();

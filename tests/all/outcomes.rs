@@ -10,7 +10,10 @@ use crate::support::{job, limits, log_text, plugin, plugin_with, sandbox};
 #[tokio::test]
 async fn ok_mode_succeeds_with_output_and_a_structured_log_line() {
     let report = sandbox()
-        .run(&plugin("email"), &job(json!({"to": "ada@example.com", "mode": "ok"})))
+        .run(
+            &plugin("email"),
+            &job(json!({"to": "ada@example.com", "mode": "ok"})),
+        )
         .await
         .unwrap();
     let Outcome::Succeeded { output } = &report.outcome else {
@@ -24,7 +27,10 @@ async fn ok_mode_succeeds_with_output_and_a_structured_log_line() {
         .find(|l| l.source == LogSource::Plugin)
         .expect("a log line from the plugin");
     assert_eq!(line.level, LogLevel::Info);
-    assert!(line.fields.contains(&("to".to_owned(), "ada@example.com".to_owned())));
+    assert!(
+        line.fields
+            .contains(&("to".to_owned(), "ada@example.com".to_owned()))
+    );
     assert_eq!(&report.digest, plugin("email").digest());
 }
 
@@ -51,7 +57,10 @@ async fn fail_mode_asks_for_a_retry_on_every_attempt() {
         input.attempt = attempt;
         let report = sandbox().run(&email, &input).await.unwrap();
         let Outcome::Retry { message, .. } = &report.outcome else {
-            panic!("attempt {attempt}: expected retry, got {:?}", report.outcome);
+            panic!(
+                "attempt {attempt}: expected retry, got {:?}",
+                report.outcome
+            );
         };
         assert!(!message.is_empty());
     }
@@ -60,7 +69,10 @@ async fn fail_mode_asks_for_a_retry_on_every_attempt() {
 #[tokio::test]
 async fn reject_mode_fails_permanently() {
     let report = sandbox()
-        .run(&plugin("email"), &job(json!({"to": "nobody", "mode": "reject"})))
+        .run(
+            &plugin("email"),
+            &job(json!({"to": "nobody", "mode": "reject"})),
+        )
         .await
         .unwrap();
     assert!(
@@ -97,7 +109,10 @@ async fn hang_mode_is_aborted_at_its_timeout_keeping_the_checkpoint_it_saved_fir
         },
     );
     let report = sandbox()
-        .run(&email, &job(json!({"to": "ada@example.com", "mode": "hang"})))
+        .run(
+            &email,
+            &job(json!({"to": "ada@example.com", "mode": "hang"})),
+        )
         .await
         .unwrap();
     let Outcome::TimedOut { elapsed } = report.outcome else {
@@ -105,7 +120,10 @@ async fn hang_mode_is_aborted_at_its_timeout_keeping_the_checkpoint_it_saved_fir
     };
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
-    assert!(report.checkpoint.is_some(), "the checkpoint saved before the hang");
+    assert!(
+        report.checkpoint.is_some(),
+        "the checkpoint saved before the hang"
+    );
     assert!(log_text(&report).contains("aborted at the deadline"));
 }
 

@@ -22,11 +22,18 @@ fn file(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 /// Runs `spool plugin check` on `bytes`: it must exit 2 and say `expected` on stderr.
 fn check_refuses(bytes: &[u8], expected: &str) {
     let (_dir, path) = file(bytes);
-    let out = spool().args(["plugin", "check"]).arg(&path).output().unwrap();
+    let out = spool()
+        .args(["plugin", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("refused"), "{stderr}");
-    assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
 }
 
 fn load(bytes: &[u8]) -> Result<spool::Plugin, LoadError> {
@@ -77,7 +84,10 @@ fn a_component_importing_what_spool_does_not_grant_is_refused() {
     let bytes = wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
     let err = load(&bytes).unwrap_err();
     assert!(matches!(err, LoadError::UngrantedImport { .. }), "{err}");
-    check_refuses(&bytes, "import `wasi:http/outgoing-handler@0.2.0` is not granted");
+    check_refuses(
+        &bytes,
+        "import `wasi:http/outgoing-handler@0.2.0` is not granted",
+    );
 }
 
 #[test]
@@ -99,7 +109,11 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = spool::Digest::of(&std::fs::read(&path).unwrap());
     assert_eq!(info["digest"], digest.as_str());
@@ -112,10 +126,24 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
             .map(|i| i["grant"].as_str().unwrap().to_owned())
     };
     assert_eq!(grant_of("spool:job/host@0.1.0").as_deref(), Some("spool"));
-    assert_eq!(grant_of("wasi:filesystem/").as_deref(), Some("locked-down"));
+    assert_eq!(
+        grant_of("wasi:cli/environment@").as_deref(),
+        Some("locked-down")
+    );
+    assert_eq!(
+        grant_of("wasi:clocks/monotonic-clock@").as_deref(),
+        Some("wasi")
+    );
 
-    let text = spool().args(["plugin", "check"]).arg(&path).output().unwrap();
+    let text = spool()
+        .args(["plugin", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(&format!("sha256:{}", digest.as_str())), "{text}");
+    assert!(
+        text.contains(&format!("sha256:{}", digest.as_str())),
+        "{text}"
+    );
     assert!(text.contains("spool:job/host@0.1.0"), "{text}");
 }

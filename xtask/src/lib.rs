@@ -32,7 +32,13 @@ pub fn build_plugins() -> Result<PathBuf, String> {
             let manifest = root().join("plugins/Cargo.toml");
             let status = Command::new(cargo)
                 .current_dir(root().join("plugins"))
-                .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
                 .arg(&manifest)
                 // The plugins have their own target directory; never the host's.
                 .env_remove("CARGO_TARGET_DIR")

@@ -34,7 +34,11 @@ fn demo() -> Result<(), String> {
     }
     let spool = xtask::root().join("target/release/spool");
     let runs: &[(&str, &str, &[&str])] = &[
-        ("ok: succeeds first time", r#"{"to":"ada@example.com","mode":"ok"}"#, &[]),
+        (
+            "ok: succeeds first time",
+            r#"{"to":"ada@example.com","mode":"ok"}"#,
+            &[],
+        ),
         (
             "flaky, attempt 1: a retryable error",
             r#"{"to":"ada@example.com","mode":"flaky"}"#,
@@ -45,8 +49,16 @@ fn demo() -> Result<(), String> {
             r#"{"to":"ada@example.com","mode":"flaky"}"#,
             &["--attempt", "2"],
         ),
-        ("fail: a retryable error on every attempt", r#"{"to":"ada@example.com","mode":"fail"}"#, &[]),
-        ("reject: a permanent error", r#"{"to":"nobody","mode":"reject"}"#, &[]),
+        (
+            "fail: a retryable error on every attempt",
+            r#"{"to":"ada@example.com","mode":"fail"}"#,
+            &[],
+        ),
+        (
+            "reject: a permanent error",
+            r#"{"to":"nobody","mode":"reject"}"#,
+            &[],
+        ),
         (
             "hang: sleeps 8 s, aborted at its 5 s timeout",
             r#"{"to":"ada@example.com","mode":"hang"}"#,
@@ -54,7 +66,10 @@ fn demo() -> Result<(), String> {
         ),
     ];
     for (title, payload, extra) in runs {
-        println!("\n== email {title}\n$ spool exec email.wasm --payload '{payload}' {}", extra.join(" "));
+        println!(
+            "\n== email {title}\n$ spool exec email.wasm --payload '{payload}' {}",
+            extra.join(" ")
+        );
         let status = Command::new(&spool)
             .arg("exec")
             .arg(&email)
@@ -64,6 +79,9 @@ fn demo() -> Result<(), String> {
             .map_err(|e| format!("cannot run {}: {e}", spool.display()))?;
         println!("(exit status {})", status.code().unwrap_or(-1));
     }
-    println!("\nTry `spool plugin check {}` to see what the plugin imports.", email.display());
+    println!(
+        "\nTry `spool plugin check {}` to see what the plugin imports.",
+        email.display()
+    );
     Ok(())
 }

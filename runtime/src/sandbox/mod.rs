@@ -127,7 +127,9 @@ impl Sandbox {
                 reason: format!(
                     "memory cap {} is above the sandbox's maximum of {}",
                     bytesize::ByteSize(limits.memory as u64).display().iec(),
-                    bytesize::ByteSize(self.config.max_memory as u64).display().iec()
+                    bytesize::ByteSize(self.config.max_memory as u64)
+                        .display()
+                        .iec()
                 ),
             });
         }

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
+use super::Sandbox;
 use super::limits::Limits;
 use super::state::RunState;
-use super::Sandbox;
 use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION};
 
 /// The sha-256 of a plugin file, in lowercase hex: the plugin's identity.
@@ -252,7 +252,10 @@ impl Sandbox {
                 grant: grant_for(name)?,
             });
         }
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         let handler = exports
             .iter()
             .find(|name| interface_of(name).0 == HANDLER_INTERFACE)

@@ -58,7 +58,8 @@ impl Sandbox {
             let ticks = match limits.timeout {
                 Some(timeout) => {
                     let tick = self.config.epoch_tick.as_nanos().max(1);
-                    u64::try_from(timeout.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX)
+                    u64::try_from(timeout.as_nanos().div_ceil(tick))
+                        .unwrap_or(u64::MAX)
                         .saturating_add(1)
                 }
                 None => u64::MAX,
