@@ -5,8 +5,10 @@
 //! backends are built around it. The contract with plugins is the WIT package in `wit/`.
 
 mod bindings;
+pub mod events;
 pub mod job;
 pub mod outcome;
+pub mod queue;
 pub mod sandbox;
 pub mod units;
 

@@ -1,0 +1,186 @@
+//! Typed events: one for every transition of a job, recorded by the backend in the same
+//! transaction as the transition (the job's timeline), and emitted through `tracing` once
+//! committed.
+//!
+//! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled` and `lease-expired` are
+//! warnings; `started` and `succeeded` are debug; the rest info.
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{JobId, Phase, Timestamp};
+
+/// What happened.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum EventKind {
+    /// A job was enqueued.
+    Enqueued,
+    /// An enqueue matched an unfinished job's idempotency key; no new job was made.
+    Duplicate,
+    /// A worker claimed the job and an attempt started.
+    Started,
+    /// The attempt succeeded.
+    Succeeded,
+    /// The attempt failed (the next event says whether it will be retried).
+    Failed,
+    /// Another attempt was scheduled after a failure.
+    RetryScheduled,
+    /// The job moved to the dead-letter queue.
+    DeadLettered,
+    /// The job asked to run again later, without spending an attempt.
+    Delayed,
+    /// The lease of a running attempt expired: its worker stopped renewing it.
+    LeaseExpired,
+    /// A worker shutting down gave the job back before it finished.
+    Released,
+    /// A dead job was given fresh attempts.
+    Replayed,
+    /// The job was cancelled.
+    Cancelled,
+    /// A worker loaded a plugin for a queue.
+    PluginLoaded,
+    /// A worker reloaded a queue's plugin because its file changed.
+    PluginReloaded,
+    /// A worker could not load a queue's plugin.
+    PluginRefused,
+}
+
+impl EventKind {
+    /// The `tracing` level the event is emitted at.
+    pub fn level(self) -> tracing::Level {
+        match self {
+            EventKind::Failed | EventKind::PluginRefused => tracing::Level::ERROR,
+            EventKind::DeadLettered | EventKind::RetryScheduled | EventKind::LeaseExpired => {
+                tracing::Level::WARN
+            }
+            EventKind::Started | EventKind::Succeeded => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        }
+    }
+}
+
+/// An event to record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The job, if the event is about one.
+    pub job_id: Option<JobId>,
+    /// The queue.
+    pub queue: Option<String>,
+    /// The job's tenant.
+    pub tenant: Option<String>,
+    /// The attempt number.
+    pub attempt: Option<u32>,
+    /// Where an attempt failed.
+    pub phase: Option<Phase>,
+    /// Details in words: the error, the digest loaded, the delay.
+    pub message: Option<String>,
+    /// The plugin digest involved.
+    pub digest: Option<String>,
+    /// The worker involved.
+    pub worker: Option<String>,
+    /// A duration in milliseconds (the attempt's run time, a delay, a backoff).
+    pub duration_ms: Option<u64>,
+}
+
+impl NewEvent {
+    /// An event of `kind` with no other field set.
+    pub fn new(kind: EventKind) -> Self {
+        NewEvent {
+            kind,
+            job_id: None,
+            queue: None,
+            tenant: None,
+            attempt: None,
+            phase: None,
+            message: None,
+            digest: None,
+            worker: None,
+            duration_ms: None,
+        }
+    }
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the backend's event log: strictly increasing.
+    pub seq: i64,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+    /// The job, if any.
+    pub job_id: Option<JobId>,
+    /// The queue.
+    pub queue: Option<String>,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The attempt number.
+    pub attempt: Option<u32>,
+    /// Where an attempt failed.
+    pub phase: Option<Phase>,
+    /// Details in words.
+    pub message: Option<String>,
+    /// The plugin digest involved.
+    pub digest: Option<String>,
+    /// The worker involved.
+    pub worker: Option<String>,
+    /// A duration in milliseconds.
+    pub duration_ms: Option<u64>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this job's.
+    pub job: Option<JobId>,
+    /// Only events with `seq` greater than this (for following).
+    pub after: Option<i64>,
+    /// At most this many; `None` = the backend's default of 1000.
+    pub limit: Option<usize>,
+}
+
+/// Emit a committed event through `tracing`, at its kind's level.
+pub fn emit(event: &Event) {
+    macro_rules! at_level {
+        ($level:expr) => {
+            tracing::event!(
+                target: "spool::events",
+                $level,
+                event = %event.kind,
+                job = event.job_id.as_ref().map(|id| id.0.as_str()),
+                queue = event.queue.as_deref(),
+                tenant = event.tenant.as_deref(),
+                attempt = event.attempt,
+                phase = event.phase.map(<&'static str>::from),
+                digest = event.digest.as_deref(),
+                worker = event.worker.as_deref(),
+                duration_ms = event.duration_ms,
+                "{}",
+                event.message.as_deref().unwrap_or_default(),
+            )
+        };
+    }
+    match event.kind.level() {
+        tracing::Level::ERROR => at_level!(tracing::Level::ERROR),
+        tracing::Level::WARN => at_level!(tracing::Level::WARN),
+        tracing::Level::INFO => at_level!(tracing::Level::INFO),
+        tracing::Level::DEBUG => at_level!(tracing::Level::DEBUG),
+        _ => at_level!(tracing::Level::TRACE),
+    }
+}

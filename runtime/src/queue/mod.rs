@@ -1,0 +1,479 @@
+//! The durable queue: the job model, the [`Backend`] trait every store implements, and the
+//! embedded SQLite backend.
+//!
+//! Data flows one way: producers [`enqueue`](Backend::enqueue); a worker
+//! [`claim`](Backend::claim)s ready jobs under a lease, runs each attempt in the sandbox and
+//! [`settle`](Backend::settle)s it with what should happen next ([`Next`]), decided by the
+//! worker's retry policy. Every transition is one atomic operation on the backend and records
+//! one or more [`Event`]s in the same transaction. Every write made for an attempt carries its
+//! [`Lease`], and the backend refuses it once that lease is gone (expired and swept, released,
+//! or the job cancelled): a stale attempt can commit nothing.
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::events::{Event, EventFilter, EventKind, NewEvent};
+use crate::outcome::LogLine;
+
+/// Milliseconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A job's id: unique within a backend, stable across attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum JobState {
+    /// Waiting for its `run_at` to pass. Moved in by an enqueue with a delay or run-at, by a
+    /// retry's backoff and by a `delay`; claimable (no separate promotion step) once `run_at`
+    /// has passed. Kept until it runs or is cancelled.
+    Scheduled,
+    /// Waiting for a worker. Moved in by enqueue, by an expired lease, by a graceful release
+    /// and by a DLQ replay; moved out by a claim or a cancel. A job whose queue no worker
+    /// serves stays here, and `spool queues` lists that queue as having no handler.
+    Ready,
+    /// Leased by a worker that is running an attempt. Moved out by that attempt's settle, by
+    /// the worker's release on shutdown, or by the sweeper once the lease has expired.
+    Running,
+    /// Finished with output. Kept for the retention period (24 h by default), then pruned.
+    Succeeded,
+    /// In the dead-letter queue: failed for good or out of attempts. Kept, with its whole
+    /// envelope, until a person replays or purges it.
+    Dead,
+    /// Cancelled before it finished. Kept like succeeded jobs.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job will not run again unless replayed.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+/// Where an attempt failed, as kept in the dead-letter envelope.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum Phase {
+    /// The handler returned an error.
+    Run,
+    /// The attempt ran past its timeout and was aborted.
+    Timeout,
+    /// The guest trapped (panic, out of memory, stack overflow, ...).
+    Trap,
+    /// The worker running the attempt stopped renewing its lease (it crashed or hung).
+    LeaseExpired,
+    /// The payload could not be decoded.
+    Decode,
+    /// No plugin could be loaded for the job's queue.
+    NoHandler,
+    /// The job asked to be delayed more often than its max-started-attempts allows.
+    MaxStarted,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// The queue to put it on.
+    pub queue: String,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Do not run before this time; `None` = now.
+    pub run_at: Option<Timestamp>,
+    /// Higher runs first within a queue; default 0.
+    pub priority: i32,
+    /// Attempts allowed in all; `None` takes the queue's configured default at claim time
+    /// (the backend stores `None` and the worker resolves it).
+    pub max_attempts: Option<u32>,
+    /// The tenant the job belongs to.
+    pub tenant: Option<String>,
+    /// Idempotency key: while an unfinished job on the same queue has this key, enqueueing
+    /// another returns that job's id with `duplicate = true`.
+    pub key: Option<String>,
+    /// Free-form key/value pairs handed to the plugin.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The result of enqueueing one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    /// The job's id (the existing job's, for a duplicate).
+    pub id: JobId,
+    /// Whether an unfinished job with the same idempotency key already existed.
+    pub duplicate: bool,
+}
+
+/// A worker's claim on one attempt of one job. Every write for the attempt carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The fencing token: fresh for every claim, never reused for the job.
+    pub token: i64,
+    /// The worker holding the lease.
+    pub worker: String,
+    /// When the lease lapses unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// How many jobs a worker wants from one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueClaim {
+    /// The queue.
+    pub queue: String,
+    /// At most this many jobs.
+    pub limit: usize,
+}
+
+/// A claimed job: what the plugin needs for the attempt, and the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The lease the attempt runs under.
+    pub lease: Lease,
+    /// The queue.
+    pub queue: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The attempt number this run is (failed attempts so far + 1; delays do not count).
+    pub attempt: u32,
+    /// The job's own max-attempts, if it was enqueued with one.
+    pub max_attempts: Option<u32>,
+    /// How many times the job has been started, this run included (delays count).
+    pub started: u32,
+    /// The last checkpoint an earlier attempt saved.
+    pub checkpoint: Option<Vec<u8>>,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The job's metadata.
+    pub metadata: Vec<(String, String)>,
+    /// When the job was enqueued.
+    pub enqueued_at: Timestamp,
+}
+
+/// What happens to a job after an attempt: decided by the worker, applied by the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "next", rename_all = "kebab-case")]
+pub enum Next {
+    /// Done: store the output (event `succeeded`).
+    Succeeded {
+        /// The output.
+        output: Vec<u8>,
+    },
+    /// The attempt failed and another is allowed: schedule it (events `failed`,
+    /// `retry-scheduled`). Spends an attempt.
+    Retry {
+        /// When the next attempt may start.
+        run_at: Timestamp,
+    },
+    /// Run again later without spending an attempt (event `delayed`).
+    Delay {
+        /// When to run again.
+        run_at: Timestamp,
+    },
+    /// Failed for good: to the dead-letter queue (events `failed`, `dead-lettered`). Spends an
+    /// attempt.
+    Dead,
+}
+
+/// One attempt as kept in the job's history (and its dead-letter envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number (see [`Claimed::attempt`]).
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// The outcome's name (`succeeded`, `retry`, `fail`, `delay`, `timed-out`, `trapped`,
+    /// `invalid-payload`, `lease-expired`, ...).
+    pub outcome: String,
+    /// Where it failed; `None` for a success or a delay.
+    pub phase: Option<Phase>,
+    /// The error, in words; `None` for a success.
+    pub error: Option<String>,
+    /// The digest of the plugin that ran, if one did.
+    pub digest: Option<String>,
+    /// The attempt's log lines (plugin `log` calls and stdout/stderr).
+    pub logs: Vec<LogLine>,
+}
+
+/// Settle one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    /// The attempt's lease: the settle is refused if it is no longer the job's current lease.
+    pub lease: Lease,
+    /// What happens next.
+    pub next: Next,
+    /// The attempt, for the job's history.
+    pub attempt: AttemptRecord,
+    /// A checkpoint the attempt saved, replacing the job's previous one.
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+/// A write refused because the attempt's lease is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease lost: job {job_id} is no longer leased with token {token}")]
+pub struct LeaseLost {
+    /// The job.
+    pub job_id: JobId,
+    /// The stale token.
+    pub token: i64,
+}
+
+/// A job as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The id.
+    pub id: JobId,
+    /// The queue.
+    pub queue: String,
+    /// The state.
+    pub state: JobState,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The job's own max-attempts, if set.
+    pub max_attempts: Option<u32>,
+    /// Priority.
+    pub priority: i32,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// When it was enqueued.
+    pub enqueued_at: Timestamp,
+    /// When it runs next (scheduled/ready), or ran last.
+    pub run_at: Timestamp,
+    /// When it last changed state.
+    pub updated_at: Timestamp,
+    /// The last attempt's error, if any.
+    pub last_error: Option<String>,
+    /// The last failed attempt's phase, if any.
+    pub last_phase: Option<Phase>,
+}
+
+/// Everything known about a job: `spool job <id>` and the dead-letter envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail {
+    /// The summary fields.
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The output, once succeeded.
+    pub output: Option<Vec<u8>>,
+    /// The last checkpoint.
+    pub checkpoint: Option<Vec<u8>>,
+    /// The idempotency key.
+    pub key: Option<String>,
+    /// Metadata.
+    pub metadata: Vec<(String, String)>,
+    /// How many times the job has been started.
+    pub started: u32,
+    /// The current lease, while running.
+    pub lease: Option<Lease>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    /// The job's timeline, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// At most this many (newest first); `None` = the backend's default of 100.
+    pub limit: Option<usize>,
+}
+
+/// Which dead jobs to list, replay or purge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlqFilter {
+    /// Only this job.
+    pub id: Option<JobId>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only jobs whose last attempt failed in this phase.
+    pub phase: Option<Phase>,
+    /// Only jobs that died at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only jobs that died before this time.
+    pub until: Option<Timestamp>,
+    /// At most this many (listing only).
+    pub limit: Option<usize>,
+}
+
+/// Job counts of one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    /// The queue.
+    pub queue: String,
+    /// Scheduled jobs.
+    pub scheduled: u64,
+    /// Ready jobs.
+    pub ready: u64,
+    /// Running jobs.
+    pub running: u64,
+    /// Succeeded jobs still kept.
+    pub succeeded: u64,
+    /// Dead jobs.
+    pub dead: u64,
+    /// Cancelled jobs still kept.
+    pub cancelled: u64,
+}
+
+/// A backend failure (as opposed to a refused write, which is [`LeaseLost`]).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The store could not be opened or answered with an error.
+    #[error("queue store error: {0}")]
+    Store(String),
+    /// A request was malformed (an empty queue name, say).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No job has this id.
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+}
+
+/// The operations every queue store provides. One conformance suite (in `tests/all`) runs
+/// against every implementation.
+pub trait Backend: Send + Sync + 'static {
+    /// Enqueue jobs, all in one transaction; see [`NewJob::key`] for duplicates. Records
+    /// `enqueued` (or `duplicate`) for each.
+    fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+    ) -> impl Future<Output = Result<Vec<Enqueued>, QueueError>> + Send;
+
+    /// Atomically claim ready jobs whose `run_at` has passed — highest priority first, then
+    /// oldest `run_at` — for `worker`, under a lease of `lease` from now, each with a fresh
+    /// fencing token; records `started`. One winner per job, whatever the number of workers.
+    fn claim(
+        &self,
+        worker: &str,
+        queues: &[QueueClaim],
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
+
+    /// Extend leases to `lease` from now. One answer per lease, `false` where it is lost.
+    fn renew(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<bool>, QueueError>> + Send;
+
+    /// Settle attempts, all in one transaction (group commit), each fenced by its lease. One
+    /// answer per settle.
+    fn settle(
+        &self,
+        settles: Vec<Settle>,
+    ) -> impl Future<Output = Result<Vec<Result<(), LeaseLost>>, QueueError>> + Send;
+
+    /// Give leased jobs back (graceful shutdown): ready again at once, no attempt spent,
+    /// event `released`. Returns how many were still leased.
+    fn release(&self, leases: &[Lease]) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Return every job whose lease has expired: the attempt counts as failed with phase
+    /// `lease-expired` (event `lease-expired`); the job is ready again, or dead when no
+    /// attempts are left (`default_max_attempts` applies to jobs without their own). Returns
+    /// the jobs returned.
+    fn expire_leases(
+        &self,
+        default_max_attempts: u32,
+    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
+
+    /// Cancel an unfinished job: it never starts again, and a running attempt's lease is
+    /// revoked so its settle is refused. Returns whether it was unfinished.
+    fn cancel(&self, id: &JobId) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Record an event that belongs to no transition (plugin loaded or reloaded, ...).
+    fn record(&self, event: NewEvent) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// One job with its attempts and timeline.
+    fn job(&self, id: &JobId)
+    -> impl Future<Output = Result<Option<JobDetail>, QueueError>> + Send;
+
+    /// Jobs, newest first.
+    fn jobs(
+        &self,
+        filter: &JobFilter,
+    ) -> impl Future<Output = Result<Vec<JobSummary>, QueueError>> + Send;
+
+    /// Counts per state for every queue that has jobs.
+    fn queues(&self) -> impl Future<Output = Result<Vec<QueueCounts>, QueueError>> + Send;
+
+    /// Events in order of their sequence number.
+    fn events(
+        &self,
+        filter: &EventFilter,
+    ) -> impl Future<Output = Result<Vec<Event>, QueueError>> + Send;
+
+    /// Dead jobs matching `filter`, most recently dead first.
+    fn dead(
+        &self,
+        filter: &DlqFilter,
+    ) -> impl Future<Output = Result<Vec<JobSummary>, QueueError>> + Send;
+
+    /// Give dead jobs matching `filter` fresh attempts: ready at once, attempt count reset,
+    /// history kept, event `replayed`. Returns how many.
+    fn replay(&self, filter: &DlqFilter) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Delete dead jobs matching `filter` with their history. Returns how many.
+    fn purge(&self, filter: &DlqFilter) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Delete succeeded and cancelled jobs that finished before `before`, with their history.
+    /// Dead jobs are never pruned. Returns how many.
+    fn prune(&self, before: Timestamp) -> impl Future<Output = Result<u64, QueueError>> + Send;
+}
