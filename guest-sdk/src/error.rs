@@ -35,6 +35,13 @@ pub enum JobError {
         /// How long to wait; sent to the host in whole milliseconds, rounded up.
         after: Duration,
     },
+    /// The payload does not decode into what the handler expects: permanent, and reported as a
+    /// decode failure rather than a run failure. [`export!`](crate::export) returns it for
+    /// payloads that do not deserialize.
+    InvalidPayload {
+        /// What is wrong with the payload, naming the field.
+        message: String,
+    },
 }
 
 impl JobError {
@@ -61,6 +68,13 @@ impl JobError {
         }
     }
 
+    /// The payload cannot be handled: permanent, reported as a decode failure.
+    pub fn invalid_payload(message: impl fmt::Display) -> Self {
+        Self::InvalidPayload {
+            message: message.to_string(),
+        }
+    }
+
     /// Run the job again after `after`, without spending an attempt.
     pub fn delay(after: Duration) -> Self {
         Self::Delay { after }
@@ -82,6 +96,7 @@ impl fmt::Display for JobError {
             }
             Self::Fail { message } => write!(f, "failed: {message}"),
             Self::Delay { after } => write!(f, "delayed by {} ms", millis(*after)),
+            Self::InvalidPayload { message } => write!(f, "invalid payload: {message}"),
         }
     }
 }
@@ -111,6 +126,7 @@ impl From<JobError> for wit::JobError {
             }),
             JobError::Fail { message } => wit::JobError::Fail(message),
             JobError::Delay { after } => wit::JobError::Delay(millis(after)),
+            JobError::InvalidPayload { message } => wit::JobError::InvalidPayload(message),
         }
     }
 }

@@ -167,7 +167,7 @@ mod tests {
         );
         assert!(matches!(
             out,
-            Err(wit::JobError::Fail(message))
+            Err(wit::JobError::InvalidPayload(message))
                 if message == "bad payload: name: invalid type: integer `3`, expected a string"
         ));
     }

@@ -66,7 +66,10 @@ impl Output for Raw {
 
 impl<T: DeserializeOwned> Payload for T {
     fn from_payload(bytes: &[u8]) -> Result<Self, JobError> {
-        decode_json(bytes, "bad payload")
+        decode_json(bytes, "bad payload").map_err(|e| match e {
+            JobError::Fail { message } => JobError::InvalidPayload { message },
+            other => other,
+        })
     }
 }
 
@@ -146,7 +149,7 @@ mod tests {
     fn wrong_type_names_the_field() {
         assert_eq!(
             error_of::<Email>(r#"{"to": "a@b.c", "mode": "ok", "delay_ms": "x"}"#),
-            JobError::fail(r#"bad payload: delay_ms: invalid type: string "x", expected u64"#)
+            JobError::invalid_payload(r#"bad payload: delay_ms: invalid type: string "x", expected u64"#)
         );
     }
 
@@ -154,7 +157,7 @@ mod tests {
     fn missing_field_is_named() {
         assert_eq!(
             error_of::<Email>(r#"{"mode": "ok"}"#),
-            JobError::fail("bad payload: missing field `to`")
+            JobError::invalid_payload("bad payload: missing field `to`")
         );
     }
 
@@ -162,7 +165,7 @@ mod tests {
     fn unknown_enum_variant_names_the_field_and_the_choices() {
         assert_eq!(
             error_of::<Email>(r#"{"to": "a", "mode": "sideways"}"#),
-            JobError::fail(
+            JobError::invalid_payload(
                 "bad payload: mode: unknown variant `sideways`, expected `ok` or `hang`"
             )
         );
@@ -172,7 +175,7 @@ mod tests {
     fn nested_paths_include_map_keys_and_indices() {
         assert_eq!(
             error_of::<BTreeMap<String, Vec<Email>>>(r#"{"batch": [{"to": "a", "mode": 7}]}"#),
-            JobError::fail(
+            JobError::invalid_payload(
                 "bad payload: batch[0].mode: invalid type: integer `7`, expected string or map"
             )
         );
@@ -182,11 +185,11 @@ mod tests {
     fn malformed_json_keeps_its_position() {
         assert_eq!(
             error_of::<Email>(r#"{"to": "#),
-            JobError::fail("bad payload: to: EOF while parsing a value at line 1 column 7")
+            JobError::invalid_payload("bad payload: to: EOF while parsing a value at line 1 column 7")
         );
         assert_eq!(
             error_of::<Email>(r#"{"to": "a", "mode": "ok"} trailing"#),
-            JobError::fail("bad payload: trailing characters at line 1 column 27")
+            JobError::invalid_payload("bad payload: trailing characters at line 1 column 27")
         );
     }
 

@@ -49,6 +49,7 @@ impl From<JobError> for Outcome {
             JobError::Delay(ms) => Outcome::Delay {
                 duration: Duration::from_millis(ms),
             },
+            JobError::InvalidPayload(message) => Outcome::InvalidPayload { message },
         }
     }
 }

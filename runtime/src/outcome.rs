@@ -42,6 +42,11 @@ pub enum Outcome {
         #[serde(with = "millis", rename = "duration_ms")]
         duration: Duration,
     },
+    /// The handler could not decode the payload: permanent, and the job never really ran.
+    InvalidPayload {
+        /// What is wrong with the payload, in the plugin's words.
+        message: String,
+    },
     /// The attempt ran past its timeout and its instance was destroyed.
     TimedOut {
         /// How long the attempt had run when it was aborted.
@@ -64,7 +69,7 @@ impl Outcome {
     }
 
     /// The outcome's name as printed by the CLI: `succeeded`, `retry`, `fail`, `delay`,
-    /// `timed-out` or `trapped`.
+    /// `invalid-payload`, `timed-out` or `trapped`.
     pub fn name(&self) -> &'static str {
         self.into()
     }
@@ -80,7 +85,9 @@ impl Outcome {
                 "{message} (retry after {})",
                 humantime::format_duration(*after)
             )),
-            Outcome::Retry { message, .. } | Outcome::Fail { message } => Some(message.clone()),
+            Outcome::Retry { message, .. }
+            | Outcome::Fail { message }
+            | Outcome::InvalidPayload { message } => Some(message.clone()),
             Outcome::Delay { duration } => Some(format!(
                 "delayed by {}",
                 humantime::format_duration(*duration)

@@ -156,6 +156,8 @@ async fn huge_stdout_is_captured_up_to_the_log_limit_and_the_rest_counted() {
         "hostile",
         Limits {
             max_log_bytes: 64 << 10,
+            // 32 MiB through a debug build of the host is slow when the tests run in parallel.
+            timeout: Some(Duration::from_secs(30)),
             ..limits()
         },
     );

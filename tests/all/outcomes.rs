@@ -134,8 +134,8 @@ async fn a_payload_that_does_not_decode_fails_naming_the_field() {
         .run(&email, &job(json!({"mode": "ok"})))
         .await
         .unwrap();
-    let Outcome::Fail { message } = &missing.outcome else {
-        panic!("expected fail, got {:?}", missing.outcome);
+    let Outcome::InvalidPayload { message } = &missing.outcome else {
+        panic!("expected invalid-payload, got {:?}", missing.outcome);
     };
     assert!(message.contains("`to`"), "{message}");
 
@@ -146,8 +146,8 @@ async fn a_payload_that_does_not_decode_fails_naming_the_field() {
         )
         .await
         .unwrap();
-    let Outcome::Fail { message } = &wrong_type.outcome else {
-        panic!("expected fail, got {:?}", wrong_type.outcome);
+    let Outcome::InvalidPayload { message } = &wrong_type.outcome else {
+        panic!("expected invalid-payload, got {:?}", wrong_type.outcome);
     };
     assert!(message.contains("delay_ms"), "{message}");
 
@@ -156,7 +156,7 @@ async fn a_payload_that_does_not_decode_fails_naming_the_field() {
         .await
         .unwrap();
     assert!(
-        matches!(not_json.outcome, Outcome::Fail { .. }),
+        matches!(not_json.outcome, Outcome::InvalidPayload { .. }),
         "{:?}",
         not_json.outcome
     );

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Sandbox;
 use super::plugin::Plugin;
@@ -53,19 +53,25 @@ impl Sandbox {
                 .map_err(|e| RunError::Setup(format!("{e:#}")))?;
         }
         if self.config.epoch_interruption {
-            // One tick more than the timeout, so a deadline that falls between two ticks is
-            // never cut short; the ticker counts real elapsed ticks, so it is not late either.
-            let ticks = match limits.timeout {
-                Some(timeout) => {
-                    let tick = self.config.epoch_tick.as_nanos().max(1);
-                    u64::try_from(timeout.as_nanos().div_ceil(tick))
-                        .unwrap_or(u64::MAX)
-                        .saturating_add(1)
+            match deadline {
+                Some(deadline) => {
+                    // The epoch counts ticks, and a ticker woken late catches up several at once,
+                    // so reaching the deadline in ticks can come a little before the deadline in
+                    // time. The callback checks the clock: early, it waits the remaining ticks;
+                    // due, it interrupts. It runs only when the tick deadline is reached.
+                    let tick = self.config.epoch_tick;
+                    store.set_epoch_deadline(ticks_until(deadline, tick));
+                    store.epoch_deadline_callback(move |_| {
+                        Ok(match deadline.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => {
+                                UpdateDeadline::Continue(ticks_until(Instant::now() + left, tick))
+                            }
+                            _ => UpdateDeadline::Interrupt,
+                        })
+                    });
                 }
-                None => u64::MAX,
-            };
-            store.set_epoch_deadline(ticks);
-            store.epoch_deadline_trap();
+                None => store.set_epoch_deadline(u64::MAX),
+            }
         }
 
         let wit_job = Job::from(job);
@@ -141,6 +147,14 @@ impl Sandbox {
     }
 }
 
+/// Ticks from now until `deadline`, rounded up, at least one.
+fn ticks_until(deadline: Instant, tick: Duration) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now()).as_nanos();
+    u64::try_from(left.div_ceil(tick.as_nanos().max(1)))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// Classify a trap by its type, and by the limiter's state for out-of-memory (an allocator
 /// that is refused memory aborts, which reaches the host as `unreachable`).
 fn classify(err: &wasmtime::Error, refused_grow: bool, elapsed: Duration) -> Outcome {
@@ -181,6 +195,9 @@ fn truncate_message(outcome: Outcome) -> Outcome {
             retry_after,
         },
         Outcome::Fail { message } => Outcome::Fail {
+            message: cut(message),
+        },
+        Outcome::InvalidPayload { message } => Outcome::InvalidPayload {
             message: cut(message),
         },
         other => other,
