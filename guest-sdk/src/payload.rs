@@ -149,7 +149,9 @@ mod tests {
     fn wrong_type_names_the_field() {
         assert_eq!(
             error_of::<Email>(r#"{"to": "a@b.c", "mode": "ok", "delay_ms": "x"}"#),
-            JobError::invalid_payload(r#"bad payload: delay_ms: invalid type: string "x", expected u64"#)
+            JobError::invalid_payload(
+                r#"bad payload: delay_ms: invalid type: string "x", expected u64"#
+            )
         );
     }
 
@@ -185,7 +187,9 @@ mod tests {
     fn malformed_json_keeps_its_position() {
         assert_eq!(
             error_of::<Email>(r#"{"to": "#),
-            JobError::invalid_payload("bad payload: to: EOF while parsing a value at line 1 column 7")
+            JobError::invalid_payload(
+                "bad payload: to: EOF while parsing a value at line 1 column 7"
+            )
         );
         assert_eq!(
             error_of::<Email>(r#"{"to": "a", "mode": "ok"} trailing"#),

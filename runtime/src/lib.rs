@@ -5,12 +5,15 @@
 //! backends are built around it. The contract with plugins is the WIT package in `wit/`.
 
 mod bindings;
+pub mod config;
 pub mod events;
 pub mod job;
 pub mod outcome;
 pub mod queue;
+pub mod retry;
 pub mod sandbox;
 pub mod units;
+pub mod worker;
 
 pub use job::JobInput;
 pub use outcome::{AttemptReport, LogLevel, LogLine, LogSource, Outcome, TrapKind};

@@ -6,7 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod conformance;
 mod hostile;
 mod outcomes;
 mod refusals;
+mod sqlite;
 mod support;
+mod worker;

@@ -1,5 +1,5 @@
-//! `cargo xtask plugins` builds the plugin components; `cargo xtask demo` builds them and runs
-//! the `email` demo job in each of its modes through `spool exec`.
+//! `cargo xtask plugins` builds the plugin components; `cargo xtask demo` builds them and
+//! `spool`, then runs `spool demo`.
 
 use std::process::{Command, ExitCode};
 
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 }
 
 fn demo() -> Result<(), String> {
-    let email = xtask::plugin("email")?;
+    let plugins = xtask::build_plugins()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let built = Command::new(&cargo)
         .current_dir(xtask::root())
@@ -33,55 +33,20 @@ fn demo() -> Result<(), String> {
         return Err("building spool failed".to_owned());
     }
     let spool = xtask::root().join("target/release/spool");
-    let runs: &[(&str, &str, &[&str])] = &[
-        (
-            "ok: succeeds first time",
-            r#"{"to":"ada@example.com","mode":"ok"}"#,
-            &[],
-        ),
-        (
-            "flaky, attempt 1: a retryable error",
-            r#"{"to":"ada@example.com","mode":"flaky"}"#,
-            &["--attempt", "1"],
-        ),
-        (
-            "flaky, attempt 2: succeeds",
-            r#"{"to":"ada@example.com","mode":"flaky"}"#,
-            &["--attempt", "2"],
-        ),
-        (
-            "fail: a retryable error on every attempt",
-            r#"{"to":"ada@example.com","mode":"fail"}"#,
-            &[],
-        ),
-        (
-            "reject: a permanent error",
-            r#"{"to":"nobody","mode":"reject"}"#,
-            &[],
-        ),
-        (
-            "hang: sleeps 8 s, aborted at its 5 s timeout",
-            r#"{"to":"ada@example.com","mode":"hang"}"#,
-            &["--timeout", "5s"],
-        ),
-    ];
-    for (title, payload, extra) in runs {
+    let status = Command::new(&spool)
+        .current_dir(xtask::root())
+        .arg("demo")
+        .arg("--plugins")
+        .arg(&plugins)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", spool.display()))?;
+    if status.success() {
         println!(
-            "\n== email {title}\n$ spool exec email.wasm --payload '{payload}' {}",
-            extra.join(" ")
+            "\n(`spool` is at {}; add it to your PATH or call it by that path.)",
+            spool.display()
         );
-        let status = Command::new(&spool)
-            .arg("exec")
-            .arg(&email)
-            .args(["--payload", payload])
-            .args(*extra)
-            .status()
-            .map_err(|e| format!("cannot run {}: {e}", spool.display()))?;
-        println!("(exit status {})", status.code().unwrap_or(-1));
+        Ok(())
+    } else {
+        Err(format!("the demo failed ({status})"))
     }
-    println!(
-        "\nTry `spool plugin check {}` to see what the plugin imports.",
-        email.display()
-    );
-    Ok(())
 }

@@ -1,10 +1,17 @@
 //! `spool`'s subcommands. Exit status: 0 when the command did what was asked (for `exec`, the
-//! attempt succeeded), 1 when an attempt ran and did not succeed, 2 for bad input or a refused
-//! plugin.
+//! attempt succeeded), 1 when an attempt ran and did not succeed, 2 for bad input, a refused
+//! plugin or any other error.
 
+mod demo;
+mod dlq;
+mod enqueue;
 mod exec;
+mod inspect;
 mod plugin;
+mod util;
+mod worker;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +23,9 @@ struct Cli {
     /// Log format for the host's own diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The SQLite database (default `spool.db`; `spool-demo.db` for `spool demo`).
+    #[arg(long, global = true, env = "SPOOL_DB")]
+    db: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +43,23 @@ enum Command {
     /// Inspect plugin files.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Put a job on a queue.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Serve the configured queues until SIGINT/SIGTERM.
+    Worker(worker::WorkerArgs),
+    /// Show one job: state, attempts with errors and logs, output, timeline.
+    Job(inspect::JobArgs),
+    /// List jobs.
+    Jobs(inspect::JobsArgs),
+    /// Job counts per queue and state, each queue's plugin, and queues with no handler.
+    Queues(inspect::QueuesArgs),
+    /// The dead-letter queue: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Print events, optionally following new ones.
+    Events(inspect::EventsArgs),
+    /// Run the email demo job in four modes through an embedded worker.
+    Demo(demo::DemoArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -48,10 +75,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let is_demo = matches!(cli.command, Command::Demo(_));
+    let db = cli
+        .db
+        .unwrap_or_else(|| PathBuf::from(if is_demo { "spool-demo.db" } else { "spool.db" }));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
             Command::Plugin(command) => plugin::run(command),
+            Command::Enqueue(args) => enqueue::run(&db, args).await,
+            Command::Worker(args) => worker::run(&db, args).await,
+            Command::Job(args) => inspect::job(&db, args).await,
+            Command::Jobs(args) => inspect::jobs(&db, args).await,
+            Command::Queues(args) => inspect::queues(&db, args).await,
+            Command::Dlq(command) => dlq::run(&db, command).await,
+            Command::Events(args) => inspect::events(&db, args).await,
+            Command::Demo(args) => demo::run(&db, args).await,
         }
     });
     match result {

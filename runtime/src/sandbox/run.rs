@@ -149,7 +149,9 @@ impl Sandbox {
 
 /// Ticks from now until `deadline`, rounded up, at least one.
 fn ticks_until(deadline: Instant, tick: Duration) -> u64 {
-    let left = deadline.saturating_duration_since(Instant::now()).as_nanos();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_nanos();
     u64::try_from(left.div_ceil(tick.as_nanos().max(1)))
         .unwrap_or(u64::MAX)
         .max(1)

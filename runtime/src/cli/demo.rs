@@ -1,0 +1,162 @@
+//! `spool demo`: the email job in four modes through an embedded worker, printed as it happens.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use spool::config::{BackoffConfig, QueueConfig, WorkerSettings};
+use spool::queue::sqlite::Synchronous;
+use spool::queue::{Backend, EventFilter, EventKind, JobId, NewJob};
+use spool::worker::Worker;
+
+use super::util::open_db;
+use super::worker::sandbox_for;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the built plugins are (`cargo xtask plugins` puts them here).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    plugins: PathBuf,
+}
+
+pub async fn run(db: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let plugin = args.plugins.join("email.wasm");
+    if !plugin.exists() {
+        anyhow::bail!(
+            "no plugin at {}: build the plugins first with `cargo xtask plugins`",
+            plugin.display()
+        );
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let backend = open_db(db, Synchronous::Normal)?;
+    let mut email = QueueConfig::new(&plugin);
+    email.timeout = Duration::from_secs(5);
+    email.max_attempts = 3;
+    email.backoff = BackoffConfig {
+        initial: Duration::from_secs(1),
+        factor: 2.0,
+        max: Duration::from_secs(10),
+        jitter: 0.0,
+    };
+    let queues = BTreeMap::from([("email".to_owned(), email)]);
+    let settings = WorkerSettings {
+        concurrency: 8,
+        lease: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(20),
+        ..WorkerSettings::default()
+    };
+
+    println!(
+        "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), database {}\n",
+        db.display()
+    );
+    let modes = [
+        ("ok", "succeeds first time"),
+        ("flaky", "fails once, then succeeds"),
+        (
+            "fail",
+            "fails every time: dead-letter queue after 3 attempts",
+        ),
+        (
+            "hang",
+            "sleeps 8s: aborted at 5s, retried, dead-letter queue",
+        ),
+    ];
+    let jobs: Vec<NewJob> = modes
+        .iter()
+        .map(|(mode, _)| NewJob {
+            queue: "email".to_owned(),
+            payload: format!(r#"{{"to":"ada@example.com","mode":"{mode}"}}"#).into_bytes(),
+            ..NewJob::default()
+        })
+        .collect();
+    let enqueued = backend.enqueue(jobs).await?;
+    let mut label: HashMap<JobId, &str> = HashMap::new();
+    for ((mode, what), done) in modes.iter().zip(&enqueued) {
+        println!("enqueued job {:<4} email/{mode:<5}  ({what})", done.id.0);
+        label.insert(done.id.clone(), mode);
+    }
+    println!();
+
+    let worker = Worker::start(backend.clone(), sandbox_for(8, &queues)?, settings, queues).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    let started = Instant::now();
+    let mut after = None;
+    let mut finished = 0;
+    while finished < enqueued.len() && started.elapsed() < Duration::from_secs(50) {
+        let events = backend
+            .events(&EventFilter {
+                after,
+                ..EventFilter::default()
+            })
+            .await?;
+        for e in &events {
+            after = Some(e.seq);
+            let Some(mode) = e.job_id.as_ref().and_then(|id| label.get(id)) else {
+                continue;
+            };
+            let at = started.elapsed().as_secs_f64();
+            let attempt = e
+                .attempt
+                .map(|a| format!("attempt {a}: "))
+                .unwrap_or_default();
+            let what = match e.kind {
+                EventKind::Started => "started".to_owned(),
+                EventKind::Succeeded => format!("succeeded in {} ms", e.duration_ms.unwrap_or(0)),
+                EventKind::Failed => format!(
+                    "failed ({}): {}",
+                    e.phase.map(|p| p.to_string()).unwrap_or_default(),
+                    e.message.as_deref().unwrap_or("")
+                ),
+                EventKind::RetryScheduled => format!(
+                    "retry in {:.1} s",
+                    e.duration_ms.unwrap_or(0) as f64 / 1000.0
+                ),
+                EventKind::DeadLettered => "moved to the dead-letter queue".to_owned(),
+                EventKind::Enqueued => continue,
+                other => other.to_string(),
+            };
+            println!("{at:>5.1}s  email/{mode:<5} {attempt}{what}");
+            if matches!(e.kind, EventKind::Succeeded | EventKind::DeadLettered) {
+                finished += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    running.await??;
+
+    let db = db.display();
+    println!(
+        "\nDone in {:.1} s. Look around with:",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  spool --db {db} jobs                  # every job and its state");
+    println!(
+        "  spool --db {db} job {}                # one job: attempts, errors, logs, timeline",
+        enqueued[3].id
+    );
+    println!("  spool --db {db} dlq list              # the dead-letter queue");
+    println!(
+        "  spool --db {db} dlq replay {}         # give a dead job fresh attempts",
+        enqueued[2].id
+    );
+    println!(
+        "  spool --db {db} events --job {}       # one job's events",
+        enqueued[1].id
+    );
+    Ok(if finished == enqueued.len() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("the demo did not finish within 50 s");
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,79 @@
+//! `spool enqueue`: put a job on a queue.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use spool::queue::sqlite::Synchronous;
+use spool::queue::{Backend, NewJob};
+
+use super::util::{open_db, parse_time, print_json};
+
+#[derive(clap::Args)]
+pub struct EnqueueArgs {
+    /// The queue.
+    queue: String,
+    /// The payload, as JSON.
+    payload: String,
+    /// Run no earlier than this long from now (`30s`, `5m`).
+    #[arg(long, value_parser = spool::units::parse_duration, conflicts_with = "run_at")]
+    delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339, e.g. `2026-11-23T10:00:00Z`).
+    #[arg(long)]
+    run_at: Option<String>,
+    /// Higher runs first within the queue.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Idempotency key: while an unfinished job on the queue has it, no new job is made.
+    #[arg(long)]
+    key: Option<String>,
+    /// Attempts allowed in all (default: the queue's `max_attempts`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: Option<u32>,
+    /// The tenant the job belongs to.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(db: &Path, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    serde_json::from_str::<serde_json::Value>(&args.payload)
+        .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
+    if args.queue.trim().is_empty() {
+        anyhow::bail!("bad queue name: it is empty");
+    }
+    let run_at = match (args.delay, &args.run_at) {
+        (Some(delay), _) => Some(spool::queue::now() + i64::try_from(delay.as_millis())?),
+        (None, Some(at)) => Some(parse_time(at, true)?),
+        (None, None) => None,
+    };
+    let backend = open_db(db, Synchronous::Full)?;
+    let job = NewJob {
+        queue: args.queue,
+        payload: args.payload.into_bytes(),
+        run_at,
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        tenant: args.tenant,
+        key: args.key,
+        metadata: Vec::new(),
+    };
+    let enqueued = backend.enqueue(vec![job]).await?;
+    let Some(done) = enqueued.first() else {
+        anyhow::bail!("the backend returned no id");
+    };
+    if args.json {
+        print_json(done)?;
+    } else if done.duplicate {
+        println!(
+            "{} (duplicate: an unfinished job already has this key)",
+            done.id
+        );
+    } else {
+        println!("{}", done.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}

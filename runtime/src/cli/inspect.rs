@@ -1,0 +1,316 @@
+//! `spool job`, `spool jobs`, `spool queues`, `spool events`: reading the queue.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spool::config::Config;
+use spool::queue::{Backend, Event, EventFilter, JobDetail, JobFilter, JobId, JobState};
+
+use super::util::{open_existing, print_json, text, time};
+
+#[derive(clap::Args)]
+pub struct JobArgs {
+    /// The job's id.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct JobsArgs {
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only this state (scheduled, ready, running, succeeded, dead, cancelled).
+    #[arg(long)]
+    state: Option<JobState>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct QueuesArgs {
+    /// The worker config, to show each queue's plugin and the queues with no handler.
+    #[arg(long, default_value = "spool.toml")]
+    config: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// Only this job's events.
+    #[arg(long)]
+    job: Option<String>,
+    /// Keep printing new events as they happen.
+    #[arg(long)]
+    follow: bool,
+    /// Print JSON, one event per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn job(db: &Path, args: JobArgs) -> anyhow::Result<ExitCode> {
+    let backend = open_existing(db)?;
+    let Some(detail) = backend.job(&JobId(args.id.clone())).await? else {
+        anyhow::bail!("no job with id {}", args.id);
+    };
+    if args.json {
+        print_json(&detail)?;
+    } else {
+        print_job(&detail);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole job: state, attempts with errors and logs, output, timeline.
+pub fn print_job(job: &JobDetail) {
+    let s = &job.summary;
+    println!("job {} · queue {} · {}", s.id, s.queue, s.state);
+    println!("  payload     {}", text(&job.payload));
+    let max = s
+        .max_attempts
+        .map_or("queue default".to_owned(), |m| m.to_string());
+    println!(
+        "  attempts    {} failed (max {max}) · started {} · priority {}",
+        s.attempts, job.started, s.priority
+    );
+    if let Some(tenant) = &s.tenant {
+        println!("  tenant      {tenant}");
+    }
+    if let Some(key) = &job.key {
+        println!("  key         {key}");
+    }
+    println!("  enqueued    {}", time(s.enqueued_at));
+    match s.state {
+        JobState::Scheduled | JobState::Ready => println!("  runs at     {}", time(s.run_at)),
+        _ => println!("  updated     {}", time(s.updated_at)),
+    }
+    if let Some(lease) = &job.lease {
+        println!(
+            "  lease       {} (token {}) until {}",
+            lease.worker,
+            lease.token,
+            time(lease.expires_at)
+        );
+    }
+    if let Some(output) = &job.output {
+        println!("  output      {}", text(output));
+    }
+    if let Some(checkpoint) = &job.checkpoint {
+        println!("  checkpoint  {}", text(checkpoint));
+    }
+    if !job.attempts.is_empty() {
+        println!("attempts:");
+    }
+    for a in &job.attempts {
+        let phase = a.phase.map(|p| format!(" ({p})")).unwrap_or_default();
+        let digest = a
+            .digest
+            .as_deref()
+            .map(|d| &d[..d.len().min(12)])
+            .unwrap_or("-");
+        println!(
+            "  #{} {} {} ms {}{phase} · worker {} · plugin {digest}",
+            a.attempt,
+            time(a.started_at),
+            a.finished_at - a.started_at,
+            a.outcome,
+            a.worker
+        );
+        if let Some(error) = &a.error {
+            println!("     error: {error}");
+        }
+        for line in &a.logs {
+            let fields: String = line
+                .fields
+                .iter()
+                .map(|(k, v)| format!(" {k}={v}"))
+                .collect();
+            println!(
+                "     +{:>8.1}ms {:<5} {:<6} {}{fields}",
+                line.at.as_secs_f64() * 1000.0,
+                line.level,
+                line.source_name(),
+                line.message
+            );
+        }
+    }
+    println!("timeline:");
+    for event in &job.events {
+        println!("  {}", event_line(event));
+    }
+}
+
+/// One event as a line of text.
+pub fn event_line(e: &Event) -> String {
+    let mut line = format!("{} {:<16}", time(e.at), e.kind.to_string());
+    if let Some(id) = &e.job_id {
+        line.push_str(&format!(" job {id}"));
+    }
+    if let Some(queue) = &e.queue {
+        line.push_str(&format!(" queue {queue}"));
+    }
+    if let Some(attempt) = e.attempt {
+        line.push_str(&format!(" attempt {attempt}"));
+    }
+    if let Some(phase) = e.phase {
+        line.push_str(&format!(" phase {phase}"));
+    }
+    if let Some(ms) = e.duration_ms {
+        line.push_str(&format!(" {ms} ms"));
+    }
+    if let Some(digest) = &e.digest {
+        line.push_str(&format!(" plugin {}", &digest[..digest.len().min(12)]));
+    }
+    if let Some(message) = &e.message {
+        line.push_str(&format!(": {message}"));
+    }
+    line
+}
+
+pub async fn jobs(db: &Path, args: JobsArgs) -> anyhow::Result<ExitCode> {
+    let backend = open_existing(db)?;
+    let jobs = backend
+        .jobs(&JobFilter {
+            queue: args.queue,
+            state: args.state,
+            limit: Some(args.limit),
+        })
+        .await?;
+    if args.json {
+        print_json(&jobs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<10} {:<14} {:<10} {:>8}  {:<24} last error",
+        "id", "queue", "state", "attempts", "updated"
+    );
+    for j in &jobs {
+        println!(
+            "{:<10} {:<14} {:<10} {:>8}  {:<24} {}",
+            j.id.0,
+            j.queue,
+            j.state.to_string(),
+            j.attempts,
+            time(j.updated_at),
+            j.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct QueueRow {
+    #[serde(flatten)]
+    counts: spool::queue::QueueCounts,
+    plugin: Option<String>,
+    digest: Option<String>,
+    handler: bool,
+}
+
+pub async fn queues(db: &Path, args: QueuesArgs) -> anyhow::Result<ExitCode> {
+    let backend = open_existing(db)?;
+    let config = if args.config.exists() {
+        Some(Config::load(&args.config)?)
+    } else {
+        None
+    };
+    let mut rows: Vec<QueueRow> = backend
+        .queues()
+        .await?
+        .into_iter()
+        .map(|counts| QueueRow {
+            counts,
+            plugin: None,
+            digest: None,
+            handler: false,
+        })
+        .collect();
+    if let Some(config) = &config {
+        for (name, queue) in &config.queues {
+            if !rows.iter().any(|r| &r.counts.queue == name) {
+                rows.push(QueueRow {
+                    counts: spool::queue::QueueCounts {
+                        queue: name.clone(),
+                        ..Default::default()
+                    },
+                    plugin: None,
+                    digest: None,
+                    handler: false,
+                });
+            }
+            if let Some(row) = rows.iter_mut().find(|r| &r.counts.queue == name) {
+                row.handler = true;
+                row.plugin = Some(queue.plugin.display().to_string());
+                row.digest = std::fs::read(&queue.plugin)
+                    .ok()
+                    .map(|bytes| spool::Digest::of(&bytes).as_str().to_owned());
+            }
+        }
+    }
+    if args.json {
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
+        "queue", "scheduled", "ready", "running", "succeeded", "dead", "cancelled"
+    );
+    for r in &rows {
+        let c = &r.counts;
+        let handler = match (&r.plugin, &r.digest, &config) {
+            (Some(plugin), digest, _) => format!(
+                "{plugin} ({})",
+                digest
+                    .as_deref()
+                    .map(|d| &d[..12])
+                    .unwrap_or("file missing")
+            ),
+            (None, _, Some(_)) => "NO HANDLER: no [queues] entry in the config".to_owned(),
+            (None, _, None) => format!("unknown: no {} to read", args.config.display()),
+        };
+        println!(
+            "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
+            c.queue, c.scheduled, c.ready, c.running, c.succeeded, c.dead, c.cancelled
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let backend = open_existing(db)?;
+    let mut after = None;
+    loop {
+        let events = backend
+            .events(&EventFilter {
+                job: args.job.clone().map(JobId),
+                after,
+                limit: Some(1000),
+            })
+            .await?;
+        for event in &events {
+            if args.json {
+                print_json(event)?;
+            } else {
+                println!("{}", event_line(event));
+            }
+        }
+        if let Some(last) = events.last() {
+            after = Some(last.seq);
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if events.len() < 1000 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

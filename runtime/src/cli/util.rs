@@ -1,0 +1,67 @@
+//! Helpers shared by the subcommands: opening the database, reading and printing times.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use spool::queue::Timestamp;
+use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
+
+/// Open (creating if needed) the database at `path`.
+pub fn open_db(path: &Path, synchronous: Synchronous) -> anyhow::Result<SqliteBackend> {
+    let options = SqliteOptions {
+        synchronous,
+        ..SqliteOptions::default()
+    };
+    SqliteBackend::open(path, options)
+        .with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// Open an existing database for reading commands: a missing file is an error, not a new
+/// empty database.
+pub fn open_existing(path: &Path) -> anyhow::Result<SqliteBackend> {
+    if !path.exists() {
+        anyhow::bail!(
+            "no database at {} (pass --db PATH or set SPOOL_DB; `spool enqueue` or `spool worker` creates it)",
+            path.display()
+        );
+    }
+    open_db(path, Synchronous::Full)
+}
+
+/// A timestamp as RFC 3339 UTC with milliseconds.
+pub fn time(ts: Timestamp) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ts).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Read a point in time: RFC 3339 (`2026-11-23T10:00:00Z`) or a duration meaning that long
+/// ago (`1h`), or from now when `future` is set.
+pub fn parse_time(text: &str, future: bool) -> anyhow::Result<Timestamp> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        return Ok(i64::try_from(ms).unwrap_or(i64::MAX));
+    }
+    let span = spool::units::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "bad time `{text}`: write it as RFC 3339 (2026-11-23T10:00:00Z) or a duration (1h)"
+        )
+    })?;
+    let span = i64::try_from(span.as_millis()).unwrap_or(i64::MAX);
+    let now = spool::queue::now();
+    Ok(if future { now + span } else { now - span })
+}
+
+/// Bytes as text when they are UTF-8.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Print `value` as one line of JSON.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `spool worker`: serve queues until SIGINT/SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use spool::config::{Config, QueueConfig};
+use spool::worker::Worker;
+use spool::{Sandbox, SandboxConfig};
+
+use super::util::open_db;
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The configuration file.
+    #[arg(long, default_value = "spool.toml")]
+    config: PathBuf,
+    /// Serve only these queues (comma-separated); default: every queue in the config.
+    #[arg(long, value_delimiter = ',')]
+    queues: Vec<String>,
+}
+
+/// The sandbox a worker needs for these settings.
+pub fn sandbox_for(
+    concurrency: u32,
+    queues: &std::collections::BTreeMap<String, QueueConfig>,
+) -> anyhow::Result<Sandbox> {
+    let max_memory = queues.values().map(|q| q.memory).max().unwrap_or(0);
+    Ok(Sandbox::new(SandboxConfig {
+        concurrency,
+        max_memory: max_memory.max(SandboxConfig::default().max_memory),
+        ..SandboxConfig::default()
+    })?)
+}
+
+/// SQLite's durability mode for a config's `synchronous`.
+pub fn synchronous(config: &Config) -> spool::queue::sqlite::Synchronous {
+    match config.worker.synchronous {
+        spool::config::Synchronous::Full => spool::queue::sqlite::Synchronous::Full,
+        spool::config::Synchronous::Normal => spool::queue::sqlite::Synchronous::Normal,
+    }
+}
+
+pub async fn run(db: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(&args.config)?;
+    if !args.queues.is_empty() {
+        for name in &args.queues {
+            if !config.queues.contains_key(name) {
+                anyhow::bail!(
+                    "unknown queue `{name}`: {} has no [queues.{name}] section",
+                    args.config.display()
+                );
+            }
+        }
+        config.queues.retain(|name, _| args.queues.contains(name));
+    }
+    let sandbox = sandbox_for(config.worker.concurrency, &config.queues)?;
+    let backend = open_db(db, synchronous(&config))?;
+    let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
+    eprint!("{}", worker.summary());
+    eprintln!(
+        "  database {} (synchronous = {:?})",
+        db.display(),
+        config.worker.synchronous
+    );
+    let stats = worker.run(shutdown_signal()).await?;
+    eprintln!(
+        "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released",
+        stats.attempts,
+        stats.succeeded,
+        stats.retried,
+        stats.delayed,
+        stats.dead,
+        stats.lease_lost,
+        stats.released
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,344 @@
+//! `spool.toml`: the worker's settings and one section per queue.
+//!
+//! ```toml
+//! [worker]
+//! concurrency = 64          # attempts at once across all queues
+//! lease = "30s"             # how long a claim lasts unless renewed
+//! shutdown_grace = "30s"    # how long SIGINT/SIGTERM lets runs finish
+//! retention = "24h"         # succeeded and cancelled jobs are pruned after this
+//! synchronous = "full"      # or "normal": see `SqliteOptions`
+//!
+//! [queues.email]
+//! plugin = "plugins/email.wasm"   # relative to this file
+//! timeout = "5s"                  # default 30m; "0" = none
+//! max_attempts = 3
+//! concurrency = 10
+//! memory = "64MiB"
+//! backoff = { initial = "1s", factor = 2.0, max = "10m", jitter = 0.2 }
+//! ```
+//!
+//! Unknown keys and bad values are refused with the key and the line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::retry::{Backoff, RetryPolicy};
+use crate::sandbox::Limits;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad key or value (the message names the key and
+    /// the line).
+    #[error("bad config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Worker-wide settings.
+    #[serde(default)]
+    pub worker: WorkerSettings,
+    /// One entry per queue, by name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// Worker-wide settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Attempts at once across all queues.
+    #[serde(deserialize_with = "positive")]
+    pub concurrency: u32,
+    /// How long a claim lasts unless renewed; the worker renews at a third of it.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// How long shutdown lets running attempts finish before releasing them.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// How long succeeded and cancelled jobs are kept.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// SQLite durability: `full` (the default) or `normal`.
+    pub synchronous: Synchronous,
+    /// How often an idle worker looks for new work.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            retention: Duration::from_secs(24 * 3600),
+            synchronous: Synchronous::Full,
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting as the configuration names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit reaches the disk before it returns.
+    #[default]
+    Full,
+    /// Commits may be lost on power loss or an OS crash (never on a process crash).
+    Normal,
+}
+
+/// One queue's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The plugin component; a relative path is relative to the config file.
+    pub plugin: PathBuf,
+    /// Abort an attempt after this long; `"0"` = no timeout. Default 30 minutes.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts allowed per job unless the job says otherwise. Default 3.
+    #[serde(default = "default_max_attempts", deserialize_with = "positive")]
+    pub max_attempts: u32,
+    /// How many times a job may be started, delays included. Default 20.
+    #[serde(default = "default_max_started", deserialize_with = "positive")]
+    pub max_started: u32,
+    /// Attempts of this queue at once. Default 10.
+    #[serde(default = "default_concurrency", deserialize_with = "positive")]
+    pub concurrency: u32,
+    /// Memory cap per attempt. Default 128 MiB.
+    #[serde(default = "default_memory", deserialize_with = "size")]
+    pub memory: usize,
+    /// Backoff between failed attempts.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+/// Backoff settings as written in the file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// The wait after the first failure.
+    #[serde(deserialize_with = "duration")]
+    pub initial: Duration,
+    /// The multiplier per further failure (at least 1).
+    pub factor: f64,
+    /// The longest wait.
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+    /// Spread, as a fraction (0 to 1).
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        let b = Backoff::default();
+        BackoffConfig {
+            initial: b.initial,
+            factor: b.factor,
+            max: b.max,
+            jitter: b.jitter,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// A queue running `plugin` with every other setting at its default.
+    pub fn new(plugin: impl Into<PathBuf>) -> Self {
+        QueueConfig {
+            plugin: plugin.into(),
+            timeout: default_timeout(),
+            max_attempts: default_max_attempts(),
+            max_started: default_max_started(),
+            concurrency: default_concurrency(),
+            memory: default_memory(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+
+    /// The sandbox limits for this queue's attempts.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: (!self.timeout.is_zero()).then_some(self.timeout),
+            memory: self.memory,
+            ..Limits::default()
+        }
+    }
+
+    /// The retry policy for this queue's jobs (`max_attempts` is the queue default; a job's
+    /// own overrides it).
+    pub fn retry_policy(&self, job_max_attempts: Option<u32>) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: job_max_attempts.unwrap_or(self.max_attempts),
+            max_started: self.max_started,
+            backoff: Backoff {
+                initial: self.backoff.initial,
+                factor: self.backoff.factor,
+                max: self.backoff.max,
+                jitter: self.backoff.jitter,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read and check `path`. Relative plugin paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for queue in config.queues.values_mut() {
+            if queue.plugin.is_relative() {
+                queue.plugin = base.join(&queue.plugin);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parse and check configuration text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        for (name, queue) in &config.queues {
+            let b = &queue.backoff;
+            if b.factor.is_nan() || b.factor < 1.0 {
+                return Err(format!(
+                    "queues.{name}.backoff.factor must be at least 1, got {}",
+                    b.factor
+                ));
+            }
+            if !(0.0..=1.0).contains(&b.jitter) {
+                return Err(format!(
+                    "queues.{name}.backoff.jitter must be between 0 and 1, got {}",
+                    b.jitter
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_max_started() -> u32 {
+    20
+}
+fn default_concurrency() -> u32 {
+    10
+}
+fn default_memory() -> usize {
+    128 << 20
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::units::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::units::parse_size(&text).map_err(serde::de::Error::custom)
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be a positive integer, got {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_reads() {
+        let config = Config::parse(
+            r#"
+            [worker]
+            concurrency = 8
+            lease = "10s"
+            [queues.email]
+            plugin = "email.wasm"
+            timeout = "5s"
+            max_attempts = 3
+            concurrency = 2
+            memory = "64MiB"
+            backoff = { initial = "250ms", factor = 3.0 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.worker.concurrency, 8);
+        let email = &config.queues["email"];
+        assert_eq!(email.timeout, Duration::from_secs(5));
+        assert_eq!(email.memory, 64 << 20);
+        assert_eq!(email.backoff.initial, Duration::from_millis(250));
+        assert_eq!(email.backoff.max, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_key_and_line() {
+        let err =
+            Config::parse("[queues.email]\nplugin = \"e.wasm\"\nconcurency = 2\n").unwrap_err();
+        assert!(err.contains("concurency"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn zero_or_negative_concurrency_is_refused() {
+        for bad in ["0", "-3"] {
+            let err = Config::parse(&format!(
+                "[queues.email]\nplugin = \"e.wasm\"\nconcurrency = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("positive integer"), "{err}");
+            assert!(err.contains("line 3"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_the_line() {
+        let err =
+            Config::parse("[queues.email]\nplugin = \"e.wasm\"\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("bad duration `soon`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn a_timeout_of_zero_means_none() {
+        let config =
+            Config::parse("[queues.email]\nplugin = \"e.wasm\"\ntimeout = \"0\"\n").unwrap();
+        assert_eq!(config.queues["email"].limits().timeout, None);
+    }
+}

@@ -1,0 +1,472 @@
+//! The embedded SQLite backend: one database file that every worker process on a machine
+//! shares, with no server to run.
+//!
+//! # Design
+//!
+//! **Schema** (`schema.sql`, version in `PRAGMA user_version`, created on open): `jobs` holds
+//! one row per job, keyed by an integer id (a [`JobId`] is its decimal string); `attempts`
+//! holds one row per finished attempt, keyed by `(job_id, token)`; `events` is the event log,
+//! keyed by its sequence number; `counters` hands out job ids and event sequence numbers, so
+//! neither is ever reused, even once the newest rows are deleted. Partial
+//! indexes keep every hot statement a short index walk whatever the table size: the claimable
+//! jobs of a queue in claim order (`queue, priority DESC, run_at, id WHERE state IN ('ready',
+//! 'scheduled')`), running jobs by lease expiry, unfinished jobs by idempotency key (unique),
+//! dead jobs and finished jobs by the time they finished.
+//!
+//! **Transactions.** Several processes share the file, so every guarantee comes from SQLite's
+//! locking, none from memory. Every write is one `BEGIN IMMEDIATE` transaction: it takes the
+//! database's write lock before reading anything, so the rows it reads cannot change before
+//! it writes (a deferred transaction could read, then fail to upgrade its lock with
+//! `SQLITE_BUSY` halfway through). A writer that finds the lock taken waits up to
+//! [`SqliteOptions::busy_timeout`]. A claim is one `UPDATE ... WHERE id IN (SELECT ... LIMIT n)
+//! RETURNING ...` statement inside that transaction: one winner per job, whatever the number
+//! of processes. Batches (enqueue, claim, settle) are one transaction each, so a batch of a
+//! thousand costs one commit. The events a transaction records are emitted through
+//! [`events::emit`](crate::events::emit) only once it has committed.
+//!
+//! **Fencing.** Every claim adds one to the job's `token` column and hands the new value out in
+//! the [`Lease`]; nothing ever lowers it. Every write for an attempt (renew, settle, release)
+//! applies only `WHERE state = 'running' AND token = ?`; sweeping an expired lease, releasing
+//! it, settling it or cancelling the job moves the job out of `running`, so the old token can
+//! never match again and a late or stale attempt commits nothing.
+//!
+//! **Durability.** The database runs in WAL mode. With [`Synchronous::Full`] (the default) a
+//! write is on disk once it returns; [`Synchronous::Normal`] trades the last few commits on a
+//! power loss for fewer fsyncs.
+//!
+//! **Threads.** rusqlite is synchronous, so each call runs on tokio's blocking pool: writes on
+//! the one write connection (behind a mutex: SQLite admits one writer at a time anyway),
+//! reads on a small pool of read connections that WAL lets run alongside the writer.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use spool::queue::sqlite::{SqliteBackend, SqliteOptions};
+//! use spool::queue::{AttemptRecord, Backend, JobState, NewJob, Next, QueueClaim, Settle};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("spool.db");
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let backend = SqliteBackend::open(&path, SqliteOptions::default())?;
+//! let job = NewJob { queue: "email".into(), payload: b"hello".to_vec(), ..NewJob::default() };
+//! let id = backend.enqueue(vec![job]).await?.remove(0).id;
+//!
+//! let wanted = [QueueClaim { queue: "email".into(), limit: 10 }];
+//! for claimed in backend.claim("worker-1", &wanted, Duration::from_secs(30)).await? {
+//!     let at = spool::queue::now();
+//!     let attempt = AttemptRecord {
+//!         attempt: claimed.attempt,
+//!         worker: claimed.lease.worker.clone(),
+//!         started_at: at,
+//!         finished_at: at,
+//!         outcome: "succeeded".into(),
+//!         phase: None,
+//!         error: None,
+//!         digest: None,
+//!         logs: Vec::new(),
+//!     };
+//!     let next = Next::Succeeded { output: b"sent".to_vec() };
+//!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None };
+//!     backend.settle(vec![settle]).await?.remove(0)?;
+//! }
+//! let job = backend.job(&id).await?.ok_or("no such job")?;
+//! assert_eq!(job.summary.state, JobState::Succeeded);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+
+mod admin;
+mod columns;
+mod enqueue;
+mod journal;
+mod lease;
+mod read;
+mod schema;
+mod settle;
+
+#[cfg(test)]
+mod plans;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use self::journal::Journal;
+use super::{
+    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
+    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
+    Timestamp, now,
+};
+
+/// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is flushed to disk (the WAL is fsynced) before it returns: once a call
+    /// returns, its write survives an application crash, an OS crash and a power loss.
+    #[default]
+    Full,
+    /// The WAL is fsynced only when it is checkpointed, not at every commit. In WAL mode, a
+    /// power loss or OS crash can lose the most recent committed transactions (an enqueue
+    /// that returned, a settle that returned: the job then runs again), but the database
+    /// stays consistent; an application crash loses nothing.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How to open a [`SqliteBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Durability of each commit; [`Synchronous::Full`] by default.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection (or process) to release the database's
+    /// write lock before failing with [`QueueError::Store`]; 5 s by default.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Read connections kept open between calls; more are opened while more reads run at once.
+const IDLE_READERS: usize = 4;
+
+/// Rows deleted per transaction by [`Backend::prune`], so a large prune never holds the write
+/// lock for long.
+const PRUNE_CHUNK: usize = 2_000;
+
+/// A [`Backend`] on one SQLite database file. Cheap to clone: clones share the connections.
+///
+/// Listings ([`Backend::jobs`], [`Backend::dead`]) return at most 100 jobs unless the filter
+/// sets a limit; [`Backend::events`] at most 1000 events.
+#[derive(Clone)]
+pub struct SqliteBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.inner.path)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteBackend {
+    /// Open (or create) the database at `path`: switch it to WAL mode and create or check
+    /// the schema. Blocks while it does; call it before serving jobs.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
+        let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
+        let mut writer = connect(path, &options).map_err(|e| fail(e.into()))?;
+        let mode: String = writer
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| fail(e.into()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(QueueError::Store(format!(
+                "sqlite open {}: cannot use WAL mode (journal mode is {mode})",
+                path.display()
+            )));
+        }
+        schema::migrate(&mut writer).map_err(fail)?;
+        Ok(SqliteBackend {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                options,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction on the write connection, off the async
+    /// executor; commit, then emit the events it recorded.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Journal) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(op, move || {
+            let (value, events) = {
+                let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Read the clock once the write lock is ours: another process may have held
+                // it for a while.
+                let mut journal = Journal::new(now());
+                let value = f(&tx, &mut journal)?;
+                journal.finish(&tx)?;
+                tx.commit()?;
+                (value, journal.into_events())
+            };
+            for event in &events {
+                crate::events::emit(event);
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Run `f` in one read transaction (a consistent snapshot) on a read connection.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, Timestamp) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(op, move || {
+            let mut conn = inner.reader()?;
+            let value = {
+                let tx = conn.transaction()?;
+                let value = f(&tx, now())?;
+                tx.finish()?;
+                value
+            };
+            inner.give_back(conn);
+            Ok(value)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn reader(&self) -> Result<Connection, Failure> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = connect(&self.path, &self.options)?;
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A connection with the per-connection settings.
+fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
+    // Keep the hot index pages cached (32 MiB; the default is 2 MiB).
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    // Truncate the WAL back to 64 MiB after checkpoints instead of leaving it at its peak.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Run `f` on tokio's blocking pool.
+async fn blocking<T, F>(op: &'static str, f: F) -> Result<T, QueueError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| e.into_queue(op)),
+        Err(e) => Err(QueueError::Store(format!("sqlite {op}: task failed: {e}"))),
+    }
+}
+
+/// Why a call failed, before it is reported as a [`QueueError`] naming the operation.
+#[derive(Debug)]
+enum Failure {
+    Sql(rusqlite::Error),
+    Json(serde_json::Error),
+    Queue(QueueError),
+}
+
+impl Failure {
+    fn into_queue(self, op: &str) -> QueueError {
+        match self {
+            Failure::Sql(e) => QueueError::Store(format!("sqlite {op}: {e}")),
+            Failure::Json(e) => QueueError::Store(format!("sqlite {op}: malformed column: {e}")),
+            Failure::Queue(e) => e,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Self {
+        Failure::Json(e)
+    }
+}
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        Failure::Queue(e)
+    }
+}
+
+impl Backend for SqliteBackend {
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        if let Some(n) = jobs.iter().position(|job| job.queue.is_empty()) {
+            return Err(QueueError::BadRequest(format!(
+                "job {n} of the batch has an empty queue name"
+            )));
+        }
+        self.write("enqueue", move |tx, journal| {
+            enqueue::enqueue(tx, journal, &jobs)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        queues: &[QueueClaim],
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let worker = worker.to_owned();
+        let queues = queues.to_vec();
+        self.write("claim", move |tx, journal| {
+            lease::claim(tx, journal, &worker, &queues, lease)
+        })
+        .await
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>, QueueError> {
+        let leases = leases.to_vec();
+        self.write("renew", move |tx, journal| {
+            lease::renew(tx, journal, &leases, lease)
+        })
+        .await
+    }
+
+    async fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError> {
+        self.write("settle", move |tx, journal| {
+            settle::settle(tx, journal, &settles)
+        })
+        .await
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<u64, QueueError> {
+        let leases = leases.to_vec();
+        self.write("release", move |tx, journal| {
+            lease::release(tx, journal, &leases)
+        })
+        .await
+    }
+
+    async fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError> {
+        self.write("expire leases", move |tx, journal| {
+            lease::expire(tx, journal, default_max_attempts)
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<bool, QueueError> {
+        let id = id.clone();
+        self.write("cancel", move |tx, journal| admin::cancel(tx, journal, &id))
+            .await
+    }
+
+    async fn record(&self, event: NewEvent) -> Result<(), QueueError> {
+        self.write("record", move |tx, journal| {
+            admin::record(tx, journal, event)
+        })
+        .await
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobDetail>, QueueError> {
+        let id = id.clone();
+        self.read("job", move |tx, now| read::job(tx, now, &id))
+            .await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, QueueError> {
+        let filter = filter.clone();
+        self.read("jobs", move |tx, now| read::jobs(tx, now, &filter))
+            .await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        self.read("queues", |tx, now| read::queues(tx, now)).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, QueueError> {
+        let filter = filter.clone();
+        self.read("events", move |tx, _| read::events(tx, &filter))
+            .await
+    }
+
+    async fn dead(&self, filter: &DlqFilter) -> Result<Vec<JobSummary>, QueueError> {
+        let filter = filter.clone();
+        self.read("dead", move |tx, now| read::dead(tx, now, &filter))
+            .await
+    }
+
+    async fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        let filter = filter.clone();
+        self.write("replay", move |tx, journal| {
+            admin::replay(tx, journal, &filter)
+        })
+        .await
+    }
+
+    async fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        let filter = filter.clone();
+        self.write("purge", move |tx, _| admin::purge(tx, &filter))
+            .await
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, QueueError> {
+        let mut pruned = 0;
+        loop {
+            let deleted = self
+                .write("prune", move |tx, _| admin::prune(tx, before, PRUNE_CHUNK))
+                .await?;
+            pruned += deleted;
+            if deleted < PRUNE_CHUNK as u64 {
+                return Ok(pruned);
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The schema: created on open, versioned in `PRAGMA user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::Failure;
+use crate::queue::QueueError;
+
+/// The schema this build writes and reads.
+pub(super) const VERSION: i64 = 1;
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Create the schema if the file has none, in one `BEGIN IMMEDIATE` transaction so that
+/// processes opening a new file at once take turns; refuse a file from a newer build.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > VERSION {
+        return Err(Failure::Queue(QueueError::Store(format!(
+            "the database has schema version {version}, newer than this build's {VERSION}"
+        ))));
+    }
+    tx.execute_batch(SCHEMA)?;
+    if version < VERSION {
+        tx.pragma_update(None, "user_version", VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

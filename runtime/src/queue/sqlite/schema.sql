@@ -1,0 +1,119 @@
+-- Spool's SQLite schema, version 1 (kept in PRAGMA user_version).
+--
+-- Every statement is idempotent: `open` runs this file on every start, inside one
+-- BEGIN IMMEDIATE transaction, so processes opening a fresh file at once cannot race.
+--
+-- State names are the kebab-case names of `JobState` and `Phase`. Queries spell them as
+-- literals (never as parameters) so the planner can match the partial indexes below.
+
+-- The last job id and event seq handed out. Ids come from here, not from SQLite's
+-- max(rowid) + 1, so they are never reused, even after the newest rows are deleted: a job
+-- id (and a lease naming it) always means one job, and a follower reading events `after` a
+-- seq misses nothing. Read once and written once per transaction, where AUTOINCREMENT
+-- would update sqlite_sequence for every row.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT OR IGNORE INTO counters (name, value) VALUES ('job', 0), ('event', 0);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id               INTEGER PRIMARY KEY,
+    queue            TEXT    NOT NULL,
+    -- 'scheduled' | 'ready' | 'running' | 'succeeded' | 'dead' | 'cancelled'.
+    -- 'scheduled' and 'ready' are both claimable once run_at has passed; readers report
+    -- the state from run_at.
+    state            TEXT    NOT NULL,
+    priority         INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    enqueued_at      INTEGER NOT NULL,
+    -- When the job last changed state: the claim time while running, the time it
+    -- finished (succeeded, died, was cancelled) once finished.
+    updated_at       INTEGER NOT NULL,
+    -- Failed attempts (settled as retry or dead, or lease expired).
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    -- Claims, delays included.
+    started          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER,
+    tenant           TEXT,
+    key              TEXT,
+    -- JSON array of [key, value] pairs; NULL when empty.
+    metadata         TEXT,
+    payload          BLOB    NOT NULL,
+    output           BLOB,
+    checkpoint       BLOB,
+    -- The fencing token of the job's latest claim: every claim adds one, nothing resets
+    -- it. A write for an attempt applies only while state = 'running' and token matches.
+    token            INTEGER NOT NULL DEFAULT 0,
+    lease_worker     TEXT,
+    lease_expires_at INTEGER,
+    last_error       TEXT,
+    last_phase       TEXT
+);
+
+-- Claim: the head of each queue's claimable jobs, in claim order.
+CREATE INDEX IF NOT EXISTS jobs_claimable
+    ON jobs (queue, priority DESC, run_at, id)
+    WHERE state IN ('ready', 'scheduled');
+
+-- The sweeper: running jobs by lease expiry.
+CREATE INDEX IF NOT EXISTS jobs_leased
+    ON jobs (lease_expires_at)
+    WHERE state = 'running';
+
+-- Idempotency keys: unique among unfinished jobs of a queue, free again once finished.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key
+    ON jobs (queue, key)
+    WHERE key IS NOT NULL AND state NOT IN ('succeeded', 'dead', 'cancelled');
+
+-- The dead-letter queue, most recently dead first.
+CREATE INDEX IF NOT EXISTS jobs_dead
+    ON jobs (updated_at)
+    WHERE state = 'dead';
+
+-- Retention: finished jobs by the time they finished.
+CREATE INDEX IF NOT EXISTS jobs_finished
+    ON jobs (updated_at)
+    WHERE state IN ('succeeded', 'cancelled');
+
+-- The history of every attempt. Keyed by the attempt's fencing token: each claim ends in at
+-- most one record (its settle or its lease expiry), and tokens only grow, so the key is
+-- also the order. WITHOUT ROWID: one b-tree per insert instead of two.
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id      INTEGER NOT NULL,
+    token       INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,
+    phase       TEXT,
+    error       TEXT,
+    digest      TEXT,
+    -- JSON array of log lines; NULL when there were none.
+    logs        TEXT,
+    PRIMARY KEY (job_id, token)
+) WITHOUT ROWID;
+
+-- The event log, in seq order. A job's events leave queue and tenant NULL (readers take
+-- them from the job): they would repeat the job's row three times per run.
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    job_id      INTEGER,
+    queue       TEXT,
+    tenant      TEXT,
+    attempt     INTEGER,
+    phase       TEXT,
+    message     TEXT,
+    digest      TEXT,
+    worker      TEXT,
+    duration_ms INTEGER
+);
+
+-- A job's timeline.
+CREATE INDEX IF NOT EXISTS events_job
+    ON events (job_id, seq)
+    WHERE job_id IS NOT NULL;

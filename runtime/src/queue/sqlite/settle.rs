@@ -1,0 +1,129 @@
+//! Settle: apply what happens after an attempt, fenced by its lease, a batch per transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Failure;
+use super::columns::{millis_between, row_id};
+use super::journal::{Journal, Subject, insert_attempt};
+use crate::queue::{Event, EventKind, LeaseLost, Next, Settle};
+
+/// One statement for every kind of [`Next`]: the `WHERE` is the fence, and a NULL parameter
+/// leaves its column as it was.
+pub(super) const SETTLE: &str = "UPDATE jobs SET \
+        state = ?3, run_at = COALESCE(?4, run_at), attempts = attempts + ?5, \
+        output = COALESCE(?6, output), checkpoint = COALESCE(?7, checkpoint), \
+        last_error = COALESCE(?8, last_error), last_phase = COALESCE(?9, last_phase), \
+        lease_worker = NULL, lease_expires_at = NULL, updated_at = ?10 \
+    WHERE id = ?1 AND state = 'running' AND token = ?2 \
+    RETURNING queue, tenant";
+
+pub(super) fn settle(
+    tx: &Connection,
+    journal: &mut Journal,
+    settles: &[Settle],
+) -> Result<Vec<Result<(), LeaseLost>>, Failure> {
+    settles
+        .iter()
+        .map(|settle| settle_one(tx, journal, settle))
+        .collect()
+}
+
+fn settle_one(
+    tx: &Connection,
+    journal: &mut Journal,
+    settle: &Settle,
+) -> Result<Result<(), LeaseLost>, Failure> {
+    let lost = || LeaseLost {
+        job_id: settle.lease.job_id.clone(),
+        token: settle.lease.token,
+    };
+    let Some(id) = row_id(&settle.lease.job_id) else {
+        return Ok(Err(lost()));
+    };
+    let now = journal.now();
+    let record = &settle.attempt;
+    let scheduled = |run_at: i64| if run_at > now { "scheduled" } else { "ready" };
+    let (state, run_at, failed, output) = match &settle.next {
+        Next::Succeeded { output } => ("succeeded", None, false, Some(output)),
+        Next::Retry { run_at } => (scheduled(*run_at), Some(*run_at), true, None),
+        Next::Delay { run_at } => (scheduled(*run_at), Some(*run_at), false, None),
+        Next::Dead => ("dead", None, true, None),
+    };
+    let (error, phase) = if failed {
+        (record.error.as_deref(), record.phase.map(<&str>::from))
+    } else {
+        (None, None)
+    };
+    let job = tx
+        .prepare_cached(SETTLE)?
+        .query_row(
+            params![
+                id,
+                settle.lease.token,
+                state,
+                run_at,
+                i64::from(failed),
+                output,
+                settle.checkpoint,
+                error,
+                phase,
+                now,
+            ],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
+        )
+        .optional()?;
+    let Some((queue, tenant)) = job else {
+        // Not running under this token: nothing of this settle is written.
+        return Ok(Err(lost()));
+    };
+    insert_attempt(tx, id, settle.lease.token, record)?;
+
+    let subject = Subject {
+        id,
+        queue: &queue,
+        tenant: tenant.as_deref(),
+    };
+    let ran = millis_between(record.started_at, record.finished_at);
+    let attempt = |event: &mut Event| {
+        event.attempt = Some(record.attempt);
+        event.worker = Some(record.worker.clone());
+        event.digest = record.digest.clone();
+    };
+    let failure = |event: &mut Event| {
+        attempt(event);
+        event.phase = record.phase;
+        event.message = record.error.clone();
+    };
+    match &settle.next {
+        Next::Succeeded { .. } => {
+            journal.job_event(tx, &subject, EventKind::Succeeded, |event| {
+                attempt(event);
+                event.duration_ms = Some(ran);
+            })?;
+        }
+        Next::Retry { run_at } => {
+            journal.job_event(tx, &subject, EventKind::Failed, |event| {
+                failure(event);
+                event.duration_ms = Some(ran);
+            })?;
+            journal.job_event(tx, &subject, EventKind::RetryScheduled, |event| {
+                failure(event);
+                event.duration_ms = Some(millis_between(now, *run_at));
+            })?;
+        }
+        Next::Delay { run_at } => {
+            journal.job_event(tx, &subject, EventKind::Delayed, |event| {
+                attempt(event);
+                event.duration_ms = Some(millis_between(now, *run_at));
+            })?;
+        }
+        Next::Dead => {
+            journal.job_event(tx, &subject, EventKind::Failed, |event| {
+                failure(event);
+                event.duration_ms = Some(ran);
+            })?;
+            journal.job_event(tx, &subject, EventKind::DeadLettered, failure)?;
+        }
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,544 @@
+//! The worker: claim → run → settle, with per-queue and global concurrency, lease renewal,
+//! the lease sweeper, retention, plugin reloads and graceful shutdown.
+//!
+//! One [`Worker`] serves the queues of a [`Config`](crate::config::Config) from one
+//! [`Backend`]. Its main loop claims as many ready jobs as it has free slots (in one batch per
+//! round), runs each attempt in the [`Sandbox`] on a task of its own, decides what follows with
+//! the queue's [`RetryPolicy`](crate::retry::RetryPolicy), and hands the settle to a settler
+//! task that commits whatever has accumulated in one transaction (group commit). Beside it:
+//! - the renewer extends every in-flight lease at a third of the lease time, and aborts an
+//!   attempt whose lease was lost (its instance is destroyed);
+//! - the sweeper returns jobs whose lease expired (another worker died) and prunes finished
+//!   jobs past their retention;
+//! - the reloader notices a changed plugin file and swaps in the new component without a
+//!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event).
+//!
+//! Shutdown stops claiming, lets running attempts finish for the grace period, aborts the rest
+//! and releases their leases so nothing waits for a lease to expire.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::config::{QueueConfig, WorkerSettings};
+use crate::events::{EventKind, NewEvent};
+use crate::job::JobInput;
+use crate::queue::{
+    AttemptRecord, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Settle, now,
+};
+use crate::sandbox::{LoadError, Plugin, Sandbox};
+
+/// Why a worker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A queue's plugin could not be loaded at start.
+    #[error("queue `{queue}`: plugin {path} refused: {source}")]
+    Plugin {
+        /// The queue.
+        queue: String,
+        /// The plugin file.
+        path: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// The worker was asked to serve no queue, or a queue it has no configuration for.
+    #[error("{0}")]
+    Queues(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a worker did, for its exit summary and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Attempts run.
+    pub attempts: u64,
+    /// Jobs succeeded.
+    pub succeeded: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Delays scheduled.
+    pub delayed: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Settles refused because the lease was gone.
+    pub lease_lost: u64,
+    /// Jobs released at shutdown.
+    pub released: u64,
+}
+
+struct QueueSlot {
+    name: String,
+    config: QueueConfig,
+    plugin: RwLock<Plugin>,
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    permits: Arc<Semaphore>,
+}
+
+impl QueueSlot {
+    fn plugin(&self) -> Plugin {
+        match self.plugin.read() {
+            Ok(plugin) => plugin.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// A worker serving some queues from one backend.
+pub struct Worker<B: Backend + Clone> {
+    backend: B,
+    sandbox: Sandbox,
+    id: String,
+    settings: WorkerSettings,
+    queues: Vec<Arc<QueueSlot>>,
+}
+
+type InFlight = Arc<Mutex<HashMap<JobId, (Lease, AbortHandle)>>>;
+
+impl<B: Backend + Clone> Worker<B> {
+    /// Load every queue's plugin (refusing to start if one cannot be loaded) and record a
+    /// `plugin-loaded` event for each.
+    pub async fn start(
+        backend: B,
+        sandbox: Sandbox,
+        settings: WorkerSettings,
+        queues: BTreeMap<String, QueueConfig>,
+    ) -> Result<Self, WorkerError> {
+        if queues.is_empty() {
+            return Err(WorkerError::Queues(
+                "no queues to serve: add a [queues.NAME] section to the config".to_owned(),
+            ));
+        }
+        let id = format!("worker-{}-{:04x}", std::process::id(), fastrand::u16(..));
+        let mut slots = Vec::new();
+        for (name, config) in queues {
+            let plugin = sandbox
+                .load_plugin(&config.plugin, config.limits())
+                .map_err(|source| WorkerError::Plugin {
+                    queue: name.clone(),
+                    path: config.plugin.display().to_string(),
+                    source,
+                })?;
+            let mut event = NewEvent::new(EventKind::PluginLoaded);
+            event.queue = Some(name.clone());
+            event.digest = Some(plugin.digest().as_str().to_owned());
+            event.worker = Some(id.clone());
+            event.message = Some(config.plugin.display().to_string());
+            backend.record(event).await?;
+            slots.push(Arc::new(QueueSlot {
+                stamp: Mutex::new(file_stamp(&config.plugin)),
+                permits: Arc::new(Semaphore::new(config.concurrency as usize)),
+                plugin: RwLock::new(plugin),
+                name,
+                config,
+            }));
+        }
+        Ok(Worker {
+            backend,
+            sandbox,
+            id,
+            settings,
+            queues: slots,
+        })
+    }
+
+    /// The worker's id, as recorded in leases and events.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A human-readable start-up summary: queues, plugins and digests, limits.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "worker {}: concurrency {}, lease {}, grace {}, retention {}\n",
+            self.id,
+            self.settings.concurrency,
+            humantime::format_duration(self.settings.lease),
+            humantime::format_duration(self.settings.shutdown_grace),
+            humantime::format_duration(self.settings.retention),
+        );
+        for q in &self.queues {
+            let plugin = q.plugin();
+            let timeout = match plugin.limits().timeout {
+                Some(t) => humantime::format_duration(t).to_string(),
+                None => "none".to_owned(),
+            };
+            out.push_str(&format!(
+                "  queue {:<12} plugin {} ({}) timeout {timeout}, memory {} MiB, max attempts {}, concurrency {}\n",
+                q.name,
+                q.config.plugin.display(),
+                plugin.digest().short(),
+                q.config.memory >> 20,
+                q.config.max_attempts,
+                q.config.concurrency,
+            ));
+        }
+        out
+    }
+
+    /// Serve until `shutdown` completes, then shut down gracefully.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerStats, WorkerError> {
+        let stats = Arc::new(Mutex::new(WorkerStats::default()));
+        let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+        let wake = Arc::new(Notify::new());
+        let global = Arc::new(Semaphore::new(self.settings.concurrency as usize));
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel::<Settle>();
+
+        let settler = tokio::spawn(settle_loop(
+            self.backend.clone(),
+            settle_rx,
+            inflight.clone(),
+            wake.clone(),
+            stats.clone(),
+        ));
+        let mut background = JoinSet::new();
+        background.spawn(renew_loop(
+            self.backend.clone(),
+            inflight.clone(),
+            self.settings.lease,
+        ));
+        let default_max = self
+            .queues
+            .iter()
+            .map(|q| q.config.max_attempts)
+            .max()
+            .unwrap_or(3);
+        background.spawn(sweep_loop(
+            self.backend.clone(),
+            self.settings.lease,
+            self.settings.retention,
+            default_max,
+        ));
+        background.spawn(reload_loop(
+            self.backend.clone(),
+            self.sandbox.clone(),
+            self.queues.clone(),
+            self.id.clone(),
+        ));
+
+        let mut attempts = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            // Reap finished attempt tasks so the set does not grow.
+            while attempts.try_join_next().is_some() {}
+            let mut budget = global.available_permits();
+            let mut claims = Vec::new();
+            for q in &self.queues {
+                let free = q.permits.available_permits().min(budget);
+                if free > 0 {
+                    budget -= free;
+                    claims.push(QueueClaim {
+                        queue: q.name.clone(),
+                        limit: free,
+                    });
+                }
+            }
+            let claimed = if claims.is_empty() {
+                Vec::new()
+            } else {
+                match self
+                    .backend
+                    .claim(&self.id, &claims, self.settings.lease)
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claim failed; retrying");
+                        Vec::new()
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                }
+                continue;
+            }
+            for job in claimed {
+                let Some(slot) = self.queues.iter().find(|q| q.name == job.queue) else {
+                    continue;
+                };
+                // The claim asked for no more than the free permits, and only this loop takes
+                // them, so these never wait.
+                let (Ok(queue_permit), Ok(global_permit)) = (
+                    slot.permits.clone().try_acquire_owned(),
+                    global.clone().try_acquire_owned(),
+                ) else {
+                    tracing::error!(job = %job.lease.job_id, "claimed past the free slots");
+                    continue;
+                };
+                let lease = job.lease.clone();
+                let handle = attempts.spawn(attempt(
+                    self.sandbox.clone(),
+                    slot.clone(),
+                    job,
+                    self.id.clone(),
+                    settle_tx.clone(),
+                    (queue_permit, global_permit),
+                ));
+                lock(&inflight).insert(lease.job_id.clone(), (lease, handle));
+            }
+        }
+
+        // Shutdown: no more claims; let attempts finish for the grace period, then abort the
+        // rest (destroying their instances) and give their jobs back.
+        tracing::info!(worker = %self.id, "shutting down: waiting for running attempts");
+        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            attempts.abort_all();
+            while attempts.join_next().await.is_some() {}
+        }
+        drop(settle_tx);
+        if let Err(e) = settler.await {
+            tracing::error!(error = %e, "settler task failed");
+        }
+        background.abort_all();
+        let leftover: Vec<Lease> = lock(&inflight)
+            .drain()
+            .map(|(_, (lease, _))| lease)
+            .collect();
+        if !leftover.is_empty() {
+            let released = self.backend.release(&leftover).await?;
+            lock(&stats).released += released;
+        }
+        let stats = *lock(&stats);
+        Ok(stats)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Run one attempt and send its settle.
+async fn attempt(
+    sandbox: Sandbox,
+    slot: Arc<QueueSlot>,
+    job: Claimed,
+    worker: String,
+    settles: mpsc::UnboundedSender<Settle>,
+    _permits: (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+) {
+    let plugin = slot.plugin();
+    let policy = slot.config.retry_policy(job.max_attempts);
+    let input = JobInput {
+        id: job.lease.job_id.0.clone(),
+        queue: job.queue.clone(),
+        payload: job.payload,
+        attempt: job.attempt,
+        max_attempts: policy.max_attempts,
+        checkpoint: job.checkpoint,
+        tenant: job.tenant,
+        metadata: job.metadata,
+    };
+    let started_at = now();
+    let started = Instant::now();
+    let (outcome, logs, checkpoint, digest) = match sandbox.run(&plugin, &input).await {
+        Ok(report) => (
+            report.outcome,
+            report.logs,
+            report.checkpoint,
+            Some(report.digest.as_str().to_owned()),
+        ),
+        Err(e) => (
+            crate::Outcome::Trapped {
+                kind: crate::TrapKind::Other,
+                message: format!("the host could not run the attempt: {e}"),
+            },
+            Vec::new(),
+            None,
+            Some(plugin.digest().as_str().to_owned()),
+        ),
+    };
+    let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
+    let (next, phase) = policy.decide(&outcome, job.attempt, job.started, finished_at);
+    let settle = Settle {
+        lease: job.lease,
+        next,
+        checkpoint,
+        attempt: AttemptRecord {
+            attempt: job.attempt,
+            worker,
+            started_at,
+            finished_at,
+            outcome: outcome.name().to_owned(),
+            phase,
+            error: outcome.error(),
+            digest,
+            logs,
+        },
+    };
+    // The settler outlives every attempt task; a send only fails once it is gone at shutdown.
+    let _ = settles.send(settle);
+}
+
+/// Commit settles in batches: whatever has accumulated while the last commit ran.
+async fn settle_loop<B: Backend>(
+    backend: B,
+    mut rx: mpsc::UnboundedReceiver<Settle>,
+    inflight: InFlight,
+    wake: Arc<Notify>,
+    stats: Arc<Mutex<WorkerStats>>,
+) {
+    const MAX_BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let settles = std::mem::take(&mut batch);
+        let kinds: Vec<(JobId, &'static str)> = settles
+            .iter()
+            .map(|s| {
+                let kind = match s.next {
+                    Next::Succeeded { .. } => "succeeded",
+                    Next::Retry { .. } => "retried",
+                    Next::Delay { .. } => "delayed",
+                    Next::Dead => "dead",
+                };
+                (s.lease.job_id.clone(), kind)
+            })
+            .collect();
+        let results = loop {
+            match backend.settle(settles.clone()).await {
+                Ok(results) => break results,
+                Err(e) => {
+                    tracing::error!(error = %e, "settle failed; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut stats = lock(&stats);
+        let mut inflight = lock(&inflight);
+        for ((job_id, kind), result) in kinds.into_iter().zip(results) {
+            inflight.remove(&job_id);
+            stats.attempts += 1;
+            match result {
+                Ok(()) => match kind {
+                    "succeeded" => stats.succeeded += 1,
+                    "retried" => stats.retried += 1,
+                    "delayed" => stats.delayed += 1,
+                    _ => stats.dead += 1,
+                },
+                Err(lost) => {
+                    stats.lease_lost += 1;
+                    tracing::warn!(job = %job_id, error = %lost, "settle refused");
+                }
+            }
+        }
+        drop((stats, inflight));
+        wake.notify_one();
+    }
+}
+
+/// Renew every in-flight lease at a third of the lease time; abort attempts whose lease is
+/// gone.
+async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leases: Vec<Lease> = lock(&inflight).values().map(|(l, _)| l.clone()).collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match backend.renew(&leases, lease).await {
+            Ok(kept) => {
+                let mut inflight = lock(&inflight);
+                for (lease, kept) in leases.iter().zip(kept) {
+                    if !kept && let Some((_, handle)) = inflight.remove(&lease.job_id) {
+                        tracing::warn!(job = %lease.job_id, "lease lost: aborting the attempt");
+                        handle.abort();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+/// Return jobs whose lease expired, and prune finished jobs past retention.
+async fn sweep_loop<B: Backend>(backend: B, lease: Duration, retention: Duration, max: u32) {
+    let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
+    loop {
+        tick.tick().await;
+        if let Err(e) = backend.expire_leases(max).await {
+            tracing::error!(error = %e, "lease sweep failed");
+        }
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            last_prune = Instant::now();
+            let before = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            match backend.prune(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
+                Err(e) => tracing::error!(error = %e, "prune failed"),
+            }
+        }
+    }
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reload a queue's plugin when its file changes.
+async fn reload_loop<B: Backend>(
+    backend: B,
+    sandbox: Sandbox,
+    queues: Vec<Arc<QueueSlot>>,
+    worker: String,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for q in &queues {
+            let stamp = file_stamp(&q.config.plugin);
+            if stamp.is_none() || *lock(&q.stamp) == stamp {
+                continue;
+            }
+            *lock(&q.stamp) = stamp;
+            let mut event = NewEvent::new(EventKind::PluginReloaded);
+            event.queue = Some(q.name.clone());
+            event.worker = Some(worker.clone());
+            match sandbox.load_plugin(&q.config.plugin, q.config.limits()) {
+                Ok(plugin) if plugin.digest() == q.plugin().digest() => continue,
+                Ok(plugin) => {
+                    event.digest = Some(plugin.digest().as_str().to_owned());
+                    event.message = Some(format!("reloaded {}", q.config.plugin.display()));
+                    match q.plugin.write() {
+                        Ok(mut current) => *current = plugin,
+                        Err(poisoned) => *poisoned.into_inner() = plugin,
+                    }
+                }
+                Err(e) => {
+                    event.kind = EventKind::PluginRefused;
+                    event.message = Some(format!(
+                        "{} refused, keeping the loaded plugin: {e}",
+                        q.config.plugin.display()
+                    ));
+                }
+            }
+            if let Err(e) = backend.record(event).await {
+                tracing::error!(error = %e, "cannot record a plugin event");
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The SQLite backend: the conformance suite on a real database file, and what only a shared
+//! file can show (reopening, several processes on one file, durability modes).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
+use spool::queue::{
+    AttemptRecord, Backend, Claimed, JobState, LeaseLost, NewJob, Next, QueueClaim, QueueError,
+    Settle, now,
+};
+use tempfile::TempDir;
+
+/// A backend on a new database file in its own temporary directory.
+async fn fresh() -> (SqliteBackend, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SqliteBackend::open(&dir.path().join("spool.db"), SqliteOptions::default())
+        .expect("open a new database");
+    (backend, dir)
+}
+
+mod conformance {
+    crate::conformance::backend_conformance!(super::fresh);
+}
+
+fn job(queue: &str, payload: &[u8]) -> NewJob {
+    NewJob {
+        queue: queue.into(),
+        payload: payload.to_vec(),
+        ..NewJob::default()
+    }
+}
+
+fn wanted(queue: &str, limit: usize) -> [QueueClaim; 1] {
+    [QueueClaim {
+        queue: queue.into(),
+        limit,
+    }]
+}
+
+fn succeeded(claimed: &Claimed) -> Settle {
+    let at = now();
+    Settle {
+        lease: claimed.lease.clone(),
+        next: Next::Succeeded {
+            output: claimed.payload.clone(),
+        },
+        attempt: AttemptRecord {
+            attempt: claimed.attempt,
+            worker: claimed.lease.worker.clone(),
+            started_at: at,
+            finished_at: at,
+            outcome: "succeeded".into(),
+            phase: None,
+            error: None,
+            digest: None,
+            logs: Vec::new(),
+        },
+        checkpoint: None,
+    }
+}
+
+/// A second, independent connection to the file, as another program would open it.
+fn inspect(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn reopening_the_file_keeps_the_jobs_and_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let (done, waiting) = {
+        let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        let enqueued = backend
+            .enqueue(vec![job("q", b"first"), job("q", b"second")])
+            .await
+            .unwrap();
+        let claimed = backend
+            .claim("w1", &wanted("q", 1), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let results = backend.settle(vec![succeeded(&claimed[0])]).await.unwrap();
+        assert_eq!(results, [Ok(())]);
+        (enqueued[0].id.clone(), enqueued[1].id.clone())
+    };
+
+    let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let done = backend.job(&done).await.unwrap().unwrap();
+    assert_eq!(done.summary.state, JobState::Succeeded);
+    assert_eq!(done.output.as_deref(), Some(&b"first"[..]));
+    assert_eq!(done.attempts.len(), 1);
+    assert_eq!(done.events.len(), 3);
+    let claimed = backend
+        .claim("w1", &wanted("q", 10), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.job_id, waiting);
+    assert_eq!(claimed[0].payload, b"second");
+
+    // The file says what it is.
+    let conn = inspect(&path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_backends_on_one_file_never_claim_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    // Two opens share nothing but the file, as two worker processes would.
+    let first = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let second = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    first
+        .enqueue(
+            (0..1000)
+                .map(|i| job("q", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+
+    let mut workers = Vec::new();
+    for (n, backend) in [first.clone(), second.clone()]
+        .into_iter()
+        .cycle()
+        .take(8)
+        .enumerate()
+    {
+        workers.push(tokio::spawn(async move {
+            let worker = format!("w{n}");
+            let mut mine = Vec::new();
+            for _ in 0..=1000 {
+                let claimed = backend
+                    .claim(&worker, &wanted("q", 16), Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                let settles = claimed.iter().map(succeeded).collect();
+                let results = backend.settle(settles).await.unwrap();
+                assert!(results.iter().all(Result::is_ok), "{results:?}");
+                mine.extend(claimed.into_iter().map(|c| c.lease.job_id));
+            }
+            panic!("{worker} kept claiming after every job was taken");
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    assert_eq!(all.len(), 1000);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 1000);
+    let counts = second.queues().await.unwrap();
+    assert_eq!((counts[0].succeeded, counts[0].running), (1000, 0));
+}
+
+#[tokio::test]
+async fn a_lease_swept_by_another_process_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let crashed = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let sweeper = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    crashed.enqueue(vec![job("q", b"x")]).await.unwrap();
+    let stale = crashed
+        .claim("w1", &wanted("q", 1), Duration::from_millis(50))
+        .await
+        .unwrap()
+        .remove(0);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sweeper.expire_leases(5).await.unwrap(),
+        std::slice::from_ref(&stale.lease.job_id)
+    );
+    let fresh = sweeper
+        .claim("w2", &wanted("q", 1), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(fresh.attempt, 2);
+
+    let late = crashed.settle(vec![succeeded(&stale)]).await.unwrap();
+    assert_eq!(
+        late,
+        [Err(LeaseLost {
+            job_id: stale.lease.job_id.clone(),
+            token: stale.lease.token
+        })]
+    );
+    assert_eq!(
+        sweeper.settle(vec![succeeded(&fresh)]).await.unwrap(),
+        [Ok(())]
+    );
+    let done = crashed.job(&fresh.lease.job_id).await.unwrap().unwrap();
+    assert_eq!(done.summary.state, JobState::Succeeded);
+    assert_eq!(
+        done.attempts
+            .iter()
+            .map(|a| a.worker.as_str())
+            .collect::<Vec<_>>(),
+        ["w1", "w2"]
+    );
+}
+
+#[tokio::test]
+async fn synchronous_normal_opens_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let options = SqliteOptions {
+        synchronous: Synchronous::Normal,
+        busy_timeout: Duration::from_secs(1),
+    };
+    let backend = SqliteBackend::open(&path, options).unwrap();
+    let id = backend.enqueue(vec![job("q", b"x")]).await.unwrap()[0]
+        .id
+        .clone();
+    let claimed = backend
+        .claim("w1", &wanted("q", 1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.settle(vec![succeeded(&claimed[0])]).await.unwrap(),
+        [Ok(())]
+    );
+    drop(backend);
+
+    let reopened = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let job = reopened.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.summary.state, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
+    inspect(&path)
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteBackend::open(&path, SqliteOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Store(message) if message.contains("schema version 99")),
+        "got {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_path_is_a_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-directory").join("spool.db");
+    let err = SqliteBackend::open(&path, SqliteOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Store(message) if message.contains("missing-directory")),
+        "got {err:?}"
+    );
+}

@@ -1,0 +1,398 @@
+//! The worker, end to end through the real `spool` binary and a real SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{plugin_path, spool};
+
+/// A temporary directory with a `spool.toml` and a database path.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config
+            .replace("EMAIL", &plugin_path("email").display().to_string())
+            .replace("NOOP", &plugin_path("noop").display().to_string());
+        std::fs::write(dir.path().join("spool.toml"), config).unwrap();
+        Setup { dir }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("spool.db")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = spool();
+        cmd.current_dir(self.dir.path()).env("SPOOL_DB", self.db());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, Some(0), "spool {args:?}: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    fn enqueue(&self, queue: &str, payload: &str) -> String {
+        let (code, stdout, stderr) = self.run(&["enqueue", queue, payload]);
+        assert_eq!(code, Some(0), "{stderr}");
+        stdout.split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn worker(&self, extra: &[&str]) -> Child {
+        self.cmd()
+            .arg("worker")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn job(&self, id: &str) -> Value {
+        self.json(&["job", id, "--json"])
+    }
+
+    /// Wait until `done` holds for job `id`, or panic after `limit`.
+    fn wait_for(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id);
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {id} did not get there: {job:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn state(job: &Value) -> &str {
+    job["state"].as_str().unwrap_or("")
+}
+
+fn stop(mut child: Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+const EMAIL_CONFIG: &str = r#"
+[worker]
+concurrency = 8
+lease = "2s"
+shutdown_grace = "1s"
+
+[queues.email]
+plugin = "EMAIL"
+timeout = "3s"
+max_attempts = 3
+backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
+"#;
+
+#[test]
+fn jobs_run_to_their_end_state_with_their_history() {
+    let s = Setup::new(EMAIL_CONFIG);
+    let ok = s.enqueue("email", r#"{"to":"ada@example.com","mode":"ok"}"#);
+    let flaky = s.enqueue("email", r#"{"to":"ada@example.com","mode":"flaky"}"#);
+    let fail = s.enqueue("email", r#"{"to":"ada@example.com","mode":"fail"}"#);
+    let reject = s.enqueue("email", r#"{"to":"nobody","mode":"reject"}"#);
+    let bad = s.enqueue("email", r#"{"mode":"ok"}"#);
+    let worker = s.worker(&[]);
+    let finished = |j: &Value| matches!(state(j), "succeeded" | "dead");
+
+    let job = s.wait_for(&ok, Duration::from_secs(20), finished);
+    assert_eq!(state(&job), "succeeded");
+    assert!(
+        String::from_utf8_lossy(&serde_json::from_value::<Vec<u8>>(job["output"].clone()).unwrap())
+            .contains("ada@example.com")
+    );
+
+    let job = s.wait_for(&flaky, Duration::from_secs(20), finished);
+    assert_eq!(state(&job), "succeeded");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
+
+    let job = s.wait_for(&fail, Duration::from_secs(20), finished);
+    assert_eq!(state(&job), "dead");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["phase"] == "run" && a["digest"].is_string())
+    );
+    let kinds: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "retry-scheduled").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"dead-lettered"), "{kinds:?}");
+
+    let job = s.wait_for(&reject, Duration::from_secs(20), finished);
+    assert_eq!(state(&job), "dead");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+
+    let job = s.wait_for(&bad, Duration::from_secs(20), finished);
+    assert_eq!(state(&job), "dead");
+    assert_eq!(job["attempts"][0]["phase"], "decode");
+
+    // The dead-letter queue: list, replay by filter, purge, with counts.
+    let dead = s.json(&["dlq", "list", "--json"]);
+    assert_eq!(dead.as_array().unwrap().len(), 3);
+    let (code, out, _) = s.run(&["dlq", "replay", "--queue", "email", "--phase", "decode"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("replayed 1 job"), "{out}");
+    s.wait_for(&bad, Duration::from_secs(20), |j| {
+        state(j) == "dead" && j["attempts"].as_array().unwrap().len() == 2
+    });
+    let (code, out, _) = s.run(&["dlq", "purge", &reject]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("purged 1 job"), "{out}");
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn a_hang_is_aborted_at_its_timeout_and_dead_lettered_after_its_attempts() {
+    let s = Setup::new(&EMAIL_CONFIG.replace("timeout = \"3s\"", "timeout = \"300ms\""));
+    let hang = s.enqueue("email", r#"{"to":"ada@example.com","mode":"hang"}"#);
+    let worker = s.worker(&[]);
+    let job = s.wait_for(&hang, Duration::from_secs(20), |j| state(j) == "dead");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    for a in attempts {
+        assert_eq!(a["phase"], "timeout");
+        let ms = a["finished_at"].as_i64().unwrap() - a["started_at"].as_i64().unwrap();
+        assert!((300..1000).contains(&ms), "attempt took {ms} ms");
+    }
+    assert!(
+        job["checkpoint"].is_array() || job["checkpoint"].is_string(),
+        "{job:#}"
+    );
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn a_queue_with_no_plugin_waits_visibly_and_nothing_is_lost() {
+    let s = Setup::new(EMAIL_CONFIG);
+    let id = s.enqueue("sms", r#"{"to":"+1555"}"#);
+    let worker = s.worker(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&s.job(&id)), "ready");
+    let (code, out, _) = s.run(&["queues"]);
+    assert_eq!(code, Some(0));
+    let sms = out
+        .lines()
+        .find(|l| l.starts_with("sms"))
+        .unwrap_or_default();
+    assert!(sms.contains("NO HANDLER"), "{out}");
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn enqueue_refuses_a_payload_that_is_not_json_and_reports_duplicates() {
+    let s = Setup::new(EMAIL_CONFIG);
+    let (code, _, stderr) = s.run(&["enqueue", "email", "{to: nobody"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("bad payload"), "{stderr}");
+    let first = s.json(&[
+        "enqueue",
+        "email",
+        r#"{"to":"a@b"}"#,
+        "--key",
+        "k1",
+        "--json",
+    ]);
+    let second = s.json(&[
+        "enqueue",
+        "email",
+        r#"{"to":"a@b"}"#,
+        "--key",
+        "k1",
+        "--json",
+    ]);
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["duplicate"], true);
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_line() {
+    let s = Setup::new("[queues.email]\nplugin = \"EMAIL\"\nconcurrency = 0\n");
+    let (code, _, stderr) = s.run(&["worker"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("positive integer"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+
+    let s = Setup::new("[queues.email]\nplugin = \"EMAIL\"\ntimeot = \"5s\"\n");
+    let (code, _, stderr) = s.run(&["worker"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("timeot"), "{stderr}");
+
+    let s = Setup::new("[queues.email]\nplugin = \"missing.wasm\"\n");
+    let (code, _, stderr) = s.run(&["worker"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
+}
+
+#[test]
+fn graceful_shutdown_leaves_nothing_leased() {
+    let s = Setup::new(EMAIL_CONFIG);
+    let ids: Vec<String> = (0..3)
+        .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":10000}"#))
+        .collect();
+    let worker = s.worker(&[]);
+    for id in &ids {
+        s.wait_for(id, Duration::from_secs(10), |j| state(j) == "running");
+    }
+    stop(worker, "-TERM");
+    for id in &ids {
+        let job = s.job(id);
+        assert_eq!(state(&job), "ready", "{job:#}");
+        assert!(job["lease"].is_null());
+        let kinds: Vec<&str> = job["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"released"), "{kinds:?}");
+    }
+}
+
+#[test]
+fn a_killed_workers_jobs_come_back_after_the_lease_and_none_is_lost() {
+    let s = Setup::new(EMAIL_CONFIG);
+    let ids: Vec<String> = (0..4)
+        .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":1500}"#))
+        .collect();
+    let first = s.worker(&[]);
+    for id in &ids {
+        s.wait_for(id, Duration::from_secs(10), |j| state(j) == "running");
+    }
+    stop(first, "-KILL");
+    let second = s.worker(&[]);
+    for id in &ids {
+        let job = s.wait_for(id, Duration::from_secs(30), |j| state(j) == "succeeded");
+        let kinds: Vec<&str> = job["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"lease-expired"), "{kinds:?}");
+        assert_eq!(job["attempts"][0]["phase"], "lease-expired");
+    }
+    stop(second, "-TERM");
+}
+
+/// (succeeded jobs, `started` events) in the database, read through the backend.
+fn count_jobs(db: &Path) -> (u64, u64) {
+    use spool::queue::{Backend, EventFilter, EventKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = spool::queue::sqlite::SqliteBackend::open(db, Default::default()).unwrap();
+        let succeeded = backend
+            .queues()
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.succeeded)
+            .sum();
+        let mut started = 0;
+        let mut after = None;
+        loop {
+            let events = backend
+                .events(&EventFilter {
+                    after,
+                    limit: Some(5000),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let Some(last) = events.last() else { break };
+            after = Some(last.seq);
+            started += events
+                .iter()
+                .filter(|e| e.kind == EventKind::Started)
+                .count() as u64;
+        }
+        (succeeded, started)
+    })
+}
+
+#[test]
+fn two_worker_processes_on_one_file_run_ten_thousand_jobs_exactly_once() {
+    let s = Setup::new(
+        r#"
+[worker]
+concurrency = 16
+[queues.noop]
+plugin = "NOOP"
+concurrency = 16
+"#,
+    );
+    // Enqueue through the library in batches (the CLI enqueues one at a time).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use spool::queue::Backend;
+        let backend =
+            spool::queue::sqlite::SqliteBackend::open(&s.db(), Default::default()).unwrap();
+        for _ in 0..10 {
+            let jobs = (0..1000)
+                .map(|_| spool::queue::NewJob {
+                    queue: "noop".to_owned(),
+                    payload: b"{}".to_vec(),
+                    ..Default::default()
+                })
+                .collect();
+            backend.enqueue(jobs).await.unwrap();
+        }
+    });
+    let a = s.worker(&[]);
+    let b = s.worker(&[]);
+    let start = Instant::now();
+    loop {
+        let (succeeded, _) = count_jobs(&s.db());
+        if succeeded == 10_000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{succeeded} of 10000 after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(a, "-TERM");
+    stop(b, "-TERM");
+    let (succeeded, started) = count_jobs(&s.db());
+    assert_eq!(succeeded, 10_000);
+    assert_eq!(started, 10_000, "some job was started twice");
+}
