@@ -123,6 +123,7 @@ async fn start_worker(
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<spool::worker::WorkerStats>,
+    spool::worker::StatsHandle,
 ) {
     let mut queue = QueueConfig::new(noop);
     queue.concurrency = concurrency;
@@ -135,11 +136,13 @@ async fn start_worker(
     let settings = WorkerSettings {
         concurrency,
         poll_interval: Duration::from_millis(5),
+        prefetch: concurrency,
         ..WorkerSettings::default()
     };
     let worker = Worker::start(backend.clone(), sandbox, settings, queues)
         .await
         .unwrap();
+    let stats = worker.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         worker
@@ -149,25 +152,15 @@ async fn start_worker(
             .await
             .unwrap()
     });
-    (stop, handle)
+    (stop, handle, stats)
 }
 
-/// Run a worker until `n` more jobs have succeeded; jobs per second.
+/// Run a worker until it has run `n` jobs to success; jobs per second.
 async fn drain(backend: &SqliteBackend, noop: &Path, concurrency: u32, n: usize) -> f64 {
-    let done = || async {
-        backend
-            .queues()
-            .await
-            .unwrap()
-            .iter()
-            .map(|q| q.succeeded)
-            .sum::<u64>()
-    };
-    let before = done().await;
-    let (stop, handle) = start_worker(backend, noop, concurrency).await;
+    let (stop, handle, stats) = start_worker(backend, noop, concurrency).await;
     let t = Instant::now();
-    while done().await < before + n as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while stats.get().succeeded < n as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = n as f64 / secs(t);
     let _ = stop.send(());
@@ -176,7 +169,7 @@ async fn drain(backend: &SqliteBackend, noop: &Path, concurrency: u32, n: usize)
 }
 
 async fn latency(backend: &SqliteBackend, noop: &Path, n: usize) {
-    let (stop, handle) = start_worker(backend, noop, 10).await;
+    let (stop, handle, _) = start_worker(backend, noop, 10).await;
     let every = Duration::from_millis(2);
     let start = tokio::time::Instant::now();
     for i in 0..n {

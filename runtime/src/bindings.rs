@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use spool::job::types::{Job, JobError, Level};
+pub(crate) use self::spool::job::types::{Job, JobError, Level};
 
 /// The WIT package this host implements, as `namespace:name`.
 pub(crate) const PACKAGE: &str = "spool:job";

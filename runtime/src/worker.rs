@@ -17,6 +17,7 @@
 //! and releases their leases so nothing waits for a lease to expire.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -77,6 +78,29 @@ struct QueueSlot {
     plugin: RwLock<Plugin>,
     stamp: Mutex<Option<(SystemTime, u64)>>,
     permits: Arc<Semaphore>,
+    /// Jobs claimed and not yet settled (running or waiting for a permit).
+    outstanding: AtomicUsize,
+}
+
+/// Counts a claimed job as outstanding until its attempt task ends.
+struct Outstanding {
+    slot: Arc<QueueSlot>,
+    global: Arc<AtomicUsize>,
+}
+
+impl Outstanding {
+    fn new(slot: Arc<QueueSlot>, global: Arc<AtomicUsize>) -> Self {
+        slot.outstanding.fetch_add(1, Ordering::Relaxed);
+        global.fetch_add(1, Ordering::Relaxed);
+        Outstanding { slot, global }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.slot.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.global.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl QueueSlot {
@@ -95,9 +119,21 @@ pub struct Worker<B: Backend + Clone> {
     id: String,
     settings: WorkerSettings,
     queues: Vec<Arc<QueueSlot>>,
+    stats: Arc<Mutex<WorkerStats>>,
 }
 
-type InFlight = Arc<Mutex<HashMap<JobId, (Lease, AbortHandle)>>>;
+/// A live view of a running worker's [`WorkerStats`].
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Mutex<WorkerStats>>);
+
+impl StatsHandle {
+    /// The counts so far.
+    pub fn get(&self) -> WorkerStats {
+        *lock(&self.0)
+    }
+}
+
+type InFlight = Arc<Mutex<HashMap<JobId, (Lease, Option<AbortHandle>)>>>;
 
 impl<B: Backend + Clone> Worker<B> {
     /// Load every queue's plugin (refusing to start if one cannot be loaded) and record a
@@ -132,6 +168,7 @@ impl<B: Backend + Clone> Worker<B> {
             slots.push(Arc::new(QueueSlot {
                 stamp: Mutex::new(file_stamp(&config.plugin)),
                 permits: Arc::new(Semaphore::new(config.concurrency as usize)),
+                outstanding: AtomicUsize::new(0),
                 plugin: RwLock::new(plugin),
                 name,
                 config,
@@ -143,7 +180,13 @@ impl<B: Backend + Clone> Worker<B> {
             id,
             settings,
             queues: slots,
+            stats: Arc::default(),
         })
+    }
+
+    /// A handle that reads the worker's counts while it runs.
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle(self.stats.clone())
     }
 
     /// The worker's id, as recorded in leases and events.
@@ -185,7 +228,7 @@ impl<B: Backend + Clone> Worker<B> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerStats, WorkerError> {
-        let stats = Arc::new(Mutex::new(WorkerStats::default()));
+        let stats = self.stats.clone();
         let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
         let wake = Arc::new(Notify::new());
         let global = Arc::new(Semaphore::new(self.settings.concurrency as usize));
@@ -224,14 +267,23 @@ impl<B: Backend + Clone> Worker<B> {
         ));
 
         let mut attempts = JoinSet::new();
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let prefetch = self.settings.prefetch as usize;
+        let global_cap = self.settings.concurrency as usize + prefetch * self.queues.len();
         tokio::pin!(shutdown);
         loop {
             // Reap finished attempt tasks so the set does not grow.
             while attempts.try_join_next().is_some() {}
-            let mut budget = global.available_permits();
+            // Claim up to each queue's concurrency plus the prefetch, less what is already
+            // claimed and not settled, within the worker-wide bound.
+            let mut budget = global_cap.saturating_sub(outstanding.load(Ordering::Relaxed));
             let mut claims = Vec::new();
             for q in &self.queues {
-                let free = q.permits.available_permits().min(budget);
+                let cap = q.config.concurrency as usize + prefetch;
+                let free = cap
+                    .saturating_sub(q.outstanding.load(Ordering::Relaxed))
+                    .min(budget);
                 if free > 0 {
                     budget -= free;
                     claims.push(QueueClaim {
@@ -263,31 +315,31 @@ impl<B: Backend + Clone> Worker<B> {
                 }
                 continue;
             }
+            let mut inflight = lock(&inflight);
             for job in claimed {
-                let Some(slot) = self.queues.iter().find(|q| q.name == job.queue) else {
-                    continue;
-                };
-                // The claim asked for no more than the free permits, and only this loop takes
-                // them, so these never wait.
-                let (Ok(queue_permit), Ok(global_permit)) = (
-                    slot.permits.clone().try_acquire_owned(),
-                    global.clone().try_acquire_owned(),
-                ) else {
-                    tracing::error!(job = %job.lease.job_id, "claimed past the free slots");
-                    continue;
-                };
                 let lease = job.lease.clone();
+                let Some(slot) = self.queues.iter().find(|q| q.name == job.queue) else {
+                    // Not a queue this worker asked for: cannot happen, but never strand it.
+                    inflight.insert(lease.job_id.clone(), (lease, None));
+                    continue;
+                };
                 let handle = attempts.spawn(attempt(
-                    self.sandbox.clone(),
-                    slot.clone(),
+                    Run {
+                        sandbox: self.sandbox.clone(),
+                        slot: slot.clone(),
+                        global: global.clone(),
+                        stopping: stopping.clone(),
+                        worker: self.id.clone(),
+                        settles: settle_tx.clone(),
+                    },
                     job,
-                    self.id.clone(),
-                    settle_tx.clone(),
-                    (queue_permit, global_permit),
+                    Outstanding::new(slot.clone(), outstanding.clone()),
                 ));
-                lock(&inflight).insert(lease.job_id.clone(), (lease, handle));
+                inflight.insert(lease.job_id.clone(), (lease, Some(handle)));
             }
         }
+        // Claimed jobs still waiting for a slot do not start now; they are released below.
+        stopping.store(true, Ordering::Relaxed);
 
         // Shutdown: no more claims; let attempts finish for the grace period, then abort the
         // rest (destroying their instances) and give their jobs back.
@@ -324,18 +376,36 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Run one attempt and send its settle.
-async fn attempt(
+/// What an attempt task needs besides its job.
+struct Run {
     sandbox: Sandbox,
     slot: Arc<QueueSlot>,
-    job: Claimed,
+    global: Arc<Semaphore>,
+    stopping: Arc<AtomicBool>,
     worker: String,
     settles: mpsc::UnboundedSender<Settle>,
-    _permits: (
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::OwnedSemaphorePermit,
-    ),
-) {
+}
+
+/// Wait for a slot, run one attempt and send its settle.
+async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
+    let Run {
+        sandbox,
+        slot,
+        global,
+        stopping,
+        worker,
+        settles,
+    } = run;
+    // Queue permit first, then the worker-wide one: every task takes them in that order.
+    let (Ok(_queue_permit), Ok(_global_permit)) = (
+        slot.permits.clone().acquire_owned().await,
+        global.acquire_owned().await,
+    ) else {
+        return;
+    };
+    if stopping.load(Ordering::Relaxed) {
+        return;
+    }
     let plugin = slot.plugin();
     let policy = slot.config.retry_policy(job.max_attempts);
     let input = JobInput {
@@ -462,7 +532,9 @@ async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration)
                 for (lease, kept) in leases.iter().zip(kept) {
                     if !kept && let Some((_, handle)) = inflight.remove(&lease.job_id) {
                         tracing::warn!(job = %lease.job_id, "lease lost: aborting the attempt");
-                        handle.abort();
+                        if let Some(handle) = handle {
+                            handle.abort();
+                        }
                     }
                 }
             }

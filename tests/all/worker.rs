@@ -261,7 +261,12 @@ fn config_errors_name_the_key_and_the_line() {
 
 #[test]
 fn graceful_shutdown_leaves_nothing_leased() {
-    let s = Setup::new(EMAIL_CONFIG);
+    // One slot and a prefetch of two: one job runs, two wait claimed; all three go back.
+    let s = Setup::new(
+        &EMAIL_CONFIG
+            .replace("[worker]\n", "[worker]\nprefetch = 2\n")
+            .replace("max_attempts = 3\n", "max_attempts = 3\nconcurrency = 1\n"),
+    );
     let ids: Vec<String> = (0..3)
         .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":10000}"#))
         .collect();

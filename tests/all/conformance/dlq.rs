@@ -255,3 +255,35 @@ pub async fn ids_and_event_seqs_are_never_reused_after_a_purge<B: Backend>(b: B)
     assert_eq!(follow.len(), 1, "a follower sees the new event");
     assert_eq!(follow[0].job_id.as_ref(), Some(&next));
 }
+
+pub async fn replay_leaves_dead_a_job_whose_key_an_unfinished_job_holds<B: Backend>(b: B) {
+    let keyed = || NewJob {
+        key: Some("k".into()),
+        ..job("q", b"x")
+    };
+    let first = enqueue_one(&b, keyed()).await;
+    let claimed = claim_one(&b, "q").await;
+    settle_ok(&b, dead(&claimed, Phase::Run, "no")).await;
+    let second = enqueue_one(&b, keyed()).await;
+    assert_ne!(second, first, "a dead job frees its key");
+
+    assert_eq!(b.replay(&DlqFilter::default()).await.unwrap(), 0);
+    assert_eq!(
+        state(&b, &first).await,
+        JobState::Dead,
+        "two unfinished jobs, one key"
+    );
+
+    let claimed = claim_one(&b, "q").await;
+    settle_ok(&b, succeeded(&claimed, b"")).await;
+    assert_eq!(b.replay(&DlqFilter::default()).await.unwrap(), 1);
+    assert_eq!(state(&b, &first).await, JobState::Ready);
+    let duplicate = b.enqueue(vec![keyed()]).await.unwrap();
+    assert_eq!(
+        duplicate,
+        [Enqueued {
+            id: first,
+            duplicate: true
+        }]
+    );
+}

@@ -55,6 +55,7 @@ macro_rules! backend_conformance {
             cancel_stops_a_job_and_revokes_its_lease,
             replay_by_id_gives_a_dead_job_fresh_attempts,
             replay_by_filter_matches_queue_phase_and_time,
+            replay_leaves_dead_a_job_whose_key_an_unfinished_job_holds,
             dead_lists_most_recently_dead_first_and_filters,
             purge_deletes_matching_dead_jobs_with_their_history,
             prune_removes_old_finished_jobs_but_never_dead_ones,
