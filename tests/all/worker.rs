@@ -401,3 +401,47 @@ concurrency = 16
     assert_eq!(succeeded, 10_000);
     assert_eq!(started, 10_000, "some job was started twice");
 }
+
+#[test]
+fn a_changed_plugin_file_is_reloaded_without_a_restart_and_events_name_the_digest() {
+    let s = Setup::new(
+        r#"
+[worker]
+concurrency = 2
+[queues.work]
+plugin = "plugin.wasm"
+"#,
+    );
+    let plugin = s.dir.path().join("plugin.wasm");
+    std::fs::copy(plugin_path("email"), &plugin).unwrap();
+    let email_digest = spool::Digest::of(&std::fs::read(plugin_path("email")).unwrap());
+    let noop_digest = spool::Digest::of(&std::fs::read(plugin_path("noop")).unwrap());
+    let worker = s.worker(&[]);
+    let first = s.enqueue("work", r#"{"to":"ada@example.com"}"#);
+    let job = s.wait_for(&first, Duration::from_secs(20), |j| state(j) == "succeeded");
+    assert_eq!(job["attempts"][0]["digest"], email_digest.as_str());
+
+    // Swap the file in place (write to a temporary name, then rename, as a deploy would).
+    let staged = s.dir.path().join("plugin.wasm.new");
+    std::fs::copy(plugin_path("noop"), &staged).unwrap();
+    std::fs::rename(&staged, &plugin).unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, out, _) = s.run(&["events"]);
+        if out.contains("plugin-reloaded") {
+            assert!(out.contains(&noop_digest.as_str()[..12]), "{out}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no reload: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let second = s.enqueue("work", r#"{"to":"ada@example.com"}"#);
+    let job = s.wait_for(&second, Duration::from_secs(20), |j| {
+        state(j) == "succeeded"
+    });
+    assert_eq!(job["attempts"][0]["digest"], noop_digest.as_str());
+    stop(worker, "-TERM");
+}
