@@ -125,17 +125,6 @@ fn print_report(report: &AttemptReport) {
         println!("log:");
     }
     for line in &report.logs {
-        let fields: String = line
-            .fields
-            .iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect();
-        println!(
-            "  +{:>8.2}ms {:<5} {:<6} {}{fields}",
-            line.at.as_secs_f64() * 1000.0,
-            line.level,
-            line.source_name(),
-            line.message,
-        );
+        println!("  {}", super::util::log_line(line));
     }
 }

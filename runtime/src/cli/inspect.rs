@@ -129,18 +129,7 @@ pub fn print_job(job: &JobDetail) {
             println!("     error: {error}");
         }
         for line in &a.logs {
-            let fields: String = line
-                .fields
-                .iter()
-                .map(|(k, v)| format!(" {k}={v}"))
-                .collect();
-            println!(
-                "     +{:>8.1}ms {:<5} {:<6} {}{fields}",
-                line.at.as_secs_f64() * 1000.0,
-                line.level,
-                line.source_name(),
-                line.message
-            );
+            println!("     {}", super::util::log_line(line));
         }
     }
     println!("timeline:");

@@ -65,3 +65,19 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
+
+/// One log line of an attempt: time since the attempt started, level, source, message, fields.
+pub fn log_line(line: &spool::LogLine) -> String {
+    let fields: String = line
+        .fields
+        .iter()
+        .map(|(k, v)| format!(" {k}={v}"))
+        .collect();
+    format!(
+        "+{:>8.2}ms {:<5} {:<6} {}{fields}",
+        line.at.as_secs_f64() * 1000.0,
+        line.level,
+        line.source_name(),
+        line.message,
+    )
+}
