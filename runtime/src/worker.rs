@@ -471,16 +471,15 @@ async fn settle_loop<B: Backend>(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let settles = std::mem::take(&mut batch);
-        let kinds: Vec<(JobId, &'static str)> = settles
+        let kinds: Vec<(JobId, Next)> = settles
             .iter()
             .map(|s| {
-                let kind = match s.next {
-                    Next::Succeeded { .. } => "succeeded",
-                    Next::Retry { .. } => "retried",
-                    Next::Delay { .. } => "delayed",
-                    Next::Dead => "dead",
+                // The output is not needed to count; keep the kind only.
+                let next = match &s.next {
+                    Next::Succeeded { .. } => Next::Succeeded { output: Vec::new() },
+                    other => other.clone(),
                 };
-                (s.lease.job_id.clone(), kind)
+                (s.lease.job_id.clone(), next)
             })
             .collect();
         let results = loop {
@@ -499,10 +498,10 @@ async fn settle_loop<B: Backend>(
             stats.attempts += 1;
             match result {
                 Ok(()) => match kind {
-                    "succeeded" => stats.succeeded += 1,
-                    "retried" => stats.retried += 1,
-                    "delayed" => stats.delayed += 1,
-                    _ => stats.dead += 1,
+                    Next::Succeeded { .. } => stats.succeeded += 1,
+                    Next::Retry { .. } => stats.retried += 1,
+                    Next::Delay { .. } => stats.delayed += 1,
+                    Next::Dead => stats.dead += 1,
                 },
                 Err(lost) => {
                     stats.lease_lost += 1;
