@@ -3,6 +3,7 @@
 //! ```toml
 //! [worker]
 //! concurrency = 64          # attempts at once across all queues
+//! prefetch = 0              # jobs per queue held claimed beyond the free slots
 //! lease = "30s"             # how long a claim lasts unless renewed
 //! shutdown_grace = "30s"    # how long SIGINT/SIGTERM lets runs finish
 //! retention = "24h"         # succeeded and cancelled jobs are pruned after this

@@ -197,9 +197,10 @@ impl<B: Backend + Clone> Worker<B> {
     /// A human-readable start-up summary: queues, plugins and digests, limits.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "worker {}: concurrency {}, lease {}, grace {}, retention {}\n",
+            "worker {}: concurrency {}, prefetch {}, lease {}, grace {}, retention {}\n",
             self.id,
             self.settings.concurrency,
+            self.settings.prefetch,
             humantime::format_duration(self.settings.lease),
             humantime::format_duration(self.settings.shutdown_grace),
             humantime::format_duration(self.settings.retention),
