@@ -3,7 +3,8 @@
 //! large backlog.
 //!
 //! Run with `cargo bench -p spool-runtime --bench queue` (`-- quick` for a shorter run,
-//! `-- normal` for `synchronous = NORMAL`). Figures go into BENCHMARKS.md.
+//! `-- normal` for `synchronous = NORMAL`; `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch,
+//! 1000 by default). Figures go into BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -125,6 +126,11 @@ async fn start_worker(
     tokio::task::JoinHandle<spool::worker::WorkerStats>,
     spool::worker::StatsHandle,
 ) {
+    // Jobs held claimed beyond the free slots: what makes claims and settles big batches.
+    let prefetch = std::env::var("SPOOL_BENCH_PREFETCH")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1000);
     let mut queue = QueueConfig::new(noop);
     queue.concurrency = concurrency;
     let queues = BTreeMap::from([("noop".to_owned(), queue)]);
@@ -136,7 +142,7 @@ async fn start_worker(
     let settings = WorkerSettings {
         concurrency,
         poll_interval: Duration::from_millis(5),
-        prefetch: concurrency,
+        prefetch,
         ..WorkerSettings::default()
     };
     let worker = Worker::start(backend.clone(), sandbox, settings, queues)
