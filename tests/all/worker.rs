@@ -85,6 +85,16 @@ impl Setup {
     }
 }
 
+/// The kinds of a job's events, in order.
+fn event_kinds(job: &Value) -> Vec<&str> {
+    job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
 fn state(job: &Value) -> &str {
     job["state"].as_str().unwrap_or("")
 }
@@ -141,12 +151,7 @@ fn jobs_run_to_their_end_state_with_their_history() {
             .iter()
             .all(|a| a["phase"] == "run" && a["digest"].is_string())
     );
-    let kinds: Vec<&str> = job["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&job);
     assert_eq!(
         kinds.iter().filter(|k| **k == "retry-scheduled").count(),
         2,
@@ -279,12 +284,7 @@ fn graceful_shutdown_leaves_nothing_leased() {
         let job = s.job(id);
         assert_eq!(state(&job), "ready", "{job:#}");
         assert!(job["lease"].is_null());
-        let kinds: Vec<&str> = job["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = event_kinds(&job);
         assert!(kinds.contains(&"released"), "{kinds:?}");
     }
 }
@@ -303,12 +303,7 @@ fn a_killed_workers_jobs_come_back_after_the_lease_and_none_is_lost() {
     let second = s.worker(&[]);
     for id in &ids {
         let job = s.wait_for(id, Duration::from_secs(30), |j| state(j) == "succeeded");
-        let kinds: Vec<&str> = job["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = event_kinds(&job);
         assert!(kinds.contains(&"lease-expired"), "{kinds:?}");
         assert_eq!(job["attempts"][0]["phase"], "lease-expired");
     }
