@@ -16,6 +16,13 @@
 //! concurrency = 10
 //! memory = "64MiB"
 //! backoff = { initial = "1s", factor = 2.0, max = "10m", jitter = 0.2 }
+//!
+//! [nats]                          # optional: keep the jobs in NATS JetStream, not SQLite
+//! url = "nats://127.0.0.1:4222"   # `--nats`/`SPOOL_NATS_URL` override it
+//! prefix = "spool"                # streams and buckets of one installation
+//! replicas = 1                    # 3 on a cluster
+//! storage = "file"                # or "memory"
+//! ack_wait = "30s"                # server-side redelivery backstop
 //! ```
 //!
 //! Unknown keys and bad values are refused with the key and the line.
@@ -26,6 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::queue::nats::{NatsOptions, Storage};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sandbox::Limits;
 
@@ -61,6 +69,9 @@ pub struct Config {
     /// One entry per queue, by name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfig>,
+    /// The NATS JetStream backend's settings (used when a NATS URL is given).
+    #[serde(default)]
+    pub nats: NatsConfig,
 }
 
 /// Worker-wide settings.
@@ -113,6 +124,54 @@ pub enum Synchronous {
     Full,
     /// Commits may be lost on power loss or an OS crash (never on a process crash).
     Normal,
+}
+
+/// The `[nats]` table: where the NATS JetStream backend is and how it lays itself out. Every
+/// process sharing one installation (workers, producers, `spool` commands) must agree on
+/// `prefix`, `replicas`, `storage` and `ack_wait`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// The server (`nats://host:4222`, several comma-separated for a cluster). When set, the
+    /// jobs are kept in NATS rather than SQLite unless a command is given `--db`.
+    pub url: Option<String>,
+    /// The prefix of every subject, stream and bucket name (default `spool`).
+    #[serde(deserialize_with = "prefix")]
+    pub prefix: String,
+    /// Replicas of every stream and bucket: 1 (the default) to 5.
+    #[serde(deserialize_with = "replicas")]
+    pub replicas: usize,
+    /// `file` (the default) or `memory`.
+    pub storage: Storage,
+    /// How long the server waits for a silent worker before it redelivers a job's message.
+    #[serde(alias = "ack-wait", deserialize_with = "duration")]
+    pub ack_wait: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        let o = NatsOptions::default();
+        NatsConfig {
+            url: None,
+            prefix: o.prefix,
+            replicas: o.replicas,
+            storage: o.storage,
+            ack_wait: o.ack_wait,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The backend options these settings stand for (the rest at their defaults).
+    pub fn options(&self) -> NatsOptions {
+        NatsOptions {
+            prefix: self.prefix.clone(),
+            replicas: self.replicas,
+            storage: self.storage,
+            ack_wait: self.ack_wait,
+            ..NatsOptions::default()
+        }
+    }
 }
 
 /// One queue's settings.
@@ -276,6 +335,25 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     crate::units::parse_size(&text).map_err(serde::de::Error::custom)
 }
 
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if text.is_empty() || !text.chars().all(allowed) {
+        return Err(serde::de::Error::custom(format!(
+            "bad prefix `{text}`: use letters, digits, `-` and `_`"
+        )));
+    }
+    Ok(text)
+}
+
+fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=5).contains(n))
+        .ok_or_else(|| serde::de::Error::custom(format!("must be between 1 and 5, got {n}")))
+}
+
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let n = i64::deserialize(d)?;
     u32::try_from(n)
@@ -339,6 +417,75 @@ mod tests {
             Config::parse("[queues.email]\nplugin = \"e.wasm\"\ntimeout = \"soon\"\n").unwrap_err();
         assert!(err.contains("bad duration `soon`"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn the_nats_table_reads_into_backend_options() {
+        let config = Config::parse(
+            r#"
+            [nats]
+            url = "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+            prefix = "billing-prod"
+            replicas = 3
+            storage = "memory"
+            ack_wait = "45s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.url.as_deref(),
+            Some("nats://10.0.0.1:4222,nats://10.0.0.2:4222")
+        );
+        let options = config.nats.options();
+        assert_eq!(options.prefix, "billing-prod");
+        assert_eq!(options.replicas, 3);
+        assert_eq!(options.storage, Storage::Memory);
+        assert_eq!(options.ack_wait, Duration::from_secs(45));
+        assert_eq!(
+            options.duplicate_window,
+            NatsOptions::default().duplicate_window
+        );
+    }
+
+    #[test]
+    fn a_missing_or_partial_nats_table_takes_the_backend_defaults() {
+        let none = Config::parse("").unwrap();
+        assert_eq!(none.nats.url, None);
+        assert_eq!(none.nats.options(), NatsOptions::default());
+
+        let partial = Config::parse("[nats]\nreplicas = 3\n").unwrap();
+        assert_eq!(partial.nats.url, None);
+        assert_eq!(
+            partial.nats.options(),
+            NatsOptions {
+                replicas: 3,
+                ..NatsOptions::default()
+            }
+        );
+    }
+
+    #[test]
+    fn ack_wait_may_be_spelled_with_a_dash() {
+        let config = Config::parse("[nats]\nack-wait = \"1m\"\n").unwrap();
+        assert_eq!(config.nats.ack_wait, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_nats_values_are_refused_with_the_key_and_line() {
+        let cases = [
+            ("replicas = 0", "between 1 and 5"),
+            ("replicas = 7", "between 1 and 5"),
+            ("storage = \"disk\"", "disk"),
+            ("prefix = \"spool.prod\"", "bad prefix `spool.prod`"),
+            ("prefix = \"\"", "bad prefix"),
+            ("ack_wait = \"soon\"", "bad duration `soon`"),
+            ("urls = \"nats://x\"", "urls"),
+        ];
+        for (line, expected) in cases {
+            let err = Config::parse(&format!("[nats]\n{line}\n")).unwrap_err();
+            assert!(err.contains(expected), "{line}: {err}");
+            assert!(err.contains("line 2"), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl<B: Backend + Clone> Worker<B> {
             self.id.clone(),
         ));
 
+        let names: Vec<String> = self.queues.iter().map(|q| q.name.clone()).collect();
         let mut attempts = JoinSet::new();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -309,10 +310,21 @@ impl<B: Backend + Clone> Worker<B> {
                 }
             };
             if claimed.is_empty() {
+                // With free slots, new jobs wake the loop; without, only a settle does.
+                let idle = async {
+                    if claims.is_empty() {
+                        tokio::time::sleep(self.settings.poll_interval).await;
+                    } else {
+                        let names = &names;
+                        self.backend
+                            .wait_for_jobs(names, self.settings.poll_interval)
+                            .await;
+                    }
+                };
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = idle => {}
                 }
                 continue;
             }

@@ -1,7 +1,7 @@
 //! `spool demo`: the email job in four modes through an embedded worker, printed as it happens.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, EventFilter, EventKind, JobId, NewJob};
 use spool::worker::Worker;
 
-use super::util::open_db;
+use super::store::{Store, StoreArgs};
 use super::worker::sandbox_for;
 
 #[derive(clap::Args)]
@@ -20,7 +20,7 @@ pub struct DemoArgs {
     plugins: PathBuf,
 }
 
-pub async fn run(db: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let plugin = args.plugins.join("email.wasm");
     if !plugin.exists() {
         anyhow::bail!(
@@ -28,10 +28,15 @@ pub async fn run(db: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
             plugin.display()
         );
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    let store = store_args.demo_store()?;
+    // A SQLite demo starts from an empty file; on NATS it shares the server's streams, and
+    // only its own jobs are followed below.
+    if let Store::Sqlite(db) = &store {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
     }
-    let backend = open_db(db, Synchronous::Normal)?;
+    let backend = store.open(Synchronous::Normal).await?;
     let mut email = QueueConfig::new(&plugin);
     email.timeout = Duration::from_secs(5);
     email.max_attempts = 3;
@@ -51,8 +56,7 @@ pub async fn run(db: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     println!(
-        "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), database {}\n",
-        db.display()
+        "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}\n"
     );
     let modes = [
         ("ok", "succeeds first time"),
@@ -134,23 +138,23 @@ pub async fn run(db: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = stop.send(());
     running.await??;
 
-    let db = db.display();
+    let at = store.flag();
     println!(
         "\nDone in {:.1} s. Look around with:",
         started.elapsed().as_secs_f64()
     );
-    println!("  spool --db {db} jobs                  # every job and its state");
+    println!("  spool {at} jobs                  # every job and its state");
     println!(
-        "  spool --db {db} job {}                # one job: attempts, errors, logs, timeline",
+        "  spool {at} job {}                # one job: attempts, errors, logs, timeline",
         enqueued[3].id
     );
-    println!("  spool --db {db} dlq list              # the dead-letter queue");
+    println!("  spool {at} dlq list              # the dead-letter queue");
     println!(
-        "  spool --db {db} dlq replay {}         # give a dead job fresh attempts",
+        "  spool {at} dlq replay {}         # give a dead job fresh attempts",
         enqueued[2].id
     );
     println!(
-        "  spool --db {db} events --job {}       # one job's events",
+        "  spool {at} events --job {}       # one job's events",
         enqueued[1].id
     );
     Ok(if finished == enqueued.len() {

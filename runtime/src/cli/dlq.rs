@@ -1,12 +1,12 @@
 //! `spool dlq`: the dead-letter queue.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use spool::queue::{Backend, DlqFilter, JobId, JobState, Phase};
 
 use super::inspect::print_job;
-use super::util::{open_existing, parse_time, print_json, time};
+use super::store::StoreArgs;
+use super::util::{parse_time, print_json, time};
 
 #[derive(clap::Subcommand)]
 pub enum DlqCommand {
@@ -90,8 +90,8 @@ impl FilterArgs {
     }
 }
 
-pub async fn run(db: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let backend = open_existing(db)?;
+pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let backend = store.open_existing().await?;
     match command {
         DlqCommand::List {
             filter,

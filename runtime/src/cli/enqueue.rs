@@ -1,6 +1,5 @@
 //! `spool enqueue`: put a job on a queue.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,7 +7,8 @@ use anyhow::Context as _;
 use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, NewJob};
 
-use super::util::{open_db, parse_time, print_json};
+use super::store::StoreArgs;
+use super::util::{parse_time, print_json};
 
 #[derive(clap::Args)]
 pub struct EnqueueArgs {
@@ -39,7 +39,7 @@ pub struct EnqueueArgs {
     json: bool,
 }
 
-pub async fn run(db: &Path, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     serde_json::from_str::<serde_json::Value>(&args.payload)
         .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
     if args.queue.trim().is_empty() {
@@ -50,7 +50,7 @@ pub async fn run(db: &Path, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
         (None, Some(at)) => Some(parse_time(at, true)?),
         (None, None) => None,
     };
-    let backend = open_db(db, Synchronous::Full)?;
+    let backend = store.open(Synchronous::Full).await?;
     let job = NewJob {
         queue: args.queue,
         payload: args.payload.into_bytes(),

@@ -1,13 +1,12 @@
 //! `spool job`, `spool jobs`, `spool queues`, `spool events`: reading the queue.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spool::config::Config;
 use spool::queue::{Backend, Event, EventFilter, JobDetail, JobFilter, JobId, JobState};
 
-use super::util::{open_existing, print_json, text, time};
+use super::store::StoreArgs;
+use super::util::{print_json, text, time};
 
 #[derive(clap::Args)]
 pub struct JobArgs {
@@ -34,11 +33,10 @@ pub struct JobsArgs {
     json: bool,
 }
 
+// The queues and their handlers come from the config file (the global `--config`, default
+// `spool.toml`), when there is one.
 #[derive(clap::Args)]
 pub struct QueuesArgs {
-    /// The worker config, to show each queue's plugin and the queues with no handler.
-    #[arg(long, default_value = "spool.toml")]
-    config: PathBuf,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -57,8 +55,8 @@ pub struct EventsArgs {
     json: bool,
 }
 
-pub async fn job(db: &Path, args: JobArgs) -> anyhow::Result<ExitCode> {
-    let backend = open_existing(db)?;
+pub async fn job(store: &StoreArgs, args: JobArgs) -> anyhow::Result<ExitCode> {
+    let backend = store.open_existing().await?;
     let Some(detail) = backend.job(&JobId(args.id.clone())).await? else {
         anyhow::bail!("no job with id {}", args.id);
     };
@@ -165,8 +163,8 @@ pub fn event_line(e: &Event) -> String {
     line
 }
 
-pub async fn jobs(db: &Path, args: JobsArgs) -> anyhow::Result<ExitCode> {
-    let backend = open_existing(db)?;
+pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode> {
+    let backend = store.open_existing().await?;
     let jobs = backend
         .jobs(&JobFilter {
             queue: args.queue,
@@ -205,13 +203,10 @@ struct QueueRow {
     handler: bool,
 }
 
-pub async fn queues(db: &Path, args: QueuesArgs) -> anyhow::Result<ExitCode> {
-    let backend = open_existing(db)?;
-    let config = if args.config.exists() {
-        Some(Config::load(&args.config)?)
-    } else {
-        None
-    };
+pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<ExitCode> {
+    let config = store_args.config()?;
+    let store = store_args.store(config.as_ref());
+    let backend = store.open_existing().await?;
     let mut rows: Vec<QueueRow> = backend
         .queues()
         .await?
@@ -249,6 +244,7 @@ pub async fn queues(db: &Path, args: QueuesArgs) -> anyhow::Result<ExitCode> {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
+    println!("store {store}");
     println!(
         "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
         "queue", "scheduled", "ready", "running", "succeeded", "dead", "cancelled"
@@ -264,7 +260,9 @@ pub async fn queues(db: &Path, args: QueuesArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or("file missing")
             ),
             (None, _, Some(_)) => "NO HANDLER: no [queues] entry in the config".to_owned(),
-            (None, _, None) => format!("unknown: no {} to read", args.config.display()),
+            (None, _, None) => {
+                format!("unknown: no {} to read", store_args.config_path().display())
+            }
         };
         println!(
             "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
@@ -274,8 +272,8 @@ pub async fn queues(db: &Path, args: QueuesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let backend = open_existing(db)?;
+pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let backend = store.open_existing().await?;
     let mut after = None;
     loop {
         let events = backend

@@ -8,10 +8,10 @@ mod enqueue;
 mod exec;
 mod inspect;
 mod plugin;
+mod store;
 mod util;
 mod worker;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,9 +23,8 @@ struct Cli {
     /// Log format for the host's own diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// The SQLite database (default `spool.db`; `spool-demo.db` for `spool demo`).
-    #[arg(long, global = true, env = "SPOOL_DB")]
-    db: Option<PathBuf>,
+    #[command(flatten)]
+    store: store::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,22 +79,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let is_demo = matches!(cli.command, Command::Demo(_));
-    let db = cli
-        .db
-        .unwrap_or_else(|| PathBuf::from(if is_demo { "spool-demo.db" } else { "spool.db" }));
+    let store = &cli.store;
     let result = runtime.block_on(async {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
             Command::Plugin(command) => plugin::run(command),
-            Command::Enqueue(args) => enqueue::run(&db, args).await,
-            Command::Worker(args) => worker::run(&db, args).await,
-            Command::Job(args) => inspect::job(&db, args).await,
-            Command::Jobs(args) => inspect::jobs(&db, args).await,
-            Command::Queues(args) => inspect::queues(&db, args).await,
-            Command::Dlq(command) => dlq::run(&db, command).await,
-            Command::Events(args) => inspect::events(&db, args).await,
-            Command::Demo(args) => demo::run(&db, args).await,
+            Command::Enqueue(args) => enqueue::run(store, args).await,
+            Command::Worker(args) => worker::run(store, args).await,
+            Command::Job(args) => inspect::job(store, args).await,
+            Command::Jobs(args) => inspect::jobs(store, args).await,
+            Command::Queues(args) => inspect::queues(store, args).await,
+            Command::Dlq(command) => dlq::run(store, command).await,
+            Command::Events(args) => inspect::events(store, args).await,
+            Command::Demo(args) => demo::run(store, args).await,
         }
     });
     match result {

@@ -1,33 +1,8 @@
-//! Helpers shared by the subcommands: opening the database, reading and printing times.
+//! Helpers shared by the subcommands: reading and printing times, bytes and JSON.
 
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use spool::queue::Timestamp;
-use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
-
-/// Open (creating if needed) the database at `path`.
-pub fn open_db(path: &Path, synchronous: Synchronous) -> anyhow::Result<SqliteBackend> {
-    let options = SqliteOptions {
-        synchronous,
-        ..SqliteOptions::default()
-    };
-    SqliteBackend::open(path, options)
-        .with_context(|| format!("cannot open the database {}", path.display()))
-}
-
-/// Open an existing database for reading commands: a missing file is an error, not a new
-/// empty database.
-pub fn open_existing(path: &Path) -> anyhow::Result<SqliteBackend> {
-    if !path.exists() {
-        anyhow::bail!(
-            "no database at {} (pass --db PATH or set SPOOL_DB; `spool enqueue` or `spool worker` creates it)",
-            path.display()
-        );
-    }
-    open_db(path, Synchronous::Full)
-}
 
 /// A timestamp as RFC 3339 UTC with milliseconds.
 pub fn time(ts: Timestamp) -> String {

@@ -1,19 +1,16 @@
 //! `spool worker`: serve queues until SIGINT/SIGTERM.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use spool::config::{Config, QueueConfig};
 use spool::worker::Worker;
 use spool::{Sandbox, SandboxConfig};
 
-use super::util::open_db;
+use super::store::{Store, StoreArgs, nats_layout};
 
+// The configuration file is the global `--config` (default `spool.toml`); the worker needs it.
 #[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// The configuration file.
-    #[arg(long, default_value = "spool.toml")]
-    config: PathBuf,
     /// Serve only these queues (comma-separated); default: every queue in the config.
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
@@ -40,28 +37,30 @@ pub fn synchronous(config: &Config) -> spool::queue::sqlite::Synchronous {
     }
 }
 
-pub async fn run(db: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(&args.config)?;
+pub async fn run(store_args: &StoreArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let config_path = store_args.config_path();
+    let mut config = Config::load(config_path)?;
     if !args.queues.is_empty() {
         for name in &args.queues {
             if !config.queues.contains_key(name) {
                 anyhow::bail!(
                     "unknown queue `{name}`: {} has no [queues.{name}] section",
-                    args.config.display()
+                    config_path.display()
                 );
             }
         }
         config.queues.retain(|name, _| args.queues.contains(name));
     }
     let sandbox = sandbox_for(config.worker.concurrency, &config.queues)?;
-    let backend = open_db(db, synchronous(&config))?;
+    let store = store_args.store(Some(&config));
+    let backend = store.open(synchronous(&config)).await?;
+    let layout = match &store {
+        Store::Sqlite(_) => format!("synchronous = {:?}", config.worker.synchronous),
+        Store::Nats { options, .. } => nats_layout(options),
+    };
     let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
     eprint!("{}", worker.summary());
-    eprintln!(
-        "  database {} (synchronous = {:?})",
-        db.display(),
-        config.worker.synchronous
-    );
+    eprintln!("  store {store} ({layout})");
     let stats = worker.run(shutdown_signal()).await?;
     eprintln!(
         "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released",

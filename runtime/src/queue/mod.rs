@@ -9,7 +9,11 @@
 //! [`Lease`], and the backend refuses it once that lease is gone (expired and swept, released,
 //! or the job cancelled): a stale attempt can commit nothing.
 
+pub mod any;
+pub mod nats;
 pub mod sqlite;
+
+pub use self::any::AnyBackend;
 
 use std::time::Duration;
 
@@ -406,6 +410,18 @@ pub trait Backend: Send + Sync + 'static {
         queues: &[QueueClaim],
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
+
+    /// Wait until a job may have become claimable on one of `queues`, or `timeout` has
+    /// passed, whichever is first. A worker calls it when a claim came back empty; a wake-up
+    /// that finds nothing is harmless. The default sleeps for `timeout` (polling).
+    fn wait_for_jobs(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = queues;
+        tokio::time::sleep(timeout)
+    }
 
     /// Extend leases to `lease` from now. One answer per lease, `false` where it is lost.
     fn renew(

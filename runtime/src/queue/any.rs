@@ -1,0 +1,91 @@
+//! One backend chosen at run time: SQLite or NATS.
+//!
+//! [`Worker`](crate::worker::Worker) and the rest of the runtime are generic over
+//! [`Backend`]; a program that picks its store from a flag or a config file (the `spool`
+//! binary does) holds an [`AnyBackend`] instead of being generic itself. Every method forwards
+//! to the backend inside, so an `AnyBackend` behaves exactly like the backend it wraps.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), spool::queue::QueueError> {
+//! use spool::queue::nats::{NatsBackend, NatsOptions};
+//! use spool::queue::sqlite::{SqliteBackend, SqliteOptions};
+//! use spool::queue::AnyBackend;
+//! use std::path::Path;
+//!
+//! let backend: AnyBackend = match std::env::var("SPOOL_NATS_URL") {
+//!     Ok(url) => NatsBackend::connect(&url, NatsOptions::default()).await?.into(),
+//!     Err(_) => SqliteBackend::open(Path::new("spool.db"), SqliteOptions::default())?.into(),
+//! };
+//! # let _ = backend;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use super::nats::NatsBackend;
+use super::sqlite::SqliteBackend;
+use super::{
+    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
+    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
+    Timestamp,
+};
+
+/// A queue backend chosen at run time.
+#[derive(Clone, Debug)]
+pub enum AnyBackend {
+    /// The embedded SQLite backend: one file, one machine.
+    Sqlite(SqliteBackend),
+    /// The NATS JetStream backend: workers on any number of machines.
+    Nats(NatsBackend),
+}
+
+impl From<SqliteBackend> for AnyBackend {
+    fn from(backend: SqliteBackend) -> Self {
+        AnyBackend::Sqlite(backend)
+    }
+}
+
+impl From<NatsBackend> for AnyBackend {
+    fn from(backend: NatsBackend) -> Self {
+        AnyBackend::Nats(backend)
+    }
+}
+
+/// Implements [`Backend`] for [`AnyBackend`] from the methods' signatures: each method awaits
+/// the same method of the backend inside.
+macro_rules! forward {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Backend for AnyBackend {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        AnyBackend::Sqlite(backend) => backend.$name($($arg),*).await,
+                        AnyBackend::Nats(backend) => backend.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError>;
+    fn claim(&self, worker: &str, queues: &[QueueClaim], lease: Duration)
+        -> Result<Vec<Claimed>, QueueError>;
+    fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>, QueueError>;
+    fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError>;
+    fn release(&self, leases: &[Lease]) -> Result<u64, QueueError>;
+    fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError>;
+    fn cancel(&self, id: &JobId) -> Result<bool, QueueError>;
+    fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> ();
+    fn record(&self, event: NewEvent) -> Result<(), QueueError>;
+    fn job(&self, id: &JobId) -> Result<Option<JobDetail>, QueueError>;
+    fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, QueueError>;
+    fn queues(&self) -> Result<Vec<QueueCounts>, QueueError>;
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, QueueError>;
+    fn dead(&self, filter: &DlqFilter) -> Result<Vec<JobSummary>, QueueError>;
+    fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
+    fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
+    fn prune(&self, before: Timestamp) -> Result<u64, QueueError>;
+}

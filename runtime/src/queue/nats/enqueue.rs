@@ -1,0 +1,215 @@
+//! Enqueue: one message per job on its queue's band subject, the job's record, and the
+//! idempotency keys.
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::message::PublishMessage;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+
+use super::names::{Band, check_queue};
+use super::record::{Record, headers};
+use super::setup::store;
+use super::store::Inner;
+use crate::queue::{Enqueued, EventKind, JobId, NewEvent, NewJob, QueueError, now};
+
+/// The key-bucket key of an idempotency key on a queue.
+pub fn key_name(queue: &str, key: &str) -> String {
+    format!("{queue}.{}", URL_SAFE_NO_PAD.encode(key))
+}
+
+/// Who an idempotency key belongs to.
+enum Holder {
+    /// An unfinished job: the new one is its duplicate.
+    Job(JobId),
+    /// An earlier job of this batch.
+    Batch(usize),
+    /// Nobody (or a finished job): the new job takes it over from this key revision (0: the
+    /// key was never used).
+    Free(u64),
+}
+
+pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+    for (n, job) in jobs.iter().enumerate() {
+        check_queue(&job.queue).map_err(|e| match e {
+            QueueError::BadRequest(why) => {
+                QueueError::BadRequest(format!("job {n} of the batch: {why}"))
+            }
+            other => other,
+        })?;
+    }
+    let at = now();
+
+    // Idempotency keys, in batch order.
+    let mut holders: Vec<Holder> = Vec::with_capacity(jobs.len());
+    let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(key) = job.key.as_deref() else {
+            holders.push(Holder::Free(0));
+            continue;
+        };
+        if let Some(&first) = in_batch.get(&(job.queue.as_str(), key)) {
+            holders.push(Holder::Batch(first));
+            continue;
+        }
+        in_batch.insert((job.queue.as_str(), key), i);
+        holders.push(key_holder(inner, &job.queue, key).await?);
+    }
+
+    // One message per new job, published in claim order (within a band a consumer delivers
+    // in stream order), pipelined.
+    let mut order: Vec<usize> = (0..jobs.len())
+        .filter(|&i| matches!(holders[i], Holder::Free(_)))
+        .collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(jobs[i].priority),
+            jobs[i].run_at.unwrap_or(at),
+            i,
+        )
+    });
+    let mut acks = Vec::with_capacity(order.len());
+    for &i in &order {
+        let job = &jobs[i];
+        let mut publish = PublishMessage::build()
+            .payload(Bytes::from(job.payload.clone()))
+            .headers(headers(job, at));
+        if let (Some(key), Holder::Free(generation)) = (&job.key, &holders[i]) {
+            // Two producers racing for a free key publish the same id: the stream keeps one.
+            publish = publish.message_id(format!("{}:{generation}", key_name(&job.queue, key)));
+        }
+        let subject = inner.names.job_subject(&job.queue, Band::of(job.priority));
+        let ack = inner
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| store("publishing a job", e))?;
+        acks.push((i, ack));
+    }
+    let mut answers: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    for (i, ack) in acks {
+        let ack = ack.await.map_err(|e| store("publishing a job", e))?;
+        answers[i] = Some(Enqueued {
+            id: JobId(ack.sequence.to_string()),
+            duplicate: ack.duplicate,
+        });
+    }
+
+    // Records and keys of the new jobs, pipelined. A record a worker already created (it
+    // claimed the message first) is left as it is.
+    let (jobs_ref, holders_ref, answers_ref) = (&jobs, &holders, &answers);
+    let writes = order.iter().filter_map(|&i| {
+        let answer = answers_ref[i].as_ref()?;
+        let job = &jobs_ref[i];
+        let holder = &holders_ref[i];
+        (!answer.duplicate).then(|| {
+            let record = Record::new(job, at);
+            async move {
+                inner.cas(&answer.id, &record, 0).await?;
+                if let (Some(key), Holder::Free(generation)) = (&job.key, holder) {
+                    claim_key(inner, &job.queue, key, &answer.id, *generation).await?;
+                }
+                Ok::<(), QueueError>(())
+            }
+        })
+    });
+    for result in futures::future::join_all(writes).await {
+        result?;
+    }
+
+    // Answers and events, in batch order.
+    let mut events = Vec::with_capacity(jobs.len());
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let answer = match &holders[i] {
+            Holder::Free(_) => answers[i].clone(),
+            Holder::Job(id) => Some(Enqueued {
+                id: id.clone(),
+                duplicate: true,
+            }),
+            Holder::Batch(first) => answers[*first].clone().map(|a| Enqueued {
+                id: a.id,
+                duplicate: true,
+            }),
+        };
+        let Some(answer) = answer else {
+            return Err(QueueError::Store("an enqueue lost track of a job".into()));
+        };
+        let run_at = job.run_at.unwrap_or(at);
+        let event = if answer.duplicate {
+            NewEvent {
+                message: job.key.as_ref().map(|k| format!("idempotency key {k}")),
+                ..NewEvent::new(EventKind::Duplicate)
+            }
+        } else {
+            NewEvent {
+                duration_ms: (run_at > at).then(|| u64::try_from(run_at - at).unwrap_or(0)),
+                ..NewEvent::new(EventKind::Enqueued)
+            }
+        };
+        events.push(NewEvent {
+            job_id: Some(answer.id.clone()),
+            queue: Some(job.queue.clone()),
+            tenant: job.tenant.clone(),
+            ..event
+        });
+        out.push(answer);
+    }
+    inner.publish_events(events).await?;
+    Ok(out)
+}
+
+/// Who holds `key` on `queue` now.
+async fn key_holder(inner: &Inner, queue: &str, key: &str) -> Result<Holder, QueueError> {
+    let entry = inner
+        .s
+        .keys
+        .entry(key_name(queue, key))
+        .await
+        .map_err(|e| store("reading an idempotency key", e))?;
+    let Some(entry) = entry else {
+        return Ok(Holder::Free(0));
+    };
+    let id = JobId(String::from_utf8_lossy(&entry.value).into_owned());
+    match inner.get(&id).await? {
+        Some((record, _)) if !record.is_finished() => Ok(Holder::Job(id)),
+        _ => Ok(Holder::Free(entry.revision)),
+    }
+}
+
+/// Point `key` at `id`, if nobody moved it since `generation`.
+pub async fn claim_key(
+    inner: &Inner,
+    queue: &str,
+    key: &str,
+    id: &JobId,
+    generation: u64,
+) -> Result<bool, QueueError> {
+    let name = key_name(queue, key);
+    let value = Bytes::from(id.0.clone());
+    let result = if generation == 0 {
+        inner
+            .s
+            .keys
+            .create(&name, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        inner
+            .s
+            .keys
+            .update(&name, value, generation)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::debug!(job = %id, error = %e, "idempotency key moved meanwhile");
+            Ok(false)
+        }
+    }
+}

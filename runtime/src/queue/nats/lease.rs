@@ -1,0 +1,586 @@
+//! Claims and leases: claim, renew, release, the lease sweeper, cancel.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use futures::StreamExt as _;
+
+use super::names::{Band, check_queue, seq_of};
+use super::record::{self, Held, Record, WAKE};
+use super::setup::store;
+use super::store::{Answer, Inner};
+use crate::queue::{
+    AttemptRecord, Claimed, EventKind, JobId, JobState, Lease, NewEvent, Phase, QueueClaim,
+    QueueError, Timestamp, now,
+};
+
+/// How long a message whose job is leased elsewhere, with a lapsed lease, waits for the
+/// sweeper before it is looked at again.
+const SWEEP_WAIT: Duration = Duration::from_secs(1);
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+}
+
+/// The lease index entry of a claim: what the sweeper reads.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    token: i64,
+    expires_at: Timestamp,
+}
+
+pub async fn claim(
+    inner: &Inner,
+    worker: &str,
+    queues: &[QueueClaim],
+    lease: Duration,
+) -> Result<Vec<Claimed>, QueueError> {
+    for q in queues {
+        check_queue(&q.queue)?;
+    }
+    let mut claimed = Vec::new();
+    let mut events = Vec::new();
+    for q in queues {
+        let mut need = q.limit;
+        for band in Band::ALL {
+            // Messages that turn out not to be claimable (not due yet, finished) do not count:
+            // fetch again, a few times, while the band has messages.
+            for _ in 0..4 {
+                if need == 0 {
+                    break;
+                }
+                let consumer = inner.consumer(&q.queue, band).await?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(need)
+                    .messages()
+                    .await
+                    .map_err(|e| store("fetching jobs", e))?;
+                let mut messages = Vec::new();
+                while let Some(m) = batch.next().await {
+                    messages.push(m.map_err(|e| store("fetching jobs", e))?);
+                }
+                if messages.is_empty() {
+                    break;
+                }
+                let fetched = messages.len();
+                let taken = futures::future::join_all(
+                    messages
+                        .into_iter()
+                        .map(|m| take(inner, &q.queue, m, worker, lease)),
+                )
+                .await;
+                for t in taken {
+                    if let Some((c, mut e)) = t? {
+                        claimed.push(c);
+                        events.append(&mut e);
+                        need -= 1;
+                    }
+                }
+                if fetched < need {
+                    break;
+                }
+            }
+        }
+    }
+    publish_leases(inner, claimed.iter().map(|c| &c.lease)).await?;
+    inner.publish_events(events).await?;
+    Ok(claimed)
+}
+
+/// Wait for a message on any of `queues`' subjects (a core NATS subscription sees every
+/// publish to a stream's subjects too), or `timeout`. Retries and delays coming due are not
+/// publishes: the caller's timeout (its poll interval) finds those.
+pub async fn wait(inner: &Inner, queues: &[String], timeout: Duration) {
+    let mut subscriptions = Vec::with_capacity(queues.len() * Band::ALL.len());
+    for queue in queues {
+        for band in Band::ALL {
+            match inner
+                .client
+                .subscribe(inner.names.job_subject(queue, band))
+                .await
+            {
+                Ok(s) => subscriptions.push(s),
+                Err(_) => {
+                    // Disconnected: wait out the timeout instead.
+                    tokio::time::sleep(timeout).await;
+                    return;
+                }
+            }
+        }
+    }
+    let mut any = futures::stream::select_all(subscriptions);
+    let _ = tokio::time::timeout(timeout, any.next()).await;
+}
+
+/// Publish the lease index entries of these leases, pipelined.
+async fn publish_leases<'a>(
+    inner: &Inner,
+    leases: impl Iterator<Item = &'a Lease>,
+) -> Result<(), QueueError> {
+    let mut acks = Vec::new();
+    for lease in leases {
+        let entry = Entry {
+            token: lease.token,
+            expires_at: lease.expires_at,
+        };
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        let ack = inner
+            .js
+            .publish(
+                inner.names.lease_subject(&lease.job_id, lease.token),
+                body.into(),
+            )
+            .await
+            .map_err(|e| store("indexing a lease", e))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| store("indexing a lease", e))?;
+    }
+    Ok(())
+}
+
+/// Remove a lease's index entry. Done before the job's message is answered, so a later
+/// claim's entry can never be the one removed.
+pub async fn unindex(inner: &Inner, id: &JobId, token: i64) -> Result<(), QueueError> {
+    inner
+        .purge(&inner.s.leases, inner.names.lease_subject(id, token))
+        .await
+        .map(drop)
+}
+
+/// What became of one fetched message.
+enum Verdict {
+    /// Claimed.
+    Take,
+    /// Finished (or gone): drop the message.
+    Drop,
+    /// Not claimable until then: deliver it again after this long.
+    Later(Duration),
+}
+
+/// Claim the job behind one fetched message, or answer the message with why not.
+async fn take(
+    inner: &Inner,
+    queue: &str,
+    message: Message,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<(Claimed, Vec<NewEvent>)>, QueueError> {
+    let reply = message
+        .reply
+        .as_ref()
+        .map(ToString::to_string)
+        .ok_or_else(|| store("fetching jobs", "a message came without an ack subject"))?;
+    let info = message.info().map_err(|e| store("fetching jobs", e))?;
+    let (seq, published) = (info.stream_sequence, record::millis(info.published));
+    let wake = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(WAKE))
+        .map(|v| JobId(v.as_str().to_owned()));
+    let id = wake.clone().unwrap_or_else(|| JobId(seq.to_string()));
+    let mut events = Vec::new();
+
+    let known = match inner.get(&id).await? {
+        Some(found) => found,
+        None if wake.is_some() => {
+            // A wake for a job since purged.
+            inner.answer(&reply, Answer::Ack).await?;
+            return Ok(None);
+        }
+        None => {
+            // The first sight of a job: its producer published the message and no record
+            // exists yet (a plain NATS publish, or an enqueue that has not written it yet).
+            let spool_client = message
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get(record::ENQUEUED_AT).is_some());
+            match record::parse(queue, message.headers.as_ref(), &message.payload, published) {
+                Ok((job, enqueued_at)) => {
+                    let fresh = Record::new(&job, enqueued_at);
+                    if !spool_client {
+                        events.push(fresh.event(
+                            &id,
+                            NewEvent {
+                                message: Some(format!("published on {}", message.subject)),
+                                ..NewEvent::new(EventKind::Enqueued)
+                            },
+                        ));
+                    }
+                    (fresh, 0)
+                }
+                Err(why) => {
+                    return poison(inner, queue, &id, &message, published, &reply, why).await;
+                }
+            }
+        }
+    };
+
+    let now = now();
+    // A job seen for the first time that is not claimable yet still gets its record, so it
+    // can be found.
+    let first_sight = (known.1 == 0).then(|| known.0.clone());
+    let mut verdict = Verdict::Drop;
+    let taken = inner
+        .update(&id, Some(known), |r| {
+            verdict = match r.state {
+                s if s.is_finished() => Verdict::Drop,
+                JobState::Running => match &r.lease {
+                    Some(held) if held.expires_at > now => {
+                        Verdict::Later(until(held.expires_at, now) + SWEEP_WAIT)
+                    }
+                    _ => Verdict::Later(SWEEP_WAIT),
+                },
+                _ if r.run_at > now => Verdict::Later(until(r.run_at, now)),
+                _ => Verdict::Take,
+            };
+            match verdict {
+                Verdict::Take => {
+                    r.state = JobState::Running;
+                    r.token += 1;
+                    r.started += 1;
+                    r.updated_at = now;
+                    r.lease = Some(Held {
+                        worker: worker.to_owned(),
+                        since: now,
+                        expires_at: now + ms(lease),
+                        reply: reply.clone(),
+                    });
+                    Some(())
+                }
+                _ => None,
+            }
+        })
+        .await?;
+    let Some(((), r, revision)) = taken else {
+        match verdict {
+            Verdict::Drop => inner.answer(&reply, Answer::Ack).await?,
+            Verdict::Later(after) => {
+                if let Some(first) = first_sight {
+                    inner.cas(&id, &first, 0).await?;
+                    inner.publish_events(std::mem::take(&mut events)).await?;
+                }
+                inner.answer(&reply, Answer::Nak(after)).await?;
+            }
+            Verdict::Take => {}
+        }
+        return Ok(None);
+    };
+    let held = r.lease.clone().unwrap_or_else(|| Held {
+        worker: worker.to_owned(),
+        since: now,
+        expires_at: now + ms(lease),
+        reply,
+    });
+    let claimed = Claimed {
+        lease: Lease {
+            job_id: id.clone(),
+            token: r.token,
+            worker: held.worker,
+            expires_at: held.expires_at,
+        },
+        queue: r.queue.clone(),
+        payload: r.payload.clone(),
+        attempt: r.attempts + 1,
+        max_attempts: r.max_attempts,
+        started: r.started,
+        checkpoint: r.checkpoint.clone(),
+        tenant: r.tenant.clone(),
+        metadata: r.metadata.clone(),
+        enqueued_at: r.enqueued_at,
+    };
+    events.push(r.event(
+        &id,
+        NewEvent {
+            attempt: Some(r.attempts + 1),
+            worker: Some(worker.to_owned()),
+            ..NewEvent::new(EventKind::Started)
+        },
+    ));
+    inner.hold(&id, Some((r, revision)));
+    Ok(Some((claimed, events)))
+}
+
+/// A message no job can be made of (a header that does not parse): straight to the
+/// dead-letter queue with phase `decode`, so it is kept and can be found.
+async fn poison(
+    inner: &Inner,
+    queue: &str,
+    id: &JobId,
+    message: &Message,
+    published: Timestamp,
+    reply: &str,
+    why: String,
+) -> Result<Option<(Claimed, Vec<NewEvent>)>, QueueError> {
+    let now = now();
+    let mut r = Record::new(
+        &crate::queue::NewJob {
+            queue: queue.to_owned(),
+            payload: message.payload.to_vec(),
+            ..crate::queue::NewJob::default()
+        },
+        published,
+    );
+    r.state = JobState::Dead;
+    r.updated_at = now;
+    r.attempts = 1;
+    r.last_error = Some(why.clone());
+    r.last_phase = Some(Phase::Decode);
+    inner.cas(id, &r, 0).await?;
+    let dead = r.event(
+        id,
+        NewEvent {
+            phase: Some(Phase::Decode),
+            message: Some(why),
+            ..NewEvent::new(EventKind::DeadLettered)
+        },
+    );
+    inner.publish_events(vec![dead]).await?;
+    super::settle::dead_letter(inner, id, &r).await?;
+    inner.answer(reply, Answer::Term).await?;
+    Ok(None)
+}
+
+pub async fn renew(
+    inner: &Inner,
+    leases: &[Lease],
+    lease: Duration,
+) -> Result<Vec<bool>, QueueError> {
+    let renewals = leases.iter().map(|l| async move {
+        let now = now();
+        let expires_at = now + ms(lease);
+        let known = inner.held(&l.job_id, l.token);
+        let renewed = inner
+            .update(&l.job_id, known, |r| {
+                let held = r.lease.as_mut()?;
+                (r.state == JobState::Running && r.token == l.token).then(|| {
+                    held.expires_at = expires_at;
+                    held.reply.clone()
+                })
+            })
+            .await?;
+        match renewed {
+            Some((reply, r, revision)) => {
+                inner.hold(&l.job_id, Some((r, revision)));
+                inner.answer(&reply, Answer::Progress).await?;
+                Ok(Some(Lease {
+                    expires_at,
+                    ..l.clone()
+                }))
+            }
+            None => Ok::<_, QueueError>(None),
+        }
+    });
+    let results = futures::future::join_all(renewals).await;
+    let mut kept = Vec::with_capacity(results.len());
+    let mut renewed = Vec::new();
+    for r in results {
+        let r = r?;
+        kept.push(r.is_some());
+        renewed.extend(r);
+    }
+    publish_leases(inner, renewed.iter()).await?;
+    Ok(kept)
+}
+
+pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError> {
+    let releases = leases.iter().map(|l| async move {
+        let known = inner.held(&l.job_id, l.token);
+        let now = now();
+        let released = inner
+            .update(&l.job_id, known, |r| {
+                let held = r.leased_with(l.token)?.clone();
+                r.state = JobState::Ready;
+                r.run_at = now;
+                r.updated_at = now;
+                r.lease = None;
+                Some(held)
+            })
+            .await?;
+        inner.hold(&l.job_id, None);
+        let Some((held, r, _)) = released else {
+            return Ok::<_, QueueError>(None);
+        };
+        unindex(inner, &l.job_id, l.token).await?;
+        inner
+            .answer(&held.reply, Answer::Nak(Duration::ZERO))
+            .await?;
+        Ok(Some(r.event(
+            &l.job_id,
+            NewEvent {
+                attempt: Some(r.attempts + 1),
+                worker: Some(held.worker),
+                ..NewEvent::new(EventKind::Released)
+            },
+        )))
+    });
+    let mut events = Vec::new();
+    for r in futures::future::join_all(releases).await {
+        events.extend(r?);
+    }
+    let n = events.len() as u64;
+    inner.publish_events(events).await?;
+    Ok(n)
+}
+
+pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError> {
+    let now = now();
+    let all = inner.names.leases_all();
+    let prefix = all.trim_end_matches('>');
+    let entries = inner
+        .scan(&inner.s.leases, inner.names.leases_all(), None, None)
+        .await?;
+    let mut lapsed = Vec::new();
+    for m in entries {
+        let Ok(entry) = serde_json::from_slice::<Entry>(&m.payload) else {
+            continue;
+        };
+        if entry.expires_at > now {
+            continue;
+        }
+        let Some((id, _)) = m.subject.trim_start_matches(prefix).split_once('.') else {
+            continue;
+        };
+        lapsed.push((JobId(id.to_owned()), entry.token));
+    }
+    let expiries = lapsed.into_iter().map(|(id, token)| async move {
+        let mut outcome = None;
+        let expired = inner
+            .update(&id, None, |r| {
+                let held = r.leased_with(token)?.clone();
+                if held.expires_at > now {
+                    // Renewed since the index entry was read.
+                    return None;
+                }
+                let attempt = r.attempts + 1;
+                let dead = attempt >= r.max_attempts.unwrap_or(default_max_attempts);
+                let error = format!("lease expired: worker {} stopped renewing it", held.worker);
+                r.attempts = attempt;
+                r.state = if dead {
+                    JobState::Dead
+                } else {
+                    JobState::Ready
+                };
+                r.run_at = if dead { r.run_at } else { now };
+                r.updated_at = now;
+                r.lease = None;
+                r.last_error = Some(error.clone());
+                r.last_phase = Some(Phase::LeaseExpired);
+                r.history.push(AttemptRecord {
+                    attempt,
+                    worker: held.worker.clone(),
+                    started_at: held.since,
+                    finished_at: now,
+                    outcome: "lease-expired".into(),
+                    phase: Some(Phase::LeaseExpired),
+                    error: Some(error.clone()),
+                    digest: None,
+                    logs: Vec::new(),
+                });
+                outcome = Some(dead);
+                Some((held, attempt, error, dead))
+            })
+            .await?;
+        let Some(((held, attempt, error, dead), r, _)) = expired else {
+            // Settled, released or renewed meanwhile, or a stale entry: it only needs to go.
+            if outcome.is_none() {
+                let current = inner.get(&id).await?;
+                let live = current
+                    .is_some_and(|(r, _)| r.leased_with(token).is_some_and(|h| h.expires_at > now));
+                if !live {
+                    unindex(inner, &id, token).await?;
+                }
+            }
+            return Ok::<_, QueueError>(None);
+        };
+        inner.hold(&id, None);
+        unindex(inner, &id, token).await?;
+        let fill = |kind| {
+            r.event(
+                &id,
+                NewEvent {
+                    attempt: Some(attempt),
+                    phase: Some(Phase::LeaseExpired),
+                    message: Some(error.clone()),
+                    worker: Some(held.worker.clone()),
+                    duration_ms: Some(u64::try_from(now - held.since).unwrap_or(0)),
+                    ..NewEvent::new(kind)
+                },
+            )
+        };
+        let mut events = vec![fill(EventKind::LeaseExpired)];
+        if dead {
+            events.push(fill(EventKind::DeadLettered));
+            super::settle::dead_letter(inner, &id, &r).await?;
+            inner.answer(&held.reply, Answer::Term).await?;
+        } else {
+            inner
+                .answer(&held.reply, Answer::Nak(Duration::ZERO))
+                .await?;
+        }
+        Ok(Some((id, events)))
+    });
+    let mut returned = Vec::new();
+    let mut events = Vec::new();
+    for r in futures::future::join_all(expiries).await {
+        if let Some((id, mut e)) = r? {
+            returned.push(id);
+            events.append(&mut e);
+        }
+    }
+    inner.publish_events(events).await?;
+    Ok(returned)
+}
+
+pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
+    if seq_of(id).is_none() {
+        return Err(QueueError::NotFound(id.clone()));
+    }
+    let now = now();
+    let mut was_running = None;
+    let known = match inner.get(id).await? {
+        Some(found) => Some(found),
+        None => super::read::unclaimed(inner, id).await?.map(|r| (r, 0)),
+    };
+    let Some(known) = known else {
+        return Err(QueueError::NotFound(id.clone()));
+    };
+    let cancelled = inner
+        .update(id, Some(known), |r| {
+            if r.is_finished() {
+                return None;
+            }
+            was_running = r.lease.take().map(|held| (held, r.token));
+            r.state = JobState::Cancelled;
+            r.updated_at = now;
+            Some(was_running.clone())
+        })
+        .await?;
+    let Some((running, r, _)) = cancelled else {
+        return Ok(false);
+    };
+    inner.hold(id, None);
+    let worker = running.as_ref().map(|(held, _)| held.worker.clone());
+    if let Some((held, token)) = running {
+        unindex(inner, id, token).await?;
+        inner.answer(&held.reply, Answer::Term).await?;
+    } else {
+        super::admin::drop_message(inner, id).await;
+    }
+    inner
+        .publish_events(vec![r.event(
+            id,
+            NewEvent {
+                worker,
+                ..NewEvent::new(EventKind::Cancelled)
+            },
+        )])
+        .await?;
+    Ok(true)
+}

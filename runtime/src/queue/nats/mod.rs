@@ -1,0 +1,294 @@
+//! The NATS JetStream backend: any number of worker processes on any number of machines share
+//! the queues through one NATS server (or cluster).
+//!
+//! # Design
+//!
+//! Everything lives under one prefix (default `spool`; upper-cased in stream names), created
+//! on first use with [`NatsOptions`]' replicas and storage. An existing stream, bucket or
+//! consumer whose settings Spool relies on differ is reported with the differences named, and
+//! left as it is.
+//!
+//! | what | JetStream object | subjects |
+//! |---|---|---|
+//! | job messages | stream `SPOOL_JOBS`, work-queue retention | `spool.jobs.<queue>`, `spool.jobs.<queue>.high`, `spool.jobs.<queue>.low` |
+//! | job records | KV bucket `spool-jobs`, history 1 | key = job id |
+//! | idempotency keys | KV bucket `spool-keys` | key = `<queue>.<base64url(key)>` |
+//! | events | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>.<job id>` (`_` for none) |
+//! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
+//! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<job id>.<token>` |
+//!
+//! **Queues.** A job is one message on its queue's subject, and its id is that message's
+//! stream sequence. Each queue has three durable pull consumers, one per priority band
+//! (`high-<queue>` for priority above 0, `normal-<queue>`, `low-<queue>`), shared by every
+//! worker: explicit ack, unlimited deliveries (Spool counts attempts), unlimited pending acks
+//! (scheduled jobs wait as pending naks). A claim fetches from the high band first. Work-queue
+//! retention drops a message once acked, and nothing else drops one: a job's message stays
+//! until the job succeeds, dies or is cancelled.
+//!
+//! **Leases.** A claimed job's message stays unacked while its attempt runs: the consumer's
+//! ack wait is the server-side lease, and every renewal sends the message an ack-progress. The
+//! lease that fences writes is Spool's own, kept in the job's record with the held message's
+//! ack subject: a settle acks the message (success), naks it with the backoff as its delay
+//! (retry, delay: the server delivers it again when due, no polling), or terms it (dead). Any
+//! process can answer a message through its ack subject, so the sweeper of another worker can
+//! return a dead worker's job. Answers are sent as requests and wait for the server's
+//! confirmation, so a job naked for now is claimable by the next fetch.
+//!
+//! **Fencing.** Every write to a job's record is a compare-and-set on its revision
+//! (`Nats-Expected-Last-Subject-Sequence`), retried from a fresh read when another writer got
+//! there first, and a write for an attempt applies only while the record is running under the
+//! attempt's token (every claim adds one; nothing lowers it). JetStream accepts a late ack
+//! after a redelivery, so the message alone cannot fence: a stale attempt's settle finds
+//! another token in the record and commits nothing, and its message answer is never sent.
+//! A worker seeing a message whose record is finished acks it away; one whose record is
+//! running under a live lease naks it until the lease ends.
+//!
+//! **The sweeper.** Each claim publishes `{token, expires_at}` on its lease subject (renewals
+//! republish it; the subject keeps one message); a settle, release or expiry purges the
+//! subject *before* answering the message, so the entry of a later claim is never the one
+//! removed. [`Backend::expire_leases`] reads the stream (as many messages as there are running
+//! jobs), and returns each lapsed job through its record and its message. When no sweeper
+//! runs, the ack wait still brings the message back to a claimer.
+//!
+//! **Idempotency keys.** An enqueue reads the key's entry: held by an unfinished job, the new
+//! job is its duplicate. Otherwise the job is published with `Nats-Msg-Id:
+//! <queue>.<key>:<entry revision>`, so two producers racing for a free key publish the same
+//! id and the stream keeps one message (its ack says `duplicate` to the second), and the entry
+//! is moved to the new job with a compare-and-set. A finished job frees its key by being
+//! finished; nothing has to delete the entry.
+//!
+//! **Events** are published after the change they report is stored, in order, pipelined; an
+//! event's sequence number is its sequence in the events stream, so `spool events --follow`
+//! resumes after any sequence and a job's timeline is one subject filter. Purging or pruning
+//! a job purges its record, events and dead letter.
+//!
+//! **Reads.** `spool job` is one KV get and one events scan. Listings and counts (`spool jobs`,
+//! `spool queues`, the dead-letter queue, prune) read every record of the bucket through an
+//! ordered consumer: linear in the jobs kept, which retention bounds.
+//!
+//! **What a newer server would simplify.** nats-server 2.9 has no atomic batch publish
+//! (2.12+) and no per-message TTL or scheduled delivery (2.11+/2.12+), so: a job's message
+//! and its record are two writes (a worker that meets a message without a record builds the
+//! record from the message, so a crash between them loses nothing); a scheduled job waits as a
+//! delayed nak; and the lease index is a stream purged per settle. A consumer filtered on
+//! several subjects (2.10+) would let one consumer per queue serve every band.
+//!
+//! **Priorities.** Bands order claims across a backlog of any depth (high before normal
+//! before low). Within a band, jobs go in stream order, and one enqueue batch is published in
+//! claim order (priority, then run-at): exact priorities inside a band do not overtake jobs
+//! already queued. The SQLite backend orders by exact priority.
+//!
+//! # Wire format
+//!
+//! Any NATS client can enqueue a job by publishing one message to `spool.jobs.<queue>` (or
+//! `.high` / `.low` for a positive / negative priority) with the payload as its body, as a
+//! JetStream publish (a request, whose reply `{"stream":"SPOOL_JOBS","seq":N}` carries the
+//! job's id `N`). Queue names are letters, digits, `-` and `_`. Optional headers:
+//!
+//! | header | meaning |
+//! |---|---|
+//! | `Spool-Priority` | integer, default 0 |
+//! | `Spool-Run-At` | do not run before, milliseconds since the Unix epoch |
+//! | `Spool-Max-Attempts` | attempts allowed in all (default: the queue's setting) |
+//! | `Spool-Tenant` | the tenant |
+//! | `Spool-Key` | idempotency key (with Spool's client: held until the job finishes) |
+//! | `Spool-Metadata` | JSON array of `[key, value]` string pairs |
+//! | `Nats-Msg-Id` | the server drops a repeat within the duplicate window (2 min) |
+//!
+//! A job whose headers do not parse goes to the dead-letter queue with phase `decode` and the
+//! header named. Events are JSON objects `{"at", "kind", "job_id", "queue", "tenant",
+//! "attempt", "phase", "message", "digest", "worker", "duration_ms"}` (absent fields null) on
+//! `spool.events.<queue>.<job id>`; subscribe to `spool.events.>` to follow them. A dead
+//! letter is the job's whole envelope (the JSON of `spool job --json`) on
+//! `spool.dlq.<queue>.<job id>`.
+
+mod admin;
+mod enqueue;
+mod lease;
+mod names;
+mod read;
+mod record;
+mod settle;
+mod setup;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::names::{Band, Names};
+pub use self::record::{ENQUEUED_AT, KEY, MAX_ATTEMPTS, METADATA, PRIORITY, RUN_AT, TENANT, WAKE};
+use self::store::Inner;
+use super::{
+    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
+    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
+    Timestamp,
+};
+
+/// Where JetStream keeps Spool's streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storage {
+    /// On disk (the default): survives a server restart.
+    #[default]
+    File,
+    /// In memory: faster, lost when the server stops.
+    Memory,
+}
+
+/// How the backend lays itself out on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// The prefix of every subject, stream and bucket name (default `spool`): two prefixes are
+    /// two independent Spool installations on one server. Letters, digits, `-` and `_`.
+    pub prefix: String,
+    /// Replicas of every stream and bucket (1 on a single server; 3 on a cluster).
+    pub replicas: usize,
+    /// File or memory storage.
+    pub storage: Storage,
+    /// The consumers' ack wait: how long the server waits for a worker that has gone silent
+    /// before it redelivers the job's message. Spool's own lease (kept in the job's record and
+    /// renewed with the message's ack-progress) is what fences writes; the ack wait is the
+    /// server-side backstop, and should not be shorter than a third of the workers' lease.
+    pub ack_wait: Duration,
+    /// How long the jobs stream remembers a `Nats-Msg-Id` to drop a republished message.
+    pub duplicate_window: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            prefix: "spool".into(),
+            replicas: 1,
+            storage: Storage::File,
+            ack_wait: Duration::from_secs(30),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The NATS JetStream backend. Cheap to clone: clones share one connection.
+#[derive(Clone)]
+pub struct NatsBackend {
+    inner: Arc<Inner>,
+    url: Arc<str>,
+}
+
+impl std::fmt::Debug for NatsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBackend")
+            .field("url", &self.url)
+            .field("prefix", &self.inner.options.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBackend {
+    /// Connect to the server at `url` (`nats://host:4222`, several comma-separated for a
+    /// cluster) and make sure Spool's streams and buckets exist with `options`' settings:
+    /// created on first use, checked when they exist (settings that disagree are an error
+    /// that names them; nothing is overwritten). The connection reconnects by itself when the
+    /// server goes away; calls made meanwhile fail with [`QueueError::Store`].
+    pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBackend, QueueError> {
+        let names = Names::new(&options.prefix)?;
+        let client = async_nats::ConnectOptions::new()
+            .name("spool")
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(setup::REQUEST_TIMEOUT))
+            .connect(url)
+            .await
+            .map_err(|e| QueueError::Store(format!("cannot connect to NATS: {e}")))?;
+        let js = async_nats::jetstream::new(client.clone());
+        let streams = setup::streams(&js, &names, &options).await?;
+        Ok(NatsBackend {
+            inner: Arc::new(Inner::new(client, js, names, options, streams)),
+            url: url.into(),
+        })
+    }
+
+    /// The server's URL, as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The names of the streams, buckets and subjects in use.
+    pub fn names(&self) -> &Names {
+        &self.inner.names
+    }
+}
+
+impl Backend for NatsBackend {
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        enqueue::enqueue(&self.inner, jobs).await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        queues: &[QueueClaim],
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        lease::claim(&self.inner, worker, queues, lease).await
+    }
+
+    async fn wait_for_jobs(&self, queues: &[String], timeout: Duration) {
+        lease::wait(&self.inner, queues, timeout).await;
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>, QueueError> {
+        lease::renew(&self.inner, leases, lease).await
+    }
+
+    async fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError> {
+        settle::settle(&self.inner, settles).await
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<u64, QueueError> {
+        lease::release(&self.inner, leases).await
+    }
+
+    async fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError> {
+        lease::expire(&self.inner, default_max_attempts).await
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<bool, QueueError> {
+        lease::cancel(&self.inner, id).await
+    }
+
+    async fn record(&self, event: NewEvent) -> Result<(), QueueError> {
+        admin::record(&self.inner, event).await
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobDetail>, QueueError> {
+        read::job(&self.inner, id).await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, QueueError> {
+        read::jobs(&self.inner, filter).await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        read::queues(&self.inner).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, QueueError> {
+        read::events(&self.inner, filter).await
+    }
+
+    async fn dead(&self, filter: &DlqFilter) -> Result<Vec<JobSummary>, QueueError> {
+        read::dead(&self.inner, filter).await
+    }
+
+    async fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        admin::replay(&self.inner, filter).await
+    }
+
+    async fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        admin::purge(&self.inner, filter).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, QueueError> {
+        admin::prune(&self.inner, before).await
+    }
+}

@@ -1,0 +1,320 @@
+//! The backend's shared state and the few primitives every operation is made of: read a job's
+//! record, compare-and-set it, publish events, answer a held message, scan a stream.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt as _;
+
+use super::NatsOptions;
+use super::names::{Band, Names};
+use super::record::{Record, Wire};
+use super::setup::{self, REQUEST_TIMEOUT, Streams, store};
+use crate::events::emit;
+use crate::queue::{Event, JobId, NewEvent, QueueError, now};
+
+/// How often a compare-and-set is retried against concurrent writers before giving up.
+const CAS_ROUNDS: usize = 32;
+
+pub struct Inner {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub names: Names,
+    pub options: NatsOptions,
+    pub s: Streams,
+    consumers: tokio::sync::Mutex<HashMap<(String, Band), PullConsumer>>,
+    /// Records of the jobs this process holds leases on, with their revision: a settle or
+    /// renew from this process writes without reading first, and reads only when the
+    /// revision moved (a cancel, an expiry).
+    held: Mutex<HashMap<JobId, (Record, u64)>>,
+}
+
+/// What a message answer tells the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Done: the work queue drops the message.
+    Ack,
+    /// Deliver again after this long (zero: at once).
+    Nak(std::time::Duration),
+    /// Never deliver again.
+    Term,
+    /// Still working: restart the ack wait.
+    Progress,
+}
+
+/// One message of a scan.
+pub struct Scanned {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    pub fn new(
+        client: async_nats::Client,
+        js: jetstream::Context,
+        names: Names,
+        options: NatsOptions,
+        s: Streams,
+    ) -> Inner {
+        Inner {
+            client,
+            js,
+            names,
+            options,
+            s,
+            consumers: tokio::sync::Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The consumer of a queue's band, created on first use.
+    pub async fn consumer(&self, queue: &str, band: Band) -> Result<PullConsumer, QueueError> {
+        let mut consumers = self.consumers.lock().await;
+        if let Some(c) = consumers.get(&(queue.to_owned(), band)) {
+            return Ok(c.clone());
+        }
+        let c = setup::consumer(&self.s.jobs, &self.names, &self.options, queue, band).await?;
+        consumers.insert((queue.to_owned(), band), c.clone());
+        Ok(c)
+    }
+
+    /// A job's record and its revision.
+    pub async fn get(&self, id: &JobId) -> Result<Option<(Record, u64)>, QueueError> {
+        if super::names::seq_of(id).is_none() {
+            return Ok(None);
+        }
+        let entry = self
+            .s
+            .records
+            .entry(id.0.as_str())
+            .await
+            .map_err(|e| store("reading a job record", e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((Record::decode(&e.value)?, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The record this process holds for a lease, if it still has it cached.
+    pub fn held(&self, id: &JobId, token: i64) -> Option<(Record, u64)> {
+        lock(&self.held)
+            .get(id)
+            .filter(|(r, _)| r.token == token)
+            .cloned()
+    }
+
+    /// Remember (or forget, with `None`) the record of a lease this process holds.
+    pub fn hold(&self, id: &JobId, record: Option<(Record, u64)>) {
+        let mut held = lock(&self.held);
+        match record {
+            Some(r) => {
+                held.insert(id.clone(), r);
+            }
+            None => {
+                held.remove(id);
+            }
+        }
+    }
+
+    /// Write `record` if the stored revision is still `revision` (0: if there is none).
+    /// `Ok(None)` when another writer got there first.
+    pub async fn cas(
+        &self,
+        id: &JobId,
+        record: &Record,
+        revision: u64,
+    ) -> Result<Option<u64>, QueueError> {
+        let subject = format!("$KV.{}.{}", self.s.records.name, id);
+        let publish = PublishMessage::build()
+            .payload(Bytes::from(record.encode()))
+            .expected_last_subject_sequence(revision);
+        let ack = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| store("writing a job record", e))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(store("writing a job record", e)),
+        }
+    }
+
+    /// Read-modify-write a job's record: `change` edits a copy and says whether to write it
+    /// (`None`: leave the record as it is). Retried from a fresh read when another writer
+    /// got there first. `Ok(None)` when there is no record or `change` declined.
+    pub async fn update<T>(
+        &self,
+        id: &JobId,
+        known: Option<(Record, u64)>,
+        mut change: impl FnMut(&mut Record) -> Option<T>,
+    ) -> Result<Option<(T, Record, u64)>, QueueError> {
+        let mut current = known;
+        for _ in 0..CAS_ROUNDS {
+            let (record, revision) = match current.take() {
+                Some(known) => known,
+                None => match self.get(id).await? {
+                    Some(found) => found,
+                    None => return Ok(None),
+                },
+            };
+            let mut next = record.clone();
+            let Some(out) = change(&mut next) else {
+                return Ok(None);
+            };
+            if let Some(revision) = self.cas(id, &next, revision).await? {
+                return Ok(Some((out, next, revision)));
+            }
+        }
+        Err(QueueError::Store(format!(
+            "job {id}: record kept changing under {CAS_ROUNDS} attempts to write it"
+        )))
+    }
+
+    /// Publish events in order, pipelined; each is emitted through `tracing` once stored.
+    pub async fn publish_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, QueueError> {
+        let mut pending = Vec::with_capacity(events.len());
+        let at = now();
+        for event in events {
+            let subject = self
+                .names
+                .event_subject(event.queue.as_deref(), event.job_id.as_ref());
+            let wire = Wire { at, event };
+            let body = serde_json::to_vec(&wire).unwrap_or_default();
+            let ack = self
+                .js
+                .publish(subject, body.into())
+                .await
+                .map_err(|e| store("publishing an event", e))?;
+            pending.push((wire, ack));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (wire, ack) in pending {
+            let ack = ack.await.map_err(|e| store("publishing an event", e))?;
+            let event = wire.into_event(ack.sequence);
+            emit(&event);
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// Answer a held message through its ack subject, and wait for the server to confirm,
+    /// so that what follows sees the answer applied. A message the server no longer holds
+    /// (already answered, or its stream message gone) confirms nothing: that is not an error.
+    pub async fn answer(&self, reply: &str, answer: Answer) -> Result<(), QueueError> {
+        let body: Bytes = match answer {
+            Answer::Ack => "+ACK".into(),
+            Answer::Term => "+TERM".into(),
+            Answer::Progress => "+WPI".into(),
+            Answer::Nak(d) if d.is_zero() => "-NAK".into(),
+            Answer::Nak(d) => format!("-NAK {{\"delay\": {}}}", d.as_nanos()).into(),
+        };
+        if answer == Answer::Progress {
+            return self
+                .client
+                .publish(reply.to_owned(), body)
+                .await
+                .map_err(|e| store("renewing a message", e));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(reply.to_owned(), body))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Ok(()),
+            Ok(Err(e)) => Err(store("answering a message", e)),
+            Err(_) => Err(store("answering a message", "timed out")),
+        }
+    }
+
+    /// Every message of `stream` matching `filter` from sequence `start` on (all when `None`),
+    /// at most `limit`, in stream order.
+    pub async fn scan(
+        &self,
+        stream: &stream::Stream,
+        filter: String,
+        start: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Scanned>, QueueError> {
+        let deliver_policy = match start {
+            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            None => DeliverPolicy::All,
+        };
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy,
+                ..pull::OrderedConfig::default()
+            })
+            .await
+            .map_err(|e| store("starting a scan", e))?;
+        let expected = consumer.cached_info().num_pending;
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if expected == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| store("starting a scan", e))?;
+        loop {
+            let next = tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
+                .await
+                .map_err(|_| store("scanning", "timed out"))?;
+            let Some(message) = next else { break };
+            let message = message.map_err(|e| store("scanning", e))?;
+            let info = message.info().map_err(|e| store("scanning", e))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            out.push(Scanned {
+                seq,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+            });
+            if pending == 0 || out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every job record, decoded, with its id.
+    pub async fn records(&self) -> Result<Vec<(JobId, Record)>, QueueError> {
+        let prefix = format!("$KV.{}.", self.s.records.name);
+        let scanned = self
+            .scan(&self.s.records_stream, format!("{prefix}>"), None, None)
+            .await?;
+        let mut out = Vec::with_capacity(scanned.len());
+        for m in scanned {
+            // Purged records leave no message; a delete marker has no body.
+            if m.payload.is_empty() {
+                continue;
+            }
+            let id = JobId(m.subject.trim_start_matches(&prefix).to_owned());
+            out.push((id, Record::decode(&m.payload)?));
+        }
+        Ok(out)
+    }
+
+    /// Remove every message of `stream` on `subject` (wildcards allowed).
+    pub async fn purge(&self, stream: &stream::Stream, subject: String) -> Result<u64, QueueError> {
+        stream
+            .purge()
+            .filter(subject)
+            .await
+            .map(|r| r.purged)
+            .map_err(|e| store("purging", e))
+    }
+}
