@@ -8,6 +8,7 @@
 mod cli;
 mod conformance;
 mod hostile;
+mod nats;
 mod outcomes;
 mod refusals;
 mod sqlite;

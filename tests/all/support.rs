@@ -1,12 +1,21 @@
-//! Shared setup: one sandbox per test binary, plugins built from source and compiled once.
+//! Shared setup: one sandbox per test binary, plugins built from source and compiled once;
+//! the `spool` binary on a temporary directory ([`Setup`]); a throwaway NATS server
+//! ([`NatsServer`]).
+
+mod nats_server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use spool::queue::{Backend, EventFilter, EventKind};
 use spool::{JobInput, Limits, Plugin, Sandbox, SandboxConfig};
+
+pub use self::nats_server::NatsServer;
 
 /// The sandbox every test shares, as a worker process would.
 pub fn sandbox() -> &'static Sandbox {
@@ -82,4 +91,190 @@ pub fn log_text(report: &spool::AttemptReport) -> String {
         .map(|l| l.message.as_str())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A temporary directory with a `spool.toml`, and the store every `spool` command there uses:
+/// a SQLite file in the directory, or a NATS server.
+pub struct Setup {
+    /// The directory: `spool.toml`, and `spool.db` for SQLite.
+    pub dir: tempfile::TempDir,
+    nats: Option<String>,
+    workers: AtomicUsize,
+}
+
+impl Setup {
+    /// `config` as `spool.toml` (`EMAIL` and `NOOP` stand for those plugins' paths), on SQLite.
+    pub fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config
+            .replace("EMAIL", &plugin_path("email").display().to_string())
+            .replace("NOOP", &plugin_path("noop").display().to_string());
+        std::fs::write(dir.path().join("spool.toml"), config).unwrap();
+        Setup {
+            dir,
+            nats: None,
+            workers: AtomicUsize::new(0),
+        }
+    }
+
+    /// As [`Setup::new`], with every command on the NATS server at `url` (`--nats URL`).
+    pub fn nats(config: &str, url: &str) -> Setup {
+        Setup {
+            nats: Some(url.to_owned()),
+            ..Setup::new(config)
+        }
+    }
+
+    /// The SQLite database's path (unused on NATS).
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("spool.db")
+    }
+
+    /// `spool` in the directory, on this setup's store whatever the caller's environment says.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = spool();
+        cmd.current_dir(self.dir.path())
+            .env_remove("SPOOL_DB")
+            .env_remove("SPOOL_NATS_URL");
+        match &self.nats {
+            None => cmd.env("SPOOL_DB", self.db()),
+            Some(url) => cmd.args(["--nats", url.as_str()]),
+        };
+        cmd
+    }
+
+    /// Run `spool args`: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Run `spool args`, which must succeed, and parse its stdout as JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, Some(0), "spool {args:?}: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    /// `spool enqueue queue payload`: the new job's id.
+    pub fn enqueue(&self, queue: &str, payload: &str) -> String {
+        let (code, stdout, stderr) = self.run(&["enqueue", queue, payload]);
+        assert_eq!(code, Some(0), "{stderr}");
+        stdout.split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Start `spool worker extra...` in the background, its stderr in `worker-N.log` (a file,
+    /// not a pipe: a pipe nobody reads would block a worker that logs a lot).
+    pub fn worker(&self, extra: &[&str]) -> Child {
+        let n = self.workers.fetch_add(1, Ordering::Relaxed);
+        let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).unwrap();
+        self.cmd()
+            .arg("worker")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the workers started so far wrote to stderr, for failure messages.
+    pub fn worker_logs(&self) -> String {
+        (0..self.workers.load(Ordering::Relaxed))
+            .map(|n| {
+                let path = self.dir.path().join(format!("worker-{n}.log"));
+                let log = std::fs::read_to_string(path).unwrap_or_default();
+                let mut start = log.len().saturating_sub(3000);
+                while !log.is_char_boundary(start) {
+                    start += 1;
+                }
+                format!("--- worker {n}:\n{}\n", &log[start..])
+            })
+            .collect()
+    }
+
+    /// Panic, with the workers' logs, if one of `workers` has exited.
+    pub fn assert_running(&self, workers: &mut [Child]) {
+        for worker in workers.iter_mut() {
+            if let Some(status) = worker.try_wait().unwrap() {
+                panic!(
+                    "worker pid {} exited ({status}):\n{}",
+                    worker.id(),
+                    self.worker_logs()
+                );
+            }
+        }
+    }
+
+    /// `spool job id --json`.
+    pub fn job(&self, id: &str) -> Value {
+        self.json(&["job", id, "--json"])
+    }
+
+    /// Wait until `done` holds for job `id`, or panic after `limit`.
+    pub fn wait_for(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id);
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {id} did not get there: {job:#}\n{}",
+                self.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The kinds of a job's events (`spool job --json`), in order.
+pub fn event_kinds(job: &Value) -> Vec<&str> {
+    job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// A job's state (`spool job --json`).
+pub fn state(job: &Value) -> &str {
+    job["state"].as_str().unwrap_or("")
+}
+
+/// Send `signal` (`-TERM`, `-KILL`) to a process and reap it.
+pub fn stop(mut child: Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// How many events of each kind `backend` holds, read page by page.
+pub async fn event_counts<B: Backend>(backend: &B) -> HashMap<EventKind, u64> {
+    let mut counts = HashMap::new();
+    let mut after = None;
+    loop {
+        let events = backend
+            .events(&EventFilter {
+                after,
+                limit: Some(5000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = events.last() else {
+            return counts;
+        };
+        after = Some(last.seq);
+        for event in &events {
+            *counts.entry(event.kind).or_default() += 1;
+        }
+    }
 }

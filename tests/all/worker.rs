@@ -1,111 +1,11 @@
 //! The worker, end to end through the real `spool` binary and a real SQLite file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{plugin_path, spool};
-
-/// A temporary directory with a `spool.toml` and a database path.
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new(config: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config
-            .replace("EMAIL", &plugin_path("email").display().to_string())
-            .replace("NOOP", &plugin_path("noop").display().to_string());
-        std::fs::write(dir.path().join("spool.toml"), config).unwrap();
-        Setup { dir }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("spool.db")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = spool();
-        cmd.current_dir(self.dir.path()).env("SPOOL_DB", self.db());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out = self.cmd().args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, stdout, stderr) = self.run(args);
-        assert_eq!(code, Some(0), "spool {args:?}: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-    }
-
-    fn enqueue(&self, queue: &str, payload: &str) -> String {
-        let (code, stdout, stderr) = self.run(&["enqueue", queue, payload]);
-        assert_eq!(code, Some(0), "{stderr}");
-        stdout.split_whitespace().next().unwrap().to_owned()
-    }
-
-    fn worker(&self, extra: &[&str]) -> Child {
-        self.cmd()
-            .arg("worker")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn job(&self, id: &str) -> Value {
-        self.json(&["job", id, "--json"])
-    }
-
-    /// Wait until `done` holds for job `id`, or panic after `limit`.
-    fn wait_for(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let job = self.job(id);
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "job {id} did not get there: {job:#}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// The kinds of a job's events, in order.
-fn event_kinds(job: &Value) -> Vec<&str> {
-    job["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect()
-}
-
-fn state(job: &Value) -> &str {
-    job["state"].as_str().unwrap_or("")
-}
-
-fn stop(mut child: Child, signal: &str) {
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-}
+use crate::support::{Setup, event_counts, event_kinds, plugin_path, state, stop};
 
 const EMAIL_CONFIG: &str = r#"
 [worker]
@@ -312,7 +212,7 @@ fn a_killed_workers_jobs_come_back_after_the_lease_and_none_is_lost() {
 
 /// (succeeded jobs, `started` events) in the database, read through the backend.
 fn count_jobs(db: &Path) -> (u64, u64) {
-    use spool::queue::{Backend, EventFilter, EventKind};
+    use spool::queue::{Backend, EventKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,25 +226,11 @@ fn count_jobs(db: &Path) -> (u64, u64) {
             .iter()
             .map(|q| q.succeeded)
             .sum();
-        let mut started = 0;
-        let mut after = None;
-        loop {
-            let events = backend
-                .events(&EventFilter {
-                    after,
-                    limit: Some(5000),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let Some(last) = events.last() else { break };
-            after = Some(last.seq);
-            started += events
-                .iter()
-                .filter(|e| e.kind == EventKind::Started)
-                .count() as u64;
-        }
-        (succeeded, started)
+        let started = event_counts(&backend)
+            .await
+            .get(&EventKind::Started)
+            .copied();
+        (succeeded, started.unwrap_or(0))
     })
 }
 

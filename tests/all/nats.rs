@@ -1,0 +1,528 @@
+//! The NATS JetStream backend: the conformance suite on a real `nats-server`, and what only a
+//! shared server shows, through the real `spool` binary: jobs published by any NATS client,
+//! several worker processes on one server, a worker killed mid-run, and the server itself
+//! killed and restarted on its store mid-run.
+//!
+//! Every test starts a server of its own ([`NatsServer`]: about 10 ms to start), so tests share
+//! no state and may kill their server.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use serde_json::Value;
+use spool::queue::nats::{NatsBackend, NatsOptions, Storage};
+use spool::queue::{Backend, EventKind, JobState, NewJob, QueueClaim, QueueCounts, QueueError};
+
+use crate::support::{NatsServer, Setup, event_counts, event_kinds, state, stop};
+
+/// A backend on a new server of its own.
+async fn fresh() -> (NatsBackend, NatsServer) {
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let backend = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .expect("connect to a new server");
+    (backend, server)
+}
+
+mod conformance {
+    crate::conformance::backend_conformance!(super::fresh);
+}
+
+/// Workers with a short lease, and a NATS ack wait to match, so a dead worker's jobs come back
+/// within seconds.
+const EMAIL_CONFIG: &str = r#"
+[worker]
+concurrency = 8
+lease = "2s"
+shutdown_grace = "1s"
+
+[nats]
+ack-wait = "2s"
+
+[queues.email]
+plugin = "EMAIL"
+timeout = "5s"
+max_attempts = 3
+backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
+"#;
+
+/// The options `EMAIL_CONFIG`'s workers run with, for the test's own connection.
+fn email_options() -> NatsOptions {
+    NatsOptions {
+        ack_wait: Duration::from_secs(2),
+        ..NatsOptions::default()
+    }
+}
+
+/// A runtime for the test's own connection; its reconnects run in the background.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn jobs(queue: &str, payload: &str, n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|_| NewJob {
+            queue: queue.to_owned(),
+            payload: payload.as_bytes().to_vec(),
+            ..NewJob::default()
+        })
+        .collect()
+}
+
+/// Poll `queue`'s counts until `done` holds; panic after `limit`, or as soon as a worker
+/// exits, with the workers' logs. A failed read (the server restarting) counts as not yet.
+fn wait_for_counts(
+    rt: &tokio::runtime::Runtime,
+    backend: &NatsBackend,
+    queue: &str,
+    s: &Setup,
+    workers: &mut [Child],
+    limit: Duration,
+    done: impl Fn(&QueueCounts) -> bool,
+) -> QueueCounts {
+    let start = Instant::now();
+    loop {
+        s.assert_running(workers);
+        let last = match rt.block_on(backend.queues()) {
+            Ok(all) => {
+                let counts = all
+                    .into_iter()
+                    .find(|c| c.queue == queue)
+                    .unwrap_or_default();
+                if done(&counts) {
+                    return counts;
+                }
+                Ok(counts)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        assert!(
+            start.elapsed() < limit,
+            "{queue} did not get there in {limit:?}: {last:?}\n{}",
+            s.worker_logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Publish a job the way any NATS client can: a request on the queue's subject, answered by
+/// JetStream's publish ack, whose stream sequence is the job's id.
+async fn publish(
+    client: &async_nats::Client,
+    queue: &str,
+    headers: HeaderMap,
+    payload: &str,
+) -> String {
+    let reply = client
+        .request_with_headers(
+            format!("spool.jobs.{queue}"),
+            headers,
+            payload.to_owned().into(),
+        )
+        .await
+        .unwrap();
+    let ack: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(ack["stream"], "SPOOL_JOBS", "not a publish ack: {ack}");
+    ack["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a publish ack: {ack}"))
+        .to_string()
+}
+
+fn bytes(value: &Value) -> Vec<u8> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+#[test]
+fn the_server_fixture_keeps_its_store_across_a_sigkill_and_a_restart() {
+    let mut server = NatsServer::start();
+    let port = server.port();
+    assert_eq!(server.url(), format!("nats://127.0.0.1:{port}"));
+    assert!(server.store_dir().join("jetstream").is_dir());
+    let rt = runtime();
+    let _context = rt.enter(); // the JetStream context spawns its acker on the runtime
+    let client = rt.block_on(async_nats::connect(server.url())).unwrap();
+    let js = async_nats::jetstream::new(client);
+    rt.block_on(async {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "FIXTURE".into(),
+            subjects: vec!["fixture.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let ack = js.publish("fixture.a", "kept".into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, 1);
+    });
+
+    server.kill();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    server.kill(); // a second kill is a no-op
+
+    server.restart();
+    assert_eq!(server.port(), port);
+    // The same client reconnects by itself and finds the acknowledged message in the store.
+    let start = Instant::now();
+    let message = loop {
+        let found = rt.block_on(async {
+            let stream = js.get_stream("FIXTURE").await.ok()?;
+            stream.get_raw_message(1).await.ok()
+        });
+        if let Some(message) = found {
+            break message;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no reconnect to the restarted server"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(&message.payload[..], b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_finds_the_installation_and_its_jobs() {
+    let (first, server) = fresh().await;
+    let id = first.enqueue(jobs("q", "{}", 1)).await.unwrap()[0]
+        .id
+        .clone();
+    // Another process connects to streams that exist: their settings are checked, not changed.
+    let second = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .expect("connect to an existing installation");
+    let job = second
+        .job(&id)
+        .await
+        .unwrap()
+        .expect("the job, seen from the second");
+    assert_eq!(job.summary.state, JobState::Ready);
+    let wanted = [QueueClaim {
+        queue: "q".into(),
+        limit: 10,
+    }];
+    let claimed = second
+        .claim("w2", &wanted, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.job_id, id);
+    let job = first.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.summary.state, JobState::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_settings_disagree_is_refused_and_changes_nothing() {
+    let (first, server) = fresh().await;
+    let id = first.enqueue(jobs("q", "{}", 1)).await.unwrap()[0]
+        .id
+        .clone();
+    let memory = NatsOptions {
+        storage: Storage::Memory,
+        ..NatsOptions::default()
+    };
+    let err = NatsBackend::connect(&server.url(), memory)
+        .await
+        .expect_err("file streams are not memory streams");
+    assert!(
+        matches!(&err, QueueError::Store(message) if message.contains("storage")),
+        "got {err:?}"
+    );
+    let again = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.job(&id).await.unwrap().unwrap().summary.state,
+        JobState::Ready
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_prefixes_on_one_server_are_two_independent_installations() {
+    let (spool, server) = fresh().await;
+    let other = NatsBackend::connect(
+        &server.url(),
+        NatsOptions {
+            prefix: "other".into(),
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    spool.enqueue(jobs("q", "{}", 3)).await.unwrap();
+    other.enqueue(jobs("r", "{}", 1)).await.unwrap();
+    let counts = |all: Vec<QueueCounts>| -> Vec<(String, u64)> {
+        all.into_iter().map(|c| (c.queue, c.ready)).collect()
+    };
+    assert_eq!(counts(spool.queues().await.unwrap()), [("q".to_owned(), 3)]);
+    assert_eq!(counts(other.queues().await.unwrap()), [("r".to_owned(), 1)]);
+    let wanted = |queue: &str| {
+        [QueueClaim {
+            queue: queue.into(),
+            limit: 10,
+        }]
+    };
+    let lease = Duration::from_secs(30);
+    assert!(
+        other
+            .claim("w", &wanted("q"), lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        spool.claim("w", &wanted("q"), lease).await.unwrap().len(),
+        3
+    );
+}
+
+#[test]
+fn a_job_published_by_a_plain_nats_client_runs_and_spool_job_shows_it() {
+    let server = NatsServer::start();
+    let s = Setup::nats(EMAIL_CONFIG, &server.url());
+    let rt = runtime();
+    // Spool makes its streams when it first connects; a producer publishes into them.
+    drop(
+        rt.block_on(NatsBackend::connect(&server.url(), email_options()))
+            .unwrap(),
+    );
+    let run_at = spool::queue::now() + 1000;
+    let (bare, full) = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let bare = publish(
+            &client,
+            "email",
+            HeaderMap::new(),
+            r#"{"to":"ada@example.com"}"#,
+        )
+        .await;
+        let mut headers = HeaderMap::new();
+        headers.insert("Spool-Tenant", "acme");
+        headers.insert("Spool-Max-Attempts", "2");
+        headers.insert("Spool-Run-At", run_at.to_string());
+        headers.insert("Spool-Key", "order-17");
+        headers.insert("Spool-Metadata", r#"[["source","plain-nats"]]"#);
+        let full = publish(&client, "email", headers, r#"{"to":"grace@example.com"}"#).await;
+        (bare, full)
+    });
+    assert_ne!(bare, full);
+
+    let worker = s.worker(&[]);
+    let finished = |j: &Value| matches!(state(j), "succeeded" | "dead");
+    let job = s.wait_for(&bare, Duration::from_secs(30), finished);
+    assert_eq!(state(&job), "succeeded", "{job:#}");
+    assert_eq!(job["id"], bare.as_str());
+    assert_eq!(job["queue"], "email");
+    assert_eq!(bytes(&job["payload"]), br#"{"to":"ada@example.com"}"#);
+    assert!(
+        String::from_utf8(bytes(&job["output"]))
+            .unwrap()
+            .contains("ada@example.com")
+    );
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(job["tenant"], Value::Null);
+    assert_eq!(job["max_attempts"], Value::Null);
+    let kinds = event_kinds(&job);
+    assert_eq!(kinds.first(), Some(&"enqueued"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"succeeded"), "{kinds:?}");
+
+    let job = s.wait_for(&full, Duration::from_secs(30), finished);
+    assert_eq!(state(&job), "succeeded", "{job:#}");
+    assert_eq!(job["id"], full.as_str());
+    assert_eq!(job["tenant"], "acme");
+    assert_eq!(job["max_attempts"], 2);
+    assert_eq!(job["key"], "order-17");
+    assert_eq!(
+        job["metadata"],
+        serde_json::json!([["source", "plain-nats"]])
+    );
+    assert!(job["run_at"].as_i64().unwrap() >= run_at, "{job:#}");
+    let started_at = job["attempts"][0]["started_at"].as_i64().unwrap();
+    assert!(
+        started_at >= run_at,
+        "ran {} ms before its run-at",
+        run_at - started_at
+    );
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn three_worker_processes_run_twenty_thousand_jobs_exactly_once() {
+    const JOBS: u64 = 20_000;
+    let server = NatsServer::start();
+    let s = Setup::nats(
+        r#"
+[worker]
+concurrency = 16
+prefetch = 64
+[queues.noop]
+plugin = "NOOP"
+"#,
+        &server.url(),
+    );
+    let rt = runtime();
+    let backend = rt
+        .block_on(NatsBackend::connect(&server.url(), NatsOptions::default()))
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..JOBS / 1000 {
+            let enqueued = backend.enqueue(jobs("noop", "{}", 1000)).await.unwrap();
+            assert_eq!(enqueued.len(), 1000);
+        }
+    });
+    let mut workers: Vec<Child> = (0..3).map(|_| s.worker(&[])).collect();
+    wait_for_counts(
+        &rt,
+        &backend,
+        "noop",
+        &s,
+        &mut workers,
+        Duration::from_secs(300),
+        |c| c.succeeded == JOBS,
+    );
+    for worker in workers {
+        stop(worker, "-TERM");
+    }
+
+    let counts = rt.block_on(backend.queues()).unwrap();
+    let noop = counts.iter().find(|c| c.queue == "noop").unwrap();
+    assert_eq!(
+        (
+            noop.succeeded,
+            noop.scheduled,
+            noop.ready,
+            noop.running,
+            noop.dead
+        ),
+        (JOBS, 0, 0, 0, 0),
+        "{noop:?}"
+    );
+    let events = rt.block_on(event_counts(&backend));
+    let count = |kind| events.get(&kind).copied().unwrap_or(0);
+    assert_eq!(
+        count(EventKind::Started),
+        JOBS,
+        "some job started twice: {events:?}"
+    );
+    assert_eq!(count(EventKind::Succeeded), JOBS, "{events:?}");
+    assert_eq!(count(EventKind::LeaseExpired), 0, "{events:?}");
+}
+
+#[test]
+fn a_killed_workers_jobs_are_redelivered_after_the_lease_and_none_is_lost() {
+    let server = NatsServer::start();
+    let s = Setup::nats(EMAIL_CONFIG, &server.url());
+    let ids: Vec<String> = (0..4)
+        .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":3000}"#))
+        .collect();
+    let rt = runtime();
+    let backend = rt
+        .block_on(NatsBackend::connect(&server.url(), email_options()))
+        .unwrap();
+    let mut first = vec![s.worker(&[])];
+    // One read sees all four running; each runs for 3 s, ample time to kill the worker.
+    wait_for_counts(
+        &rt,
+        &backend,
+        "email",
+        &s,
+        &mut first,
+        Duration::from_secs(30),
+        |c| c.running == 4,
+    );
+    stop(first.remove(0), "-KILL");
+    let second = s.worker(&[]);
+    for id in &ids {
+        let job = s.wait_for(id, Duration::from_secs(60), |j| {
+            matches!(state(j), "succeeded" | "dead")
+        });
+        assert_eq!(state(&job), "succeeded", "{job:#}");
+        let kinds = event_kinds(&job);
+        assert!(kinds.contains(&"lease-expired"), "{kinds:?}");
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{job:#}");
+        assert_eq!(attempts[0]["phase"], "lease-expired");
+        assert_eq!(attempts[1]["outcome"], "succeeded");
+        assert_ne!(attempts[0]["worker"], attempts[1]["worker"]);
+    }
+    stop(second, "-TERM");
+    let events = rt.block_on(event_counts(&backend));
+    assert_eq!(events.get(&EventKind::LeaseExpired), Some(&4), "{events:?}");
+    assert_eq!(events.get(&EventKind::Succeeded), Some(&4), "{events:?}");
+}
+
+#[test]
+fn workers_ride_out_a_server_killed_and_restarted_mid_run_and_every_job_completes() {
+    const JOBS: u64 = 16;
+    let mut server = NatsServer::start();
+    let s = Setup::nats(
+        &EMAIL_CONFIG
+            .replace("concurrency = 8", "concurrency = 4")
+            .replace("timeout = \"5s\"", "timeout = \"10s\"")
+            .replace("max_attempts = 3", "max_attempts = 5"),
+        &server.url(),
+    );
+    let rt = runtime();
+    let backend = rt
+        .block_on(NatsBackend::connect(&server.url(), email_options()))
+        .unwrap();
+    let payload = r#"{"to":"a@b","mode":"hang","delay_ms":3000}"#;
+    rt.block_on(backend.enqueue(jobs("email", payload, JOBS as usize)))
+        .unwrap();
+    // Two workers with four slots each: two waves of 3 s. The kill comes while the first
+    // wave runs, the second still waiting in the store.
+    let mut workers = vec![s.worker(&[]), s.worker(&[])];
+    let before = wait_for_counts(
+        &rt,
+        &backend,
+        "email",
+        &s,
+        &mut workers,
+        Duration::from_secs(60),
+        |c| c.running >= 4,
+    );
+    assert!(before.ready > 0, "nothing left waiting: {before:?}");
+
+    server.kill();
+    // Down long enough for every worker to see its calls fail.
+    std::thread::sleep(Duration::from_secs(1));
+    server.restart();
+
+    let after = wait_for_counts(
+        &rt,
+        &backend,
+        "email",
+        &s,
+        &mut workers,
+        Duration::from_secs(120),
+        |c| c.succeeded + c.dead + c.cancelled == JOBS,
+    );
+    assert_eq!(
+        (
+            after.succeeded,
+            after.dead,
+            after.scheduled,
+            after.ready,
+            after.running
+        ),
+        (JOBS, 0, 0, 0, 0),
+        "{after:?}"
+    );
+    // The same processes throughout: they reconnected by themselves.
+    s.assert_running(&mut workers);
+    for worker in workers {
+        stop(worker, "-TERM");
+    }
+    let events = rt.block_on(event_counts(&backend));
+    assert_eq!(
+        events.get(&EventKind::Succeeded).copied(),
+        Some(JOBS),
+        "{events:?}"
+    );
+}
