@@ -2,7 +2,8 @@
 //! with one and two real `spool worker` processes, and enqueue-to-start latency at a steady
 //! rate, with the CPU time of the server and the workers.
 //!
-//! Run with `cargo bench -p spool-runtime --bench nats` (`-- quick` for a shorter run;
+//! Run with `cargo bench -p spool-runtime --bench nats` (`-- quick` for a tenth of the work;
+//! `-- enqueue`, `-- throughput` or `-- latency` for only those sections;
 //! `SPOOL_BENCH_PREFETCH=N` sets the workers' prefetch, 1000 by default). Each figure gets a
 //! fresh `nats-server -js` (from `PATH` or `/usr/sbin/nats-server`) on a free 127.0.0.1 port
 //! with its own store in a temporary directory, killed afterwards. Figures go into
@@ -29,6 +30,12 @@ const CONCURRENCY: u32 = 100;
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = if quick { 10 } else { 1 };
+    // `-- enqueue`, `-- throughput`, `-- latency`: only those sections (default: all).
+    let sections = ["enqueue", "throughput", "latency"];
+    let chosen: Vec<String> = std::env::args()
+        .filter(|a| sections.contains(&a.as_str()))
+        .collect();
+    let run = |section: &str| chosen.is_empty() || chosen.iter().any(|c| c == section);
     let prefetch: u32 = std::env::var("SPOOL_BENCH_PREFETCH")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -47,49 +54,56 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     rt.block_on(async {
-        println!("## enqueue rate (NatsBackend::enqueue from this process)");
-        let server = NatsServer::start();
-        let backend = server.connect().await;
-        let n = 5_000 / scale;
-        let t = Instant::now();
-        for _ in 0..n {
-            backend.enqueue(vec![job()]).await.unwrap();
-        }
-        println!(
-            "single: {n} jobs in {:.2} s = {:.0} jobs/s",
-            secs(t),
-            n as f64 / secs(t)
-        );
-        let n = 100_000 / scale;
-        let t = Instant::now();
-        for _ in 0..n / 1000 {
-            backend
-                .enqueue((0..1000).map(|_| job()).collect())
-                .await
-                .unwrap();
-        }
-        println!(
-            "batched (1000 per call): {n} jobs in {:.2} s = {:.0} jobs/s",
-            secs(t),
-            n as f64 / secs(t)
-        );
-        drop(backend);
-        drop(server);
-
-        println!(
-            "\n## end-to-end no-op throughput (worker processes, concurrency {CONCURRENCY}, prefetch {prefetch}, backlog enqueued first)"
-        );
-        for workers in [1usize, 2] {
-            throughput(&spool, &noop, workers, 100_000 / scale, prefetch).await;
+        if run("enqueue") {
+            enqueue_rate(scale).await;
         }
 
-        for poll in ["5ms", "50ms"] {
+        if run("throughput") {
             println!(
-                "\n## enqueue-to-start latency at 500 jobs/s (one worker process, concurrency 10, poll_interval {poll})"
+                "\n## end-to-end no-op throughput (worker processes, concurrency {CONCURRENCY}, prefetch {prefetch}, backlog enqueued first)"
             );
-            latency(&spool, &noop, 5_000 / scale, prefetch, poll).await;
+            for workers in [1usize, 2] {
+                throughput(&spool, &noop, workers, 100_000 / scale, prefetch).await;
+            }
+        }
+        if run("latency") {
+            for poll in ["5ms", "50ms"] {
+                println!(
+                    "\n## enqueue-to-start latency at 500 jobs/s (one worker process, concurrency 10, poll_interval {poll})"
+                );
+                latency(&spool, &noop, 5_000 / scale, prefetch, poll).await;
+            }
         }
     });
+}
+
+async fn enqueue_rate(scale: usize) {
+    println!("## enqueue rate (NatsBackend::enqueue from this process)");
+    let server = NatsServer::start();
+    let backend = server.connect().await;
+    let n = 5_000 / scale;
+    let t = Instant::now();
+    for _ in 0..n {
+        backend.enqueue(vec![job()]).await.unwrap();
+    }
+    println!(
+        "single: {n} jobs in {:.2} s = {:.0} jobs/s",
+        secs(t),
+        n as f64 / secs(t)
+    );
+    let n = 100_000 / scale;
+    let t = Instant::now();
+    for _ in 0..n / 1000 {
+        backend
+            .enqueue((0..1000).map(|_| job()).collect())
+            .await
+            .unwrap();
+    }
+    println!(
+        "batched (1000 per call): {n} jobs in {:.2} s = {:.0} jobs/s",
+        secs(t),
+        n as f64 / secs(t)
+    );
 }
 
 fn job() -> NewJob {
@@ -252,13 +266,14 @@ async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetc
         cpus()
     );
     println!(
-        "    nats-server {server_cpu:.2} s ({:.1} µs/job), worker process(es) {workers_cpu:.2} s {:?} ({:.1} µs/job), this process (polling) {bench_cpu:.2} s, idle {idle:.2} s",
+        "    nats-server {server_cpu:.2} s ({:.1} µs/job), worker process(es) {workers_cpu:.2} s {:?} ({:.1} µs/job), this process (polling) {bench_cpu:.2} s, other processes {:.2} s, idle {idle:.2} s",
         server_cpu * 1e6 / n as f64,
         worker_cpu
             .iter()
             .map(|c| (c * 100.0).round() / 100.0)
             .collect::<Vec<_>>(),
         workers_cpu * 1e6 / n as f64,
+        (wall - idle - server_cpu - workers_cpu - bench_cpu).max(0.0),
     );
     let per_job = |a: u64, b: u64| (a - b) as f64 / n as f64;
     println!(
