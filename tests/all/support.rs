@@ -169,18 +169,16 @@ impl Setup {
 
     /// Start `spool worker extra...` in the background, its stderr in `worker-N.log` (a file,
     /// not a pipe: a pipe nobody reads would block a worker that logs a lot).
-    pub fn worker(&self, extra: &[&str]) -> Worker {
+    pub fn worker(&self, extra: &[&str]) -> Child {
         let n = self.workers.fetch_add(1, Ordering::Relaxed);
         let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).unwrap();
-        let child = self
-            .cmd()
+        self.cmd()
             .arg("worker")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        Worker(child)
+            .unwrap()
     }
 
     /// What the workers started so far wrote to stderr, for failure messages.
@@ -199,12 +197,12 @@ impl Setup {
     }
 
     /// Panic, with the workers' logs, if one of `workers` has exited.
-    pub fn assert_running(&self, workers: &mut [Worker]) {
+    pub fn assert_running(&self, workers: &mut [Child]) {
         for worker in workers.iter_mut() {
-            if let Some(status) = worker.0.try_wait().unwrap() {
+            if let Some(status) = worker.try_wait().unwrap() {
                 panic!(
                     "worker pid {} exited ({status}):\n{}",
-                    worker.0.id(),
+                    worker.id(),
                     self.worker_logs()
                 );
             }
@@ -249,33 +247,13 @@ pub fn state(job: &Value) -> &str {
     job["state"].as_str().unwrap_or("")
 }
 
-/// A `spool worker` process, SIGKILLed when dropped: a failed test leaves no worker behind.
-pub struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Does nothing once `stop` has reaped it.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Send `signal` (`-TERM`, `-KILL`) to a worker and reap it; panic if it has not exited
-/// within 30 s (SIGTERM gives it its shutdown grace; it must not hang past that).
-pub fn stop(mut worker: Worker, signal: &str) {
+/// Send `signal` (`-TERM`, `-KILL`) to a process and reap it.
+pub fn stop(mut child: Child, signal: &str) {
     Command::new("kill")
-        .args([signal, &worker.0.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
-    let start = Instant::now();
-    while worker.0.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "worker pid {} did not exit within 30 s of kill {signal}",
-            worker.0.id()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    child.wait().unwrap();
 }
 
 /// How many events of each kind `backend` holds, read page by page.
