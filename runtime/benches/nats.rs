@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +21,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt as _;
 use spool::queue::nats::{NatsBackend, NatsOptions};
 use spool::queue::{Backend, EventKind, NewJob};
-use tempfile::TempDir;
+use xtask::nats_server::NatsServer;
 
 /// Worker concurrency (worker-wide and the queue's) of the throughput runs.
 const CONCURRENCY: u32 = 100;
@@ -42,7 +41,7 @@ fn main() {
         .unwrap_or(1000);
     let noop = xtask::plugin("noop").unwrap();
     let spool = PathBuf::from(env!("CARGO_BIN_EXE_spool"));
-    let version = Command::new(nats_binary())
+    let version = Command::new(xtask::nats_server::binary())
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -80,7 +79,7 @@ fn main() {
 async fn enqueue_rate(scale: usize) {
     println!("## enqueue rate (NatsBackend::enqueue from this process)");
     let server = NatsServer::start();
-    let backend = server.connect().await;
+    let backend = connect(&server).await;
     let n = 5_000 / scale;
     let t = Instant::now();
     for _ in 0..n {
@@ -159,20 +158,20 @@ async fn fill(backend: &NatsBackend, n: usize) {
 
 async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetch: u32) {
     let server = NatsServer::start();
-    let backend = server.connect().await;
+    let backend = connect(&server).await;
     let t = Instant::now();
     fill(&backend, n).await;
     let filled = secs(t);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), noop, CONCURRENCY, prefetch, "5ms");
-    let js = server.jetstream().await;
+    let js = jetstream(&server).await;
     let mut jobs = js.get_stream(backend.names().jobs_stream()).await.unwrap();
     assert_eq!(jobs.info().await.unwrap().state.messages, n as u64);
 
     let stored_before = stored(&js, &backend).await;
-    let varz_before = server.varz();
+    let varz_before = varz(&server);
     let cpu_before = (
-        proc_cpu(server.pid()),
+        proc_cpu(pid(&server)),
         proc_cpu(std::process::id()),
         machine_cpu(),
     );
@@ -202,14 +201,14 @@ async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetc
     let polled = secs(spawned);
     let worker_cpu: Vec<f64> = procs.iter().map(|w| proc_cpu(w.child.id())).collect();
     let cpu_after = (
-        proc_cpu(server.pid()),
+        proc_cpu(pid(&server)),
         proc_cpu(std::process::id()),
         machine_cpu(),
     );
     for w in &mut procs {
         w.stop();
     }
-    let varz_after = server.varz();
+    let varz_after = varz(&server);
     let stored_after = stored(&js, &backend).await;
 
     let counts = backend.queues().await.unwrap();
@@ -292,8 +291,8 @@ async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetc
 
 async fn latency(spool: &Path, noop: &Path, n: usize, prefetch: u32, poll: &str) {
     let server = NatsServer::start();
-    let backend = server.connect().await;
-    let js = server.jetstream().await;
+    let backend = connect(&server).await;
+    let js = jetstream(&server).await;
     let mut jobs = js.get_stream(backend.names().jobs_stream()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), noop, 10, prefetch, poll);
@@ -561,120 +560,40 @@ impl Drop for Worker {
     }
 }
 
-/// A `nats-server -js` on a free 127.0.0.1 port with its store in a temporary directory,
-/// killed when dropped.
-struct NatsServer {
-    port: u16,
-    /// The HTTP monitoring port (`/varz`).
-    monitor: u16,
-    /// The store and the log; removed after the server is killed.
-    _dir: TempDir,
-    child: Child,
+/// The backend on `server`.
+async fn connect(server: &NatsServer) -> NatsBackend {
+    NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", server.url()))
 }
 
-fn nats_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
-        .chain([PathBuf::from("/usr/sbin/nats-server")])
-        .find(|path| path.is_file())
-        .expect("the NATS benchmark needs nats-server on PATH or at /usr/sbin/nats-server")
+/// The server's process id.
+fn pid(server: &NatsServer) -> u32 {
+    server.pid().expect("the server runs")
 }
 
-impl NatsServer {
-    fn start() -> NatsServer {
-        let dir = tempfile::tempdir().unwrap();
-        // Another process may take the port between the check and the server's bind.
-        for _ in 0..5 {
-            let (port, monitor) = (free_port(), free_port());
-            let log = File::create(dir.path().join("server.log")).unwrap();
-            let mut child = Command::new(nats_binary())
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-m", &monitor.to_string(), "-sd"])
-                .arg(dir.path().join("store"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let t = Instant::now();
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break; // most likely the port: try another
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return NatsServer {
-                        port,
-                        monitor,
-                        _dir: dir,
-                        child,
-                    };
-                }
-                if t.elapsed() > Duration::from_secs(30) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-        panic!("nats-server did not start:\n{log}");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The backend, once JetStream answers (it may still be starting).
-    async fn connect(&self) -> NatsBackend {
-        let t = Instant::now();
-        loop {
-            match NatsBackend::connect(&self.url(), NatsOptions::default()).await {
-                Ok(backend) => return backend,
-                Err(e) if t.elapsed() > Duration::from_secs(30) => {
-                    panic!("cannot connect to {}: {e}", self.url())
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    /// The server's `/varz` counters: messages in and out, JetStream API requests.
-    fn varz(&self) -> Varz {
-        use std::io::{Read as _, Write as _};
-        let mut http = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).unwrap();
-        http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        http.read_to_string(&mut response).unwrap();
-        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        Varz {
-            in_msgs: v["in_msgs"].as_u64().unwrap_or(0),
-            out_msgs: v["out_msgs"].as_u64().unwrap_or(0),
-            api: v["jetstream"]["stats"]["api"]["total"]
-                .as_u64()
-                .unwrap_or(0),
-        }
-    }
-
-    /// A plain JetStream context, for stream info and the events scan.
-    async fn jetstream(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap())
+/// The server's `/varz` counters: messages in and out, JetStream API requests.
+fn varz(server: &NatsServer) -> Varz {
+    use std::io::{Read as _, Write as _};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", server.monitor_port())).unwrap();
+    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    Varz {
+        in_msgs: v["in_msgs"].as_u64().unwrap_or(0),
+        out_msgs: v["out_msgs"].as_u64().unwrap_or(0),
+        api: v["jetstream"]["stats"]["api"]["total"]
+            .as_u64()
+            .unwrap_or(0),
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A plain JetStream context, for stream info and the events scan.
+async fn jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -700,15 +619,4 @@ async fn stored(js: &async_nats::jetstream::Context, backend: &NatsBackend) -> V
         out.push((stream, last));
     }
     out
-}
-
-/// A port nothing listens on, below Linux's ephemeral range (32768-60999).
-fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000");
 }

@@ -2,8 +2,6 @@
 //! the `spool` binary on a temporary directory ([`Setup`]); a throwaway NATS server
 //! ([`NatsServer`]).
 
-mod nats_server;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +13,7 @@ use serde_json::Value;
 use spool::queue::{Backend, EventFilter, EventKind};
 use spool::{JobInput, Limits, Plugin, Sandbox, SandboxConfig};
 
-pub use self::nats_server::NatsServer;
+pub use xtask::nats_server::NatsServer;
 
 /// The sandbox every test shares, as a worker process would.
 pub fn sandbox() -> &'static Sandbox {

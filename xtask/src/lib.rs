@@ -5,6 +5,8 @@
 //! rather than from a `build.rs`, so the host build never runs cargo inside cargo (which would
 //! fight over the target directory's lock) and `cargo build` of the host stays fast.
 
+pub mod nats_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

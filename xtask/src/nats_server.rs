@@ -1,4 +1,4 @@
-//! A throwaway `nats-server` with JetStream for the NATS backend's tests.
+//! A throwaway `nats-server` with JetStream for the NATS backend's tests and benchmarks.
 //!
 //! Each [`NatsServer`] is its own process on its own port with its own store directory, so a
 //! test can SIGKILL it and start it again on the same port and store, as a crash and a restart
@@ -19,6 +19,9 @@
 //! one sync per write. 2.9.10 refuses the key (`unknown field "sync_interval"`), so the fixture
 //! asks the installed server once (`nats-server -c <config> -t`) and sets `sync_interval: always`
 //! only where it is accepted; on 2.9 the two-minute sync above applies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// A fixture for tests and benchmarks: a panic naming what went wrong is how it reports.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,6 +46,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 pub struct NatsServer {
     port: u16,
+    /// The HTTP monitoring port (`/varz`, `/jsz`), the same across restarts.
+    monitor: u16,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -54,11 +59,12 @@ impl NatsServer {
         let mut failure = String::new();
         // Another process may take the port between the check and the server's bind.
         for _ in 0..5 {
-            let port = free_port();
-            match launch(port, dir.path()) {
+            let (port, monitor) = (free_port(), free_port());
+            match launch(port, monitor, dir.path()) {
                 Ok(child) => {
                     return NatsServer {
                         port,
+                        monitor,
                         dir,
                         child: Some(child),
                     };
@@ -80,6 +86,16 @@ impl NatsServer {
         self.port
     }
 
+    /// The HTTP monitoring port, the same across restarts.
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The JetStream store directory, the same across restarts.
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
@@ -98,7 +114,7 @@ impl NatsServer {
     /// runs), and wait until JetStream answers, its streams recovered from the store.
     pub fn restart(&mut self) {
         self.kill();
-        let child = launch(self.port, self.dir.path())
+        let child = launch(self.port, self.monitor, self.dir.path())
             .unwrap_or_else(|log| panic!("nats-server did not restart: {log}"));
         self.child = Some(child);
     }
@@ -121,16 +137,16 @@ impl Drop for NatsServer {
 
 /// Spawn a server on `port` with its store and log in `dir`, and wait until JetStream answers.
 /// On failure the process is gone and the error is what it logged this time.
-fn launch(port: u16, dir: &Path) -> Result<Child, String> {
+fn launch(port: u16, monitor: u16, dir: &Path) -> Result<Child, String> {
     let config = dir.join("nats.conf");
-    std::fs::write(&config, config_text(port, &dir.join("store"))).unwrap();
+    std::fs::write(&config, config_text(port, monitor, &dir.join("store"))).unwrap();
     let log_path = dir.join("server.log");
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .unwrap();
-    writeln!(log, "--- spool tests: starting on port {port}").unwrap();
+    writeln!(log, "--- spool: starting on port {port}").unwrap();
     let logged_before = log.metadata().unwrap().len();
     let logged = || {
         let all = std::fs::read(&log_path).unwrap_or_default();
@@ -165,16 +181,16 @@ fn launch(port: u16, dir: &Path) -> Result<Child, String> {
     }
 }
 
-/// The server's configuration: the equivalent of `-js -a 127.0.0.1 -p PORT -sd STORE`, with
-/// `sync_interval: always` where the server accepts it (see the module docs).
-fn config_text(port: u16, store: &Path) -> String {
+/// The server's configuration: the equivalent of `-js -a 127.0.0.1 -p PORT -m MONITOR -sd
+/// STORE`, with `sync_interval: always` where the server accepts it (see the module docs).
+fn config_text(port: u16, monitor: u16, store: &Path) -> String {
     let sync = if accepts_sync_always() {
         "    sync_interval: always\n"
     } else {
         ""
     };
     format!(
-        "listen: \"127.0.0.1:{port}\"\njetstream {{\n    store_dir: {:?}\n{sync}}}\n",
+        "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\njetstream {{\n    store_dir: {:?}\n{sync}}}\n",
         store.display().to_string()
     )
 }
@@ -202,7 +218,7 @@ fn accepts_sync_always() -> bool {
 }
 
 /// `nats-server` on `PATH`, or the Debian package's `/usr/sbin/nats-server`.
-fn binary() -> &'static Path {
+pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         std::env::var_os("PATH")
@@ -211,7 +227,7 @@ fn binary() -> &'static Path {
             .map(|dir| dir.join("nats-server"))
             .chain([PathBuf::from("/usr/sbin/nats-server")])
             .find(|path| path.is_file())
-            .expect("the NATS tests need nats-server on PATH or at /usr/sbin/nats-server")
+            .expect("nats-server is needed on PATH or at /usr/sbin/nats-server")
     })
 }
 
