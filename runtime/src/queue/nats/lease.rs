@@ -272,12 +272,10 @@ async fn take(
         }
         return Ok(None);
     };
-    let held = r.lease.clone().unwrap_or_else(|| Held {
-        worker: worker.to_owned(),
-        since: now,
-        expires_at: now + ms(lease),
-        reply,
-    });
+    // The claim just wrote the lease.
+    let Some(held) = r.lease.clone() else {
+        return Err(store("claiming", "a claimed record has no lease"));
+    };
     let claimed = Claimed {
         lease: Lease {
             job_id: id.clone(),
