@@ -186,9 +186,21 @@ impl SqliteBackend {
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
         let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
         let mut writer = connect(path, &options).map_err(|e| fail(e.into()))?;
-        let mode: String = writer
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(|e| fail(e.into()))?;
+        // Switching a new file to WAL takes an exclusive lock, and SQLite answers BUSY at once
+        // (without its busy handler) while another process opens the same new file: retry
+        // for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let mode: String = loop {
+            match writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.map_err(|e| fail(e.into()))?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(QueueError::Store(format!(
                 "sqlite open {}: cannot use WAL mode (journal mode is {mode})",
