@@ -282,6 +282,79 @@ async fn two_prefixes_on_one_server_are_two_independent_installations() {
     );
 }
 
+/// The number of lease tables stored on the server (one per connection holding leases).
+async fn lease_tables(url: &str, backend: &NatsBackend) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(backend.names().leases_stream())
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connections_sweeper_returns_a_stopped_connections_leases_through_its_table() {
+    let (holder, server) = fresh().await;
+    let sweeper = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .unwrap();
+    holder.enqueue(jobs("q", "{}", 3)).await.unwrap();
+    let wanted = [QueueClaim {
+        queue: "q".into(),
+        limit: 10,
+    }];
+    let claimed = holder
+        .claim("w1", &wanted, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(lease_tables(&server.url(), &holder).await, 1);
+    assert!(
+        sweeper.expire_leases(5).await.unwrap().is_empty(),
+        "not yet"
+    );
+    assert_eq!(
+        lease_tables(&server.url(), &holder).await,
+        1,
+        "a table with live leases stays"
+    );
+
+    // The holder goes quiet (as if stopped): the other connection's sweeper finds its leases
+    // in its table, returns the jobs, and purges the spent table.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut returned = sweeper.expire_leases(5).await.unwrap();
+    returned.sort();
+    let mut ids: Vec<_> = claimed.iter().map(|c| c.lease.job_id.clone()).collect();
+    ids.sort();
+    assert_eq!(returned, ids);
+    assert_eq!(lease_tables(&server.url(), &holder).await, 0);
+    for id in &ids {
+        assert_eq!(
+            crate::conformance::state(&sweeper, id).await,
+            JobState::Ready
+        );
+    }
+    assert!(sweeper.expire_leases(5).await.unwrap().is_empty());
+
+    // The late settle of the stopped holder is refused; a new claim publishes a new table.
+    assert_eq!(
+        holder
+            .settle(vec![crate::conformance::succeeded(&claimed[0], b"late")])
+            .await
+            .unwrap(),
+        [crate::conformance::lost(&claimed[0].lease)]
+    );
+    assert_eq!(
+        sweeper
+            .claim("w2", &wanted, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(lease_tables(&server.url(), &holder).await, 1);
+}
+
 #[test]
 fn a_job_published_by_a_plain_nats_client_runs_and_spool_job_shows_it() {
     let server = NatsServer::start();

@@ -118,7 +118,7 @@ async fn detail<B: Backend>(b: &B, id: &JobId) -> JobDetail {
     b.job(id).await.unwrap().expect("job exists")
 }
 
-async fn state<B: Backend>(b: &B, id: &JobId) -> JobState {
+pub(crate) async fn state<B: Backend>(b: &B, id: &JobId) -> JobState {
     detail(b, id).await.summary.state
 }
 
@@ -150,7 +150,7 @@ fn record(
     }
 }
 
-fn succeeded(claimed: &Claimed, output: &[u8]) -> Settle {
+pub(crate) fn succeeded(claimed: &Claimed, output: &[u8]) -> Settle {
     Settle {
         lease: claimed.lease.clone(),
         next: Next::Succeeded {
@@ -201,7 +201,7 @@ async fn kill<B: Backend>(b: &B, queue: &str, phase: Phase, error: &str) -> JobI
     id
 }
 
-fn lost(lease: &Lease) -> Result<(), LeaseLost> {
+pub(crate) fn lost(lease: &Lease) -> Result<(), LeaseLost> {
     Err(LeaseLost {
         job_id: lease.job_id.clone(),
         token: lease.token,

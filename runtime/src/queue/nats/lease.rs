@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use super::names::{Band, check_queue, seq_of};
 use super::record::{self, Held, Record, WAKE};
 use super::setup::store;
-use super::store::{Answer, Inner};
+use super::store::{Answer, Inner, TableEntry};
 use crate::queue::{
     AttemptRecord, Claimed, EventKind, JobId, JobState, Lease, NewEvent, Phase, QueueClaim,
     QueueError, Timestamp, now,
@@ -24,13 +24,6 @@ fn ms(d: Duration) -> i64 {
 
 fn until(at: Timestamp, now: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
-}
-
-/// The lease index entry of a claim: what the sweeper reads.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Entry {
-    token: i64,
-    expires_at: Timestamp,
 }
 
 pub async fn claim(
@@ -87,7 +80,10 @@ pub async fn claim(
             }
         }
     }
-    publish_leases(inner, claimed.iter().map(|c| &c.lease)).await?;
+    if !claimed.is_empty() {
+        inner.table_hold(claimed.iter().map(|c| &c.lease));
+        inner.publish_table().await?;
+    }
     inner.publish_events(events).await?;
     Ok(claimed)
 }
@@ -115,43 +111,6 @@ pub async fn wait(inner: &Inner, queues: &[String], timeout: Duration) {
     }
     let mut any = futures::stream::select_all(subscriptions);
     let _ = tokio::time::timeout(timeout, any.next()).await;
-}
-
-/// Publish the lease index entries of these leases, pipelined.
-async fn publish_leases<'a>(
-    inner: &Inner,
-    leases: impl Iterator<Item = &'a Lease>,
-) -> Result<(), QueueError> {
-    let mut acks = Vec::new();
-    for lease in leases {
-        let entry = Entry {
-            token: lease.token,
-            expires_at: lease.expires_at,
-        };
-        let body = serde_json::to_vec(&entry).unwrap_or_default();
-        let ack = inner
-            .js
-            .publish(
-                inner.names.lease_subject(&lease.job_id, lease.token),
-                body.into(),
-            )
-            .await
-            .map_err(|e| store("indexing a lease", e))?;
-        acks.push(ack);
-    }
-    for ack in acks {
-        ack.await.map_err(|e| store("indexing a lease", e))?;
-    }
-    Ok(())
-}
-
-/// Remove a lease's index entry. Done before the job's message is answered, so a later
-/// claim's entry can never be the one removed.
-pub async fn unindex(inner: &Inner, id: &JobId, token: i64) -> Result<(), QueueError> {
-    inner
-        .purge(&inner.s.leases, inner.names.lease_subject(id, token))
-        .await
-        .map(drop)
 }
 
 /// What became of one fetched message.
@@ -364,6 +323,10 @@ pub async fn renew(
             })
             .await?;
         match renewed {
+            None => {
+                inner.table_drop(&l.job_id, l.token);
+                Ok::<_, QueueError>(None)
+            }
             Some((reply, r, revision)) => {
                 inner.hold(&l.job_id, Some((r, revision)));
                 inner.answer(&reply, Answer::Progress).await?;
@@ -372,7 +335,6 @@ pub async fn renew(
                     ..l.clone()
                 }))
             }
-            None => Ok::<_, QueueError>(None),
         }
     });
     let results = futures::future::join_all(renewals).await;
@@ -383,7 +345,8 @@ pub async fn renew(
         kept.push(r.is_some());
         renewed.extend(r);
     }
-    publish_leases(inner, renewed.iter()).await?;
+    inner.table_hold(renewed.iter());
+    inner.publish_table().await?;
     Ok(kept)
 }
 
@@ -405,7 +368,7 @@ pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError>
         let Some((held, r, _)) = released else {
             return Ok::<_, QueueError>(None);
         };
-        unindex(inner, &l.job_id, l.token).await?;
+        inner.table_drop(&l.job_id, l.token);
         inner
             .answer(&held.reply, Answer::Nak(Duration::ZERO))
             .await?;
@@ -429,26 +392,27 @@ pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError>
 
 pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError> {
     let now = now();
-    let all = inner.names.leases_all();
-    let prefix = all.trim_end_matches('>');
-    let entries = inner
+    let tables = inner
         .scan(&inner.s.leases, inner.names.leases_all(), None, None)
         .await?;
-    let mut lapsed = Vec::new();
-    for m in entries {
-        let Ok(entry) = serde_json::from_slice::<Entry>(&m.payload) else {
-            continue;
-        };
-        if entry.expires_at > now {
-            continue;
+    let mut lapsed = std::collections::BTreeSet::new();
+    // Tables with no live entry: a stopped connection's, or an idle one's. Purged once read
+    // (only up to the version read: a newer one stays).
+    let mut spent = Vec::new();
+    for m in tables {
+        // A table that does not parse (another version's) holds nothing this sweeper can use.
+        let entries: Vec<TableEntry> = serde_json::from_slice(&m.payload).unwrap_or_default();
+        if entries.iter().all(|e| e.expires_at <= now) {
+            spent.push((m.subject, m.seq));
         }
-        let Some((id, _)) = m.subject.trim_start_matches(prefix).split_once('.') else {
-            continue;
-        };
-        lapsed.push((JobId(id.to_owned()), entry.token));
+        lapsed.extend(
+            entries
+                .into_iter()
+                .filter(|e| e.expires_at <= now)
+                .map(|e| (e.job, e.token)),
+        );
     }
     let expiries = lapsed.into_iter().map(|(id, token)| async move {
-        let mut outcome = None;
         let expired = inner
             .update(&id, None, |r| {
                 let held = r.leased_with(token)?.clone();
@@ -481,24 +445,15 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
                     digest: None,
                     logs: Vec::new(),
                 });
-                outcome = Some(dead);
                 Some((held, attempt, error, dead))
             })
             .await?;
         let Some(((held, attempt, error, dead), r, _)) = expired else {
-            // Settled, released or renewed meanwhile, or a stale entry: it only needs to go.
-            if outcome.is_none() {
-                let current = inner.get(&id).await?;
-                let live = current
-                    .is_some_and(|(r, _)| r.leased_with(token).is_some_and(|h| h.expires_at > now));
-                if !live {
-                    unindex(inner, &id, token).await?;
-                }
-            }
+            // Settled, released or renewed since the table was published.
             return Ok::<_, QueueError>(None);
         };
         inner.hold(&id, None);
-        unindex(inner, &id, token).await?;
+        inner.table_drop(&id, token);
         let fill = |kind| {
             r.event(
                 &id,
@@ -533,6 +488,9 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
         }
     }
     inner.publish_events(events).await?;
+    for (subject, seq) in spent {
+        inner.purge_through(&inner.s.leases, subject, seq).await?;
+    }
     Ok(returned)
 }
 
@@ -566,7 +524,7 @@ pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
     inner.hold(id, None);
     let worker = running.as_ref().map(|(held, _)| held.worker.clone());
     if let Some((held, token)) = running {
-        unindex(inner, id, token).await?;
+        inner.table_drop(id, token);
         inner.answer(&held.reply, Answer::Term).await?;
     } else {
         super::admin::drop_message(inner, id).await;

@@ -15,7 +15,7 @@
 //! | idempotency keys | KV bucket `spool-keys` | key = `<queue>.<base64url(key)>` |
 //! | events | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>.<job id>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
-//! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<job id>.<token>` |
+//! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
 //! stream sequence. Each queue has three durable pull consumers, one per priority band
@@ -31,8 +31,9 @@
 //! ack subject: a settle acks the message (success), naks it with the backoff as its delay
 //! (retry, delay: the server delivers it again when due, no polling), or terms it (dead). Any
 //! process can answer a message through its ack subject, so the sweeper of another worker can
-//! return a dead worker's job. Answers are sent as requests and wait for the server's
-//! confirmation, so a job naked for now is claimable by the next fetch.
+//! return a dead worker's job. Naks are sent as requests and wait for the server's
+//! confirmation, so a job naked for now is claimable by the next fetch; acks and terms are
+//! sent without waiting (the record, written first, already says the job is finished).
 //!
 //! **Fencing.** Every write to a job's record is a compare-and-set on its revision
 //! (`Nats-Expected-Last-Subject-Sequence`), retried from a fresh read when another writer got
@@ -43,12 +44,16 @@
 //! A worker seeing a message whose record is finished acks it away; one whose record is
 //! running under a live lease naks it until the lease ends.
 //!
-//! **The sweeper.** Each claim publishes `{token, expires_at}` on its lease subject (renewals
-//! republish it; the subject keeps one message); a settle, release or expiry purges the
-//! subject *before* answering the message, so the entry of a later claim is never the one
-//! removed. [`Backend::expire_leases`] reads the stream (as many messages as there are running
-//! jobs), and returns each lapsed job through its record and its message. When no sweeper
-//! runs, the ack wait still brings the message back to a claimer.
+//! **The sweeper.** Each connection keeps a lease table: the `{job, token, expires_at}` of
+//! every lease it holds, published as one message on its own subject after each claim and
+//! renewal (the stream keeps the newest per subject). Settles, releases and expiries drop
+//! their entry from the table in memory; the next publish carries that. [`Backend::expire_leases`] reads every
+//! table (one message per connection, not per job), checks each lapsed entry against the job's
+//! record (the record, not the table, says whether the lease is still that claim's and
+//! still lapsed) and returns each lapsed job through its record and its message. A table
+//! with no live entry (a stopped or idle connection's) is purged up to the version read,
+//! so a newer one published meanwhile stays. When no sweeper runs, the ack wait still brings
+//! the message back to a claimer.
 //!
 //! **Idempotency keys.** An enqueue reads the key's entry: held by an unfinished job, the new
 //! job is its duplicate. Otherwise the job is published with `Nats-Msg-Id:
@@ -70,7 +75,7 @@
 //! (2.12+) and no per-message TTL or scheduled delivery (2.11+/2.12+), so: a job's message
 //! and its record are two writes (a worker that meets a message without a record builds the
 //! record from the message, so a crash between them loses nothing); a scheduled job waits as a
-//! delayed nak; and the lease index is a stream purged per settle. A consumer filtered on
+//! delayed nak; and the lease index is a table per connection that the sweeper reads whole. A consumer filtered on
 //! several subjects (2.10+) would let one consumer per queue serve every band.
 //!
 //! **Priorities.** Bands order claims across a backlog of any depth (high before normal

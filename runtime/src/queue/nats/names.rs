@@ -70,7 +70,7 @@ impl Names {
         format!("{}_DLQ", self.prefix.to_uppercase())
     }
 
-    /// The stream indexing running leases.
+    /// The stream of the connections' lease tables (the running leases, for the sweeper).
     pub fn leases_stream(&self) -> String {
         format!("{}_LEASES", self.prefix.to_uppercase())
     }
@@ -143,14 +143,9 @@ impl Names {
         format!("{}.leases.>", self.prefix)
     }
 
-    /// The subject of one lease (one claim of one job).
-    pub fn lease_subject(&self, job: &JobId, token: i64) -> String {
-        format!("{}.leases.{job}.{token}", self.prefix)
-    }
-
-    /// Every lease of a job.
-    pub fn job_leases(&self, job: &JobId) -> String {
-        format!("{}.leases.{job}.*", self.prefix)
+    /// The subject of one connection's lease table (`process` names the connection).
+    pub fn lease_table(&self, process: &str) -> String {
+        format!("{}.leases.{process}", self.prefix)
     }
 
     /// The KV subject of a job's record (for purging it outright).

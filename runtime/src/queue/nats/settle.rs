@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::lease::unindex;
 use super::record::Record;
 use super::setup::store;
 use super::store::{Answer, Inner};
@@ -85,7 +84,7 @@ async fn settle_one(
             token: lease.token,
         }));
     };
-    unindex(inner, &id, lease.token).await?;
+    inner.table_drop(&id, lease.token);
     let answer = match &next {
         Next::Succeeded { .. } => Answer::Ack,
         Next::Retry { run_at } | Next::Delay { run_at } => Answer::Nak(Duration::from_millis(

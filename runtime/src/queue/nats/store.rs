@@ -32,6 +32,23 @@ pub struct Inner {
     /// renew from this process writes without reading first, and reads only when the
     /// revision moved (a cancel, an expiry).
     held: Mutex<HashMap<JobId, (Record, u64)>>,
+    /// The leases this connection holds, as published in its lease table.
+    table: Mutex<HashMap<JobId, TableEntry>>,
+    /// The subject of this connection's lease table.
+    table_subject: String,
+    /// Serializes table publishes, so the newest snapshot is the last one stored.
+    table_publish: tokio::sync::Mutex<()>,
+}
+
+/// One lease in a lease table: what the sweeper needs to find a lapsed lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableEntry {
+    /// The job.
+    pub job: JobId,
+    /// The claim's fencing token.
+    pub token: i64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: crate::queue::Timestamp,
 }
 
 /// What a message answer tells the server.
@@ -69,11 +86,14 @@ impl Inner {
         Inner {
             client,
             js,
-            names,
             options,
             s,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            table: Mutex::new(HashMap::new()),
+            table_subject: names.lease_table(&format!("{:016x}", fastrand::u64(..))),
+            table_publish: tokio::sync::Mutex::new(()),
+            names,
         }
     }
 
@@ -126,6 +146,47 @@ impl Inner {
                 held.remove(id);
             }
         }
+    }
+
+    /// Note leases this connection now holds (claimed or renewed) in its lease table.
+    pub fn table_hold<'a>(&self, leases: impl IntoIterator<Item = &'a crate::queue::Lease>) {
+        let mut table = lock(&self.table);
+        for l in leases {
+            table.insert(
+                l.job_id.clone(),
+                TableEntry {
+                    job: l.job_id.clone(),
+                    token: l.token,
+                    expires_at: l.expires_at,
+                },
+            );
+        }
+    }
+
+    /// Drop a lease from this connection's lease table (settled, released, expired,
+    /// cancelled). Only the entry of that claim goes: a later claim's entry stays.
+    pub fn table_drop(&self, id: &JobId, token: i64) {
+        let mut table = lock(&self.table);
+        if table.get(id).is_some_and(|e| e.token == token) {
+            table.remove(id);
+        }
+    }
+
+    /// Publish this connection's lease table: one message replacing the previous one (the
+    /// stream keeps one per subject). Snapshots are published in the order they are taken.
+    pub async fn publish_table(&self) -> Result<(), QueueError> {
+        let ack = {
+            let _order = self.table_publish.lock().await;
+            let entries: Vec<TableEntry> = lock(&self.table).values().cloned().collect();
+            let body = serde_json::to_vec(&entries).unwrap_or_default();
+            self.js
+                .publish(self.table_subject.clone(), body.into())
+                .await
+                .map_err(|e| store("publishing the lease table", e))?
+        };
+        ack.await
+            .map_err(|e| store("publishing the lease table", e))
+            .map(drop)
     }
 
     /// Write `record` if the stored revision is still `revision` (0: if there is none).
@@ -211,9 +272,12 @@ impl Inner {
         Ok(out)
     }
 
-    /// Answer a held message through its ack subject, and wait for the server to confirm,
-    /// so that what follows sees the answer applied. A message the server no longer holds
-    /// (already answered, or its stream message gone) confirms nothing: that is not an error.
+    /// Answer a held message through its ack subject. A nak waits for the server to confirm,
+    /// so that the next fetch can deliver the message again; an ack, a term and a progress
+    /// are sent without waiting (the record, written first, already says the job is finished
+    /// or running, so nothing depends on when the server applies them). A message the server
+    /// no longer holds (already answered, or its stream message gone) confirms nothing: that
+    /// is not an error.
     pub async fn answer(&self, reply: &str, answer: Answer) -> Result<(), QueueError> {
         let body: Bytes = match answer {
             Answer::Ack => "+ACK".into(),
@@ -222,12 +286,12 @@ impl Inner {
             Answer::Nak(d) if d.is_zero() => "-NAK".into(),
             Answer::Nak(d) => format!("-NAK {{\"delay\": {}}}", d.as_nanos()).into(),
         };
-        if answer == Answer::Progress {
+        if matches!(answer, Answer::Ack | Answer::Term | Answer::Progress) {
             return self
                 .client
                 .publish(reply.to_owned(), body)
                 .await
-                .map_err(|e| store("renewing a message", e));
+                .map_err(|e| store("answering a message", e));
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(reply.to_owned(), body))
             .await
@@ -313,6 +377,23 @@ impl Inner {
         stream
             .purge()
             .filter(subject)
+            .await
+            .map(|r| r.purged)
+            .map_err(|e| store("purging", e))
+    }
+
+    /// Remove the messages of `stream` on `subject` up to and including sequence `seq`:
+    /// a later message on the subject stays.
+    pub async fn purge_through(
+        &self,
+        stream: &stream::Stream,
+        subject: String,
+        seq: u64,
+    ) -> Result<u64, QueueError> {
+        stream
+            .purge()
+            .filter(subject)
+            .sequence(seq + 1)
             .await
             .map(|r| r.purged)
             .map_err(|e| store("purging", e))
