@@ -8,8 +8,9 @@ use crate::wit::spool::job::types as wit;
 /// Why an attempt did not succeed, and what the host should do next.
 ///
 /// Each variant maps onto a case of the WIT `job-error`. Build one with [`JobError::retry`],
-/// [`JobError::retry_after`], [`JobError::fail`] or [`JobError::delay`]; the constructors take any
-/// [`Display`](fmt::Display) value, so `.map_err(JobError::fail)?` works on any error.
+/// [`JobError::retry_after`], [`JobError::fail`], [`JobError::delay`] or
+/// [`JobError::wait_for_children`]; the constructors take any [`Display`](fmt::Display) value,
+/// so `.map_err(JobError::fail)?` works on any error.
 ///
 /// The `?` operator converts any [`std::error::Error`] into a retryable error whose message is
 /// the error followed by its sources, because an unexpected error is usually transient. (That
@@ -42,6 +43,9 @@ pub enum JobError {
         /// What is wrong with the payload, naming the field.
         message: String,
     },
+    /// Park the job until every child it [enqueued](crate::enqueue) is finished, then run it again
+    /// (without spending an attempt) with their outcomes in [`Job::children`](crate::Job::children).
+    WaitForChildren,
 }
 
 impl JobError {
@@ -79,6 +83,16 @@ impl JobError {
     pub fn delay(after: Duration) -> Self {
         Self::Delay { after }
     }
+
+    /// Wait until every child this job enqueued is finished, then run again without spending an
+    /// attempt; the next run sees the children's outcomes in
+    /// [`Job::children`](crate::Job::children).
+    ///
+    /// A child that dies makes the parent fail for good at once, unless it was enqueued with
+    /// [`OnChildFailure::Report`](crate::OnChildFailure::Report).
+    pub fn wait_for_children() -> Self {
+        Self::WaitForChildren
+    }
 }
 
 impl fmt::Display for JobError {
@@ -97,6 +111,7 @@ impl fmt::Display for JobError {
             Self::Fail { message } => write!(f, "failed: {message}"),
             Self::Delay { after } => write!(f, "delayed by {} ms", millis(*after)),
             Self::InvalidPayload { message } => write!(f, "invalid payload: {message}"),
+            Self::WaitForChildren => f.write_str("waiting for children"),
         }
     }
 }
@@ -127,13 +142,14 @@ impl From<JobError> for wit::JobError {
             JobError::Fail { message } => wit::JobError::Fail(message),
             JobError::Delay { after } => wit::JobError::Delay(millis(after)),
             JobError::InvalidPayload { message } => wit::JobError::InvalidPayload(message),
+            JobError::WaitForChildren => wit::JobError::WaitForChildren,
         }
     }
 }
 
 /// Whole milliseconds, rounded up so that "at least this long" stays true, saturating at
 /// `u64::MAX`.
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
@@ -162,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn fail_and_delay_map_to_their_wit_cases() {
+    fn fail_delay_and_wait_map_to_their_wit_cases() {
         assert!(matches!(
             wit::JobError::from(JobError::fail("invalid recipient")),
             wit::JobError::Fail(message) if message == "invalid recipient"
@@ -170,6 +186,10 @@ mod tests {
         assert!(matches!(
             wit::JobError::from(JobError::delay(Duration::from_secs(5))),
             wit::JobError::Delay(5_000)
+        ));
+        assert!(matches!(
+            wit::JobError::from(JobError::wait_for_children()),
+            wit::JobError::WaitForChildren
         ));
     }
 
@@ -223,6 +243,10 @@ mod tests {
         assert_eq!(
             JobError::delay(Duration::from_millis(30)).to_string(),
             "delayed by 30 ms"
+        );
+        assert_eq!(
+            JobError::wait_for_children().to_string(),
+            "waiting for children"
         );
     }
 }

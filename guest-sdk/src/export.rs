@@ -137,6 +137,9 @@ mod tests {
             checkpoint: None,
             tenant: None,
             metadata: Vec::new(),
+            parent: None,
+            steps: Vec::new(),
+            children: Vec::new(),
         }
     }
 

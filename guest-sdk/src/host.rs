@@ -1,7 +1,9 @@
-//! What the host gives a running attempt: a structured log, checkpoints and progress.
+//! What the host gives a running attempt: a structured log, checkpoints, step results and
+//! progress.
 //!
-//! Each function wraps one import of the WIT `host` interface. Outside wasm32 (native unit
-//! tests) there is no host: logs go to stderr, checkpoints and progress are dropped.
+//! Each function wraps one import of the WIT `host` interface (`enqueue` has its own module).
+//! Outside wasm32 (native unit tests) there is no host: logs go to stderr, checkpoints, step
+//! results and progress are dropped.
 
 use std::fmt;
 
@@ -98,6 +100,14 @@ pub fn checkpoint_bytes(state: &[u8]) {
     host::checkpoint(state);
     #[cfg(not(target_arch = "wasm32"))]
     let _ = state;
+}
+
+/// Store `output` as the result of step `name`, for [`Job::step`](crate::Job::step).
+pub(crate) fn step_done(name: &str, output: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    host::step_done(name, output);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (name, output);
 }
 
 /// Report how far the attempt has got: `percent` from 0 to 100 (larger values are clamped by

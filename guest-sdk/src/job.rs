@@ -1,10 +1,16 @@
 //! [`Job`]: the attempt a handler is running, as plain Rust.
+//!
+//! Besides what the producer enqueued, a job carries what earlier attempts left behind: the
+//! last checkpoint, the completed [`Step`]s that [`Job::step`] replays, and the [`Child`] jobs it
+//! enqueued with their outcomes.
+
+use std::cell::RefCell;
 
 use serde::de::DeserializeOwned;
 
-use crate::JobError;
 use crate::payload::decode_json;
 use crate::wit::spool::job::types as wit;
+use crate::{Child, JobError, Step};
 
 /// One attempt of one job, as handed to the handler.
 ///
@@ -20,10 +26,18 @@ pub struct Job {
     checkpoint: Option<Vec<u8>>,
     tenant: Option<String>,
     metadata: Vec<(String, String)>,
+    parent: Option<String>,
+    /// What earlier attempts completed, as the host handed it over.
+    steps: Vec<Step>,
+    /// What this attempt completed. A `RefCell` because handlers only get `&Job`; it is never
+    /// borrowed while a step's closure runs, so nested steps are fine.
+    steps_this_attempt: RefCell<Vec<Step>>,
+    children: Vec<Child>,
 }
 
 impl Job {
-    /// A job on its first and only attempt, with no checkpoint, tenant or metadata.
+    /// A job on its first and only attempt, with no checkpoint, tenant, metadata, parent, steps
+    /// or children.
     pub fn new(
         id: impl Into<String>,
         queue: impl Into<String>,
@@ -38,6 +52,10 @@ impl Job {
             checkpoint: None,
             tenant: None,
             metadata: Vec::new(),
+            parent: None,
+            steps: Vec::new(),
+            steps_this_attempt: RefCell::default(),
+            children: Vec::new(),
         }
     }
 
@@ -67,6 +85,28 @@ impl Job {
     #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// This job enqueued by the job `parent`.
+    #[must_use]
+    pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
+        self.parent = Some(parent.into());
+        self
+    }
+
+    /// This job with step `name` completed by an earlier attempt, its result stored as `output`
+    /// (JSON, for [`Job::step`] to decode).
+    #[must_use]
+    pub fn with_step(mut self, name: impl Into<String>, output: impl Into<Vec<u8>>) -> Self {
+        self.steps.push(Step::new(name.into(), output.into()));
+        self
+    }
+
+    /// This job woken with one more child enqueued by an earlier attempt.
+    #[must_use]
+    pub fn with_child(mut self, child: Child) -> Self {
+        self.children.push(child);
         self
     }
 
@@ -132,6 +172,39 @@ impl Job {
             .as_deref()
             .map(|bytes| decode_json(bytes, "bad checkpoint"))
     }
+
+    /// The job that enqueued this one with [`enqueue`](crate::enqueue), if any.
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+
+    /// The steps earlier attempts completed, in the order they completed.
+    ///
+    /// Steps completed during this attempt are not listed, but [`Job::step`] skips them too.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The children earlier attempts of this job [enqueued](crate::enqueue), with their outcomes
+    /// so far. After [`JobError::wait_for_children`] every one of them is finished.
+    pub fn children(&self) -> &[Child] {
+        &self.children
+    }
+
+    /// The stored output of step `name`, from this attempt or an earlier one.
+    pub(crate) fn step_output(&self, name: &str) -> Option<Vec<u8>> {
+        let this_attempt = self.steps_this_attempt.borrow();
+        this_attempt
+            .iter()
+            .chain(&self.steps)
+            .find(|step| step.name() == name)
+            .map(|step| step.output().to_vec())
+    }
+
+    /// Remember that `step` completed during this attempt.
+    pub(crate) fn remember_step(&self, step: Step) {
+        self.steps_this_attempt.borrow_mut().push(step);
+    }
 }
 
 impl From<wit::Job> for Job {
@@ -145,6 +218,10 @@ impl From<wit::Job> for Job {
             checkpoint: job.checkpoint,
             tenant: job.tenant,
             metadata: job.metadata,
+            parent: job.parent,
+            steps: job.steps.into_iter().map(Step::from).collect(),
+            steps_this_attempt: RefCell::default(),
+            children: job.children.into_iter().map(Child::from).collect(),
         }
     }
 }
@@ -152,6 +229,7 @@ impl From<wit::Job> for Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ChildState;
 
     #[test]
     fn built_job_reports_what_it_was_given() {
@@ -168,6 +246,9 @@ mod tests {
         assert_eq!(job.metadata_value("trace"), Some("abc"));
         assert_eq!(job.metadata_value("missing"), None);
         assert_eq!(job.checkpoint_bytes(), None);
+        assert_eq!(job.parent(), None);
+        assert!(job.steps().is_empty());
+        assert!(job.children().is_empty());
     }
 
     #[test]
@@ -207,11 +288,30 @@ mod tests {
             checkpoint: Some(b"1".to_vec()),
             tenant: None,
             metadata: vec![("k".into(), "v".into())],
+            parent: Some("j1".into()),
+            steps: vec![wit::Step {
+                name: "charge".into(),
+                output: b"7".to_vec(),
+            }],
+            children: vec![wit::Child {
+                id: "c1".into(),
+                queue: "thumbs".into(),
+                state: wit::ChildState::Dead,
+                output: None,
+                error: Some("boom".into()),
+            }],
         });
         let expected = Job::new("j9", "q", "[]")
             .with_attempt(2, 5)
             .with_checkpoint("1")
-            .with_metadata("k", "v");
+            .with_metadata("k", "v")
+            .with_parent("j1")
+            .with_step("charge", "7")
+            .with_child(Child::new("c1", "thumbs", ChildState::Dead).with_error("boom"));
         assert_eq!(job, expected);
+        assert_eq!(job.parent(), Some("j1"));
+        assert_eq!(job.steps()[0].name(), "charge");
+        assert_eq!(job.steps()[0].output(), b"7");
+        assert_eq!(job.children()[0].error(), Some("boom"));
     }
 }

@@ -4,9 +4,19 @@
 //! `fn(&Job, P) -> Result<O, JobError>`, and names it in [`export!`]. The SDK decodes the job's
 //! JSON payload into `P` (a payload that does not decode fails the job for good, with the field
 //! path in the message), encodes `O` as JSON output, and turns a [`JobError`] into the WIT
-//! `job-error` that tells the host whether to retry, give up or come back later. Use [`Raw`] as
-//! `P` or `O` to skip JSON. During an attempt the handler may [`log`](fn@log) (or use [`info!`] and its
-//! siblings), save a [`checkpoint`] for the next attempt, and report [`progress`].
+//! `job-error` that tells the host whether to retry, give up, come back later or wait for child
+//! jobs. Use [`Raw`] as `P` or `O` to skip JSON. During an attempt the handler may
+//! [`log`](fn@log) (or use [`info!`] and its siblings), save a [`checkpoint`] for the next
+//! attempt, and report [`progress`].
+//!
+//! Each attempt runs in a fresh instance, so two tools carry work across attempts:
+//!
+//! - **Steps.** [`Job::step`] runs a closure once per job: its JSON result is stored by the
+//!   host, and on later attempts `step` returns the stored result instead of running the closure
+//!   again (the completed ones are in [`Job::steps`]).
+//! - **Children.** [`enqueue`] starts a child job; returning [`JobError::wait_for_children`]
+//!   parks the parent until every child is finished, and the next run finds their outcomes in
+//!   [`Job::children`]. A child sees its parent's id in [`Job::parent`].
 //!
 //! The contract behind all this is `wit/job.wit` (world `spool:job/plugin`); its raw bindings
 //! live in the hidden `wit` module and are not part of the API.
@@ -55,21 +65,30 @@
 //! # Outside WebAssembly
 //!
 //! The crate also compiles for the host target, so plugin logic can be unit-tested with plain
-//! `cargo test`: [`export!`] then only type-checks the handler, [`log`](fn@log) writes to stderr, and
-//! [`checkpoint`] and [`progress`] do nothing.
+//! `cargo test`: [`export!`] then only type-checks the handler, [`log`](fn@log) writes to
+//! stderr, [`checkpoint`] and [`progress`] do nothing, [`Job::step`] remembers results only in
+//! the [`Job`] value, and [`enqueue`] returns made-up ids (`child-1`, `child-2`, ...). Build the
+//! job a handler sees with [`Job::new`] and its `with_*` methods, such as [`Job::with_step`] to
+//! replay a step or [`Job::with_child`] to wake a parent.
 #![deny(missing_docs)]
 
+mod child;
+mod enqueue;
 mod error;
 mod export;
 mod host;
 mod job;
 mod payload;
+mod step;
 
+pub use child::{Child, ChildState};
+pub use enqueue::{EnqueueOptions, OnChildFailure, enqueue, enqueue_bytes};
 pub use error::JobError;
 pub use export::Handler;
 pub use host::{Level, checkpoint, checkpoint_bytes, log, progress};
 pub use job::Job;
 pub use payload::{Output, Payload, Raw};
+pub use step::Step;
 
 #[doc(hidden)]
 pub use export::__private;
