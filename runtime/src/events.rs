@@ -3,7 +3,8 @@
 //! committed.
 //!
 //! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled` and `lease-expired` are
-//! warnings; `started` and `succeeded` are debug; the rest info.
+//! warnings; `started`, `succeeded`, `checkpointed` and `step-completed` are debug; the rest
+//! info.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,14 @@ pub enum EventKind {
     Replayed,
     /// The job was cancelled.
     Cancelled,
+    /// A running attempt stored a checkpoint.
+    Checkpointed,
+    /// A running attempt stored a completed step's result (the message names the step).
+    StepCompleted,
+    /// The job parked until its children are finished.
+    Waiting,
+    /// The last child of a waiting job finished: the job is ready again.
+    ChildrenFinished,
     /// A worker loaded a plugin for a queue.
     PluginLoaded,
     /// A worker reloaded a queue's plugin because its file changed.
@@ -66,7 +75,10 @@ impl EventKind {
             EventKind::DeadLettered | EventKind::RetryScheduled | EventKind::LeaseExpired => {
                 tracing::Level::WARN
             }
-            EventKind::Started | EventKind::Succeeded => tracing::Level::DEBUG,
+            EventKind::Started
+            | EventKind::Succeeded
+            | EventKind::Checkpointed
+            | EventKind::StepCompleted => tracing::Level::DEBUG,
             _ => tracing::Level::INFO,
         }
     }

@@ -21,6 +21,12 @@ pub struct JobInput {
     pub tenant: Option<String>,
     /// Key/value pairs the producer attached to the job.
     pub metadata: Vec<(String, String)>,
+    /// The job that enqueued this one, if any.
+    pub parent: Option<String>,
+    /// Steps earlier attempts completed: name and stored result, in the order they completed.
+    pub steps: Vec<(String, Vec<u8>)>,
+    /// Children earlier attempts enqueued, with their outcomes so far.
+    pub children: Vec<crate::queue::ChildOutcome>,
 }
 
 impl JobInput {

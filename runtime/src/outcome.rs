@@ -42,6 +42,9 @@ pub enum Outcome {
         #[serde(with = "millis", rename = "duration_ms")]
         duration: Duration,
     },
+    /// The handler asked to wait until every child it enqueued is finished, then run again
+    /// without spending an attempt.
+    WaitForChildren,
     /// The handler could not decode the payload: permanent, and the job never really ran.
     InvalidPayload {
         /// What is wrong with the payload, in the plugin's words.
@@ -69,7 +72,7 @@ impl Outcome {
     }
 
     /// The outcome's name as printed by the CLI: `succeeded`, `retry`, `fail`, `delay`,
-    /// `invalid-payload`, `timed-out` or `trapped`.
+    /// `wait-for-children`, `invalid-payload`, `timed-out` or `trapped`.
     pub fn name(&self) -> &'static str {
         self.into()
     }
@@ -92,6 +95,7 @@ impl Outcome {
                 "delayed by {}",
                 humantime::format_duration(*duration)
             )),
+            Outcome::WaitForChildren => Some("waiting for its children".to_owned()),
             Outcome::TimedOut { elapsed } => {
                 Some(format!("timed out after {} ms", elapsed.as_millis()))
             }
@@ -237,6 +241,12 @@ pub struct AttemptReport {
     pub logs: Vec<LogLine>,
     /// Log lines (or stdout/stderr bytes) that did not fit the attempt's log limit.
     pub logs_dropped: LogsDropped,
+    /// Child jobs the attempt enqueued (`host.enqueue`), to be created with its settle.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub children: Vec<crate::queue::NewChild>,
+    /// Steps the attempt completed (`host.step-done`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub steps: Vec<String>,
     /// The last state the attempt saved with `checkpoint`, if it saved one.
     #[serde(with = "opt_lossy_bytes")]
     pub checkpoint: Option<Vec<u8>>,

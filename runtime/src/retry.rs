@@ -7,6 +7,7 @@
 //! | fail | dead at once (phase `run`) |
 //! | invalid payload | dead at once (phase `decode`) |
 //! | delay | run again after the delay without spending an attempt, or dead (phase `max-started`) once the job has started `max_started` times |
+//! | wait for children | wait until the job's children are finished, then run again without spending an attempt; bounded by `max_started` like a delay |
 
 use std::time::Duration;
 
@@ -106,6 +107,13 @@ impl RetryPolicy {
             Outcome::Trapped { .. } => retry_or_dead(Phase::Trap, None),
             Outcome::Fail { .. } => (Next::Dead, Some(Phase::Run)),
             Outcome::InvalidPayload { .. } => (Next::Dead, Some(Phase::Decode)),
+            Outcome::WaitForChildren => {
+                if started >= self.max_started {
+                    (Next::Dead, Some(Phase::MaxStarted))
+                } else {
+                    (Next::Wait, None)
+                }
+            }
             Outcome::Delay { duration } => {
                 if started >= self.max_started {
                     (Next::Dead, Some(Phase::MaxStarted))

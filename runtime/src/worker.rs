@@ -28,9 +28,10 @@ use crate::config::{QueueConfig, WorkerSettings};
 use crate::events::{EventKind, NewEvent};
 use crate::job::JobInput;
 use crate::queue::{
-    AttemptRecord, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Settle, now,
+    AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
+    Settle, Timestamp, now,
 };
-use crate::sandbox::{LoadError, Plugin, Sandbox};
+use crate::sandbox::{Journal, JournalFuture, LoadError, Plugin, Sandbox};
 
 /// Why a worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -274,23 +275,36 @@ impl<B: Backend + Clone> Worker<B> {
         let prefetch = self.settings.prefetch as usize;
         let global_cap = self.settings.concurrency as usize + prefetch * self.queues.len();
         tokio::pin!(shutdown);
+        let mut round = 0_usize;
         loop {
             // Reap finished attempt tasks so the set does not grow.
             while attempts.try_join_next().is_some() {}
             // Claim up to each queue's concurrency plus the prefetch, less what is already
             // claimed and not settled, within the worker-wide bound.
+            // The budget is shared evenly between the queues with room, starting from a
+            // different queue each round: a queue whose own cap exceeds the budget must not
+            // take it all round after round while the others starve.
             let mut budget = global_cap.saturating_sub(outstanding.load(Ordering::Relaxed));
+            let wanting: Vec<(&Arc<QueueSlot>, usize)> = self
+                .queues
+                .iter()
+                .map(|q| {
+                    let cap = q.config.concurrency as usize + prefetch;
+                    (q, cap.saturating_sub(q.outstanding.load(Ordering::Relaxed)))
+                })
+                .filter(|(_, free)| *free > 0)
+                .collect();
+            let share = budget.div_ceil(wanting.len().max(1));
+            round = round.wrapping_add(1);
             let mut claims = Vec::new();
-            for q in &self.queues {
-                let cap = q.config.concurrency as usize + prefetch;
-                let free = cap
-                    .saturating_sub(q.outstanding.load(Ordering::Relaxed))
-                    .min(budget);
-                if free > 0 {
-                    budget -= free;
+            for i in 0..wanting.len() {
+                let (q, free) = wanting[(round + i) % wanting.len()];
+                let take = free.min(share).min(budget);
+                if take > 0 {
+                    budget -= take;
                     claims.push(QueueClaim {
                         queue: q.name.clone(),
-                        limit: free,
+                        limit: take,
                     });
                 }
             }
@@ -344,6 +358,11 @@ impl<B: Backend + Clone> Worker<B> {
                         stopping: stopping.clone(),
                         worker: self.id.clone(),
                         settles: settle_tx.clone(),
+                        journal: Arc::new(AttemptJournal {
+                            backend: self.backend.clone(),
+                            lease: lease.clone(),
+                            attempt: job.attempt,
+                        }),
                     },
                     job,
                     Outstanding::new(slot.clone(), outstanding.clone()),
@@ -397,6 +416,42 @@ struct Run {
     stopping: Arc<AtomicBool>,
     worker: String,
     settles: mpsc::UnboundedSender<Settle>,
+    journal: Arc<dyn Journal>,
+}
+
+/// An attempt's durable writes, through the worker's backend under the attempt's lease.
+struct AttemptJournal<B> {
+    backend: B,
+    lease: Lease,
+    attempt: u32,
+}
+
+impl<B: Backend> Journal for AttemptJournal<B> {
+    fn save(&self, save: Save, not_after: Option<Timestamp>) -> JournalFuture<'_, ()> {
+        let save = AttemptSave {
+            lease: self.lease.clone(),
+            attempt: self.attempt,
+            not_after,
+            save,
+        };
+        Box::pin(async move {
+            match self.backend.save(save).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(lost)) => Err(lost.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn child_id(&self, index: u32) -> JournalFuture<'_, String> {
+        Box::pin(async move {
+            self.backend
+                .child_id(&self.lease, index)
+                .await
+                .map(|id| id.0)
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Wait for a slot, run one attempt and send its settle.
@@ -408,6 +463,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         stopping,
         worker,
         settles,
+        journal,
     } = run;
     // Queue permit first, then the worker-wide one: every task takes them in that order.
     let (Ok(_queue_permit), Ok(_global_permit)) = (
@@ -428,34 +484,51 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         attempt: job.attempt,
         max_attempts: policy.max_attempts,
         checkpoint: job.checkpoint,
-        tenant: job.tenant,
+        tenant: job.tenant.clone(),
         metadata: job.metadata,
+        parent: job.parent.map(|p| p.0),
+        steps: job.steps.into_iter().map(|s| (s.name, s.output)).collect(),
+        children: job.children,
     };
     let started_at = now();
     let started = Instant::now();
-    let (outcome, logs, checkpoint, digest) = match sandbox.run(&plugin, &input).await {
-        Ok(report) => (
-            report.outcome,
-            report.logs,
-            report.checkpoint,
-            Some(report.digest.as_str().to_owned()),
-        ),
-        Err(e) => (
-            crate::Outcome::Trapped {
-                kind: crate::TrapKind::Other,
-                message: format!("the host could not run the attempt: {e}"),
-            },
-            Vec::new(),
-            None,
-            Some(plugin.digest().as_str().to_owned()),
-        ),
-    };
+    let (outcome, logs, checkpoint, mut children, digest) =
+        match sandbox.run_with(&plugin, &input, Some(journal)).await {
+            Ok(report) => (
+                report.outcome,
+                report.logs,
+                report.checkpoint,
+                report.children,
+                Some(report.digest.as_str().to_owned()),
+            ),
+            Err(e) => (
+                crate::Outcome::Trapped {
+                    kind: crate::TrapKind::Other,
+                    message: format!("the host could not run the attempt: {e}"),
+                },
+                Vec::new(),
+                None,
+                Vec::new(),
+                Some(plugin.digest().as_str().to_owned()),
+            ),
+        };
     let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
     let (next, phase) = policy.decide(&outcome, job.attempt, job.started, finished_at);
+    // Children are kept only when the attempt ends well; they inherit the job's tenant.
+    if !matches!(
+        next,
+        Next::Succeeded { .. } | Next::Delay { .. } | Next::Wait
+    ) {
+        children.clear();
+    }
+    for child in &mut children {
+        child.job.tenant = child.job.tenant.take().or_else(|| job.tenant.clone());
+    }
     let settle = Settle {
         lease: job.lease,
         next,
         checkpoint,
+        children,
         attempt: AttemptRecord {
             attempt: job.attempt,
             worker,
@@ -513,7 +586,7 @@ async fn settle_loop<B: Backend>(
                 Ok(()) => match kind {
                     Next::Succeeded { .. } => stats.succeeded += 1,
                     Next::Retry { .. } => stats.retried += 1,
-                    Next::Delay { .. } => stats.delayed += 1,
+                    Next::Delay { .. } | Next::Wait => stats.delayed += 1,
                     Next::Dead => stats.dead += 1,
                 },
                 Err(lost) => {

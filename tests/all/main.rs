@@ -7,6 +7,7 @@
 
 mod cli;
 mod conformance;
+mod flows;
 mod hostile;
 mod nats;
 mod outcomes;

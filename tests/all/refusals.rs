@@ -67,16 +67,16 @@ fn a_component_without_the_handler_export_is_refused() {
     let bytes = wat("(component)");
     let err = load(&bytes).unwrap_err();
     assert!(matches!(err, LoadError::MissingExport { .. }), "{err}");
-    check_refuses(&bytes, "missing export `spool:job/handler@0.1.0`");
+    check_refuses(&bytes, "missing export `spool:job/handler@0.2.0`");
 }
 
 #[test]
 fn a_component_built_against_another_spool_version_is_refused() {
-    let bytes = wat(r#"(component (import "spool:job/host@0.2.0" (instance)))"#);
+    let bytes = wat(r#"(component (import "spool:job/host@0.3.0" (instance)))"#);
     let err = load(&bytes).unwrap_err();
     assert!(matches!(err, LoadError::WrongVersion { .. }), "{err}");
     check_refuses(&bytes, "wrong package version");
-    check_refuses(&bytes, "spool:job@0.2.0");
+    check_refuses(&bytes, "spool:job@0.3.0");
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = spool::Digest::of(&std::fs::read(&path).unwrap());
     assert_eq!(info["digest"], digest.as_str());
-    assert_eq!(info["world"], "spool:job/plugin@0.1.0");
+    assert_eq!(info["world"], "spool:job/plugin@0.2.0");
     let imports = info["imports"].as_array().unwrap();
     let grant_of = |name: &str| {
         imports
@@ -125,7 +125,7 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
             .find(|i| i["name"].as_str().unwrap().starts_with(name))
             .map(|i| i["grant"].as_str().unwrap().to_owned())
     };
-    assert_eq!(grant_of("spool:job/host@0.1.0").as_deref(), Some("spool"));
+    assert_eq!(grant_of("spool:job/host@0.2.0").as_deref(), Some("spool"));
     assert_eq!(
         grant_of("wasi:cli/environment@").as_deref(),
         Some("locked-down")
@@ -145,5 +145,5 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
         text.contains(&format!("sha256:{}", digest.as_str())),
         "{text}"
     );
-    assert!(text.contains("spool:job/host@0.1.0"), "{text}");
+    assert!(text.contains("spool:job/host@0.2.0"), "{text}");
 }

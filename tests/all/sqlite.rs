@@ -58,6 +58,7 @@ fn succeeded(claimed: &Claimed) -> Settle {
             logs: Vec::new(),
         },
         checkpoint: None,
+        children: Vec::new(),
     }
 }
 

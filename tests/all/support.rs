@@ -101,12 +101,23 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `config` as `spool.toml` (`EMAIL` and `NOOP` stand for those plugins' paths), on SQLite.
+    /// `config` as `spool.toml` (`EMAIL`, `NOOP`, `STEPS`, `FANOUT` and `LEGACY` stand for
+    /// those plugins' paths), on SQLite.
     pub fn new(config: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let config = config
-            .replace("EMAIL", &plugin_path("email").display().to_string())
-            .replace("NOOP", &plugin_path("noop").display().to_string());
+        let mut config = config.to_owned();
+        for (placeholder, plugin) in [
+            ("EMAIL", "email"),
+            ("NOOP", "noop"),
+            ("STEPS", "steps"),
+            ("FANOUT", "fanout"),
+            ("LEGACY", "legacy"),
+        ] {
+            let quoted = format!("\"{placeholder}\"");
+            if config.contains(&quoted) {
+                config = config.replace(&quoted, &format!("\"{}\"", plugin_path(plugin).display()));
+            }
+        }
         std::fs::write(dir.path().join("spool.toml"), config).unwrap();
         Setup {
             dir,

@@ -22,9 +22,12 @@ pub struct JobsArgs {
     /// Only this queue.
     #[arg(long)]
     queue: Option<String>,
-    /// Only this state (scheduled, ready, running, succeeded, dead, cancelled).
+    /// Only this state (scheduled, ready, running, waiting, succeeded, dead, cancelled).
     #[arg(long)]
     state: Option<JobState>,
+    /// Only the children of this job (a flow).
+    #[arg(long, value_name = "ID")]
+    parent: Option<String>,
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -86,6 +89,9 @@ pub fn print_job(job: &JobDetail) {
     if let Some(key) = &job.key {
         println!("  key         {key}");
     }
+    if let Some(parent) = &s.parent {
+        println!("  parent      {parent}");
+    }
     println!("  enqueued    {}", time(s.enqueued_at));
     match s.state {
         JobState::Scheduled | JobState::Ready => println!("  runs at     {}", time(s.run_at)),
@@ -104,6 +110,34 @@ pub fn print_job(job: &JobDetail) {
     }
     if let Some(checkpoint) = &job.checkpoint {
         println!("  checkpoint  {}", text(checkpoint));
+    }
+    if !job.steps.is_empty() {
+        println!("steps:");
+    }
+    for step in &job.steps {
+        println!(
+            "  {} (attempt {}, {}): {}",
+            step.name,
+            step.attempt,
+            time(step.at),
+            text(&step.output)
+        );
+    }
+    if !job.children.is_empty() {
+        println!("children:");
+    }
+    for child in &job.children {
+        let mut line = format!(
+            "  {} queue {} · {} · on failure {}",
+            child.id, child.queue, child.state, child.on_failure
+        );
+        if let Some(output) = &child.output {
+            line.push_str(&format!(" · output {}", text(output)));
+        }
+        if let Some(error) = &child.error {
+            line.push_str(&format!(" · error: {error}"));
+        }
+        println!("{line}");
     }
     if !job.attempts.is_empty() {
         println!("attempts:");
@@ -169,6 +203,7 @@ pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode>
         .jobs(&JobFilter {
             queue: args.queue,
             state: args.state,
+            parent: args.parent.map(JobId),
             limit: Some(args.limit),
         })
         .await?;
@@ -246,8 +281,8 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
     }
     println!("store {store}");
     println!(
-        "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
-        "queue", "scheduled", "ready", "running", "succeeded", "dead", "cancelled"
+        "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
+        "queue", "scheduled", "ready", "running", "waiting", "succeeded", "dead", "cancelled"
     );
     for r in &rows {
         let c = &r.counts;
@@ -265,8 +300,8 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
             }
         };
         println!(
-            "{:<14} {:>9} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
-            c.queue, c.scheduled, c.ready, c.running, c.succeeded, c.dead, c.cancelled
+            "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
+            c.queue, c.scheduled, c.ready, c.running, c.waiting, c.succeeded, c.dead, c.cancelled
         );
     }
     Ok(ExitCode::SUCCESS)

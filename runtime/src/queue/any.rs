@@ -26,9 +26,9 @@ use std::time::Duration;
 use super::nats::NatsBackend;
 use super::sqlite::SqliteBackend;
 use super::{
-    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
-    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
-    Timestamp,
+    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
+    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
+    Settle, Timestamp,
 };
 
 /// A queue backend chosen at run time.
@@ -75,6 +75,8 @@ forward! {
         -> Result<Vec<Claimed>, QueueError>;
     fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>, QueueError>;
     fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError>;
+    fn save(&self, save: AttemptSave) -> Result<Result<(), LeaseLost>, QueueError>;
+    fn child_id(&self, lease: &Lease, index: u32) -> Result<JobId, QueueError>;
     fn release(&self, leases: &[Lease]) -> Result<u64, QueueError>;
     fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError>;
     fn cancel(&self, id: &JobId) -> Result<bool, QueueError>;

@@ -79,6 +79,10 @@ pub enum JobState {
     Dead,
     /// Cancelled before it finished. Kept like succeeded jobs.
     Cancelled,
+    /// Parked until every child it enqueued is finished (the attempt returned
+    /// `wait-for-children`); then ready again, without spending an attempt. A child that dies
+    /// with `on-failure = fail-parent` sends it to the dead-letter queue instead.
+    Waiting,
 }
 
 impl JobState {
@@ -122,6 +126,102 @@ pub enum Phase {
     NoHandler,
     /// The job asked to be delayed more often than its max-started-attempts allows.
     MaxStarted,
+    /// A child enqueued with `on-failure = fail-parent` died while the job waited for it.
+    ChildFailed,
+}
+
+/// What a parent waiting for its children does when this child dies.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum OnChildFailure {
+    /// The waiting parent dies at once (phase `child-failed`).
+    #[default]
+    FailParent,
+    /// The parent runs again once all its children are finished and sees the failure.
+    Report,
+}
+
+/// A child job enqueued by a running attempt: committed with the attempt's settle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewChild {
+    /// The id reserved for it with [`Backend::child_id`].
+    pub id: JobId,
+    /// The job.
+    pub job: NewJob,
+    /// What its parent does if it dies.
+    pub on_failure: OnChildFailure,
+}
+
+/// A child job as its parent (and `spool job`) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildOutcome {
+    /// The child's id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its state.
+    pub state: JobState,
+    /// Its output, once succeeded.
+    pub output: Option<Vec<u8>>,
+    /// Its last error, if any.
+    pub error: Option<String>,
+    /// What its parent does if it dies.
+    pub on_failure: OnChildFailure,
+}
+
+/// A step an attempt completed (`host.step-done`): its stored result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's name, unique within the job.
+    pub name: String,
+    /// What the step returned.
+    pub output: Vec<u8>,
+    /// The attempt that completed it.
+    pub attempt: u32,
+    /// When it was stored.
+    pub at: Timestamp,
+}
+
+/// A durable write made during an attempt, fenced by its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Save {
+    /// Replace the job's checkpoint.
+    Checkpoint(Vec<u8>),
+    /// Store a completed step's result (replacing one of the same name).
+    Step {
+        /// The step's name.
+        name: String,
+        /// Its result.
+        output: Vec<u8>,
+    },
+}
+
+/// One [`Save`] of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSave {
+    /// The attempt's lease: the write is refused if it is no longer the job's current lease.
+    pub lease: Lease,
+    /// The attempt number, kept with a step.
+    pub attempt: u32,
+    /// The attempt's deadline: the write is refused once it has passed, so nothing an attempt
+    /// asked for lands after its deadline.
+    pub not_after: Option<Timestamp>,
+    /// What to write.
+    pub save: Save,
 }
 
 /// A job to enqueue.
@@ -201,6 +301,12 @@ pub struct Claimed {
     pub metadata: Vec<(String, String)>,
     /// When the job was enqueued.
     pub enqueued_at: Timestamp,
+    /// The job that enqueued this one, if any.
+    pub parent: Option<JobId>,
+    /// The steps earlier attempts completed, in the order they completed.
+    pub steps: Vec<StepRecord>,
+    /// The children earlier attempts enqueued, in the order they were enqueued.
+    pub children: Vec<ChildOutcome>,
 }
 
 /// What happens to a job after an attempt: decided by the worker, applied by the backend.
@@ -226,6 +332,9 @@ pub enum Next {
     /// Failed for good: to the dead-letter queue (events `failed`, `dead-lettered`). Spends an
     /// attempt.
     Dead,
+    /// Park the job until all its children are finished (event `waiting`), or ready at once if
+    /// they already are. Does not spend an attempt.
+    Wait,
 }
 
 /// One attempt as kept in the job's history (and its dead-letter envelope).
@@ -263,6 +372,8 @@ pub struct Settle {
     pub attempt: AttemptRecord,
     /// A checkpoint the attempt saved, replacing the job's previous one.
     pub checkpoint: Option<Vec<u8>>,
+    /// Children the attempt enqueued, created with the settle (empty for a failed attempt).
+    pub children: Vec<NewChild>,
 }
 
 /// A write refused because the attempt's lease is gone.
@@ -302,6 +413,8 @@ pub struct JobSummary {
     pub last_error: Option<String>,
     /// The last failed attempt's phase, if any.
     pub last_phase: Option<Phase>,
+    /// The job that enqueued this one, if any.
+    pub parent: Option<JobId>,
 }
 
 /// Everything known about a job: `spool job <id>` and the dead-letter envelope.
@@ -326,6 +439,10 @@ pub struct JobDetail {
     pub lease: Option<Lease>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
+    /// The steps its attempts completed, in the order they completed.
+    pub steps: Vec<StepRecord>,
+    /// The children it enqueued, in the order they were enqueued.
+    pub children: Vec<ChildOutcome>,
     /// The job's timeline, oldest first.
     pub events: Vec<Event>,
 }
@@ -337,6 +454,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// Only this state.
     pub state: Option<JobState>,
+    /// Only the children of this job.
+    pub parent: Option<JobId>,
     /// At most this many (newest first); `None` = the backend's default of 100.
     pub limit: Option<usize>,
 }
@@ -375,6 +494,9 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Cancelled jobs still kept.
     pub cancelled: u64,
+    /// Jobs waiting for their children.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// A backend failure (as opposed to a refused write, which is [`LeaseLost`]).
@@ -436,6 +558,22 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         settles: Vec<Settle>,
     ) -> impl Future<Output = Result<Vec<Result<(), LeaseLost>>, QueueError>> + Send;
+
+    /// Store a checkpoint or a step result of a running attempt, durably, fenced by its lease
+    /// and refused after its deadline (records `checkpointed` or `step-completed`).
+    fn save(
+        &self,
+        save: AttemptSave,
+    ) -> impl Future<Output = Result<Result<(), LeaseLost>, QueueError>> + Send;
+
+    /// Reserve the id of the `index`-th child (counting from 0 over the job's life) that the
+    /// attempt holding `lease` enqueues. The child itself is created only by the attempt's
+    /// settle; an id reserved by an attempt that never commits is simply never used.
+    fn child_id(
+        &self,
+        lease: &Lease,
+        index: u32,
+    ) -> impl Future<Output = Result<JobId, QueueError>> + Send;
 
     /// Give leased jobs back (graceful shutdown): ready again at once, no attempt spent,
     /// event `released`. Returns how many were still leased.

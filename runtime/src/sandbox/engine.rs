@@ -56,11 +56,12 @@ pub(super) fn build(config: &SandboxConfig) -> Result<Engine, SandboxError> {
     Engine::new(&wasm).map_err(|e| SandboxError::Engine(format!("{e:#}")))
 }
 
-/// Link what Spool grants: its own host interface, and WASI 0.2 with nothing behind the
+/// Link what Spool grants: its own host interface (every version it serves), and WASI 0.2 with nothing behind the
 /// parts that would reach the outside world (the `WasiCtx` of each attempt decides that).
 pub(super) fn link(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    bindings::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    bindings::v1::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    bindings::v2::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     Ok(())
 }
 

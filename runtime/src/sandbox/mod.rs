@@ -42,6 +42,7 @@ pub use self::limits::Limits;
 pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
 use self::state::RunState;
+pub use self::state::{Journal, JournalFuture, MAX_CHILDREN};
 
 /// How the process-wide sandbox is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 use super::Sandbox;
 use super::limits::Limits;
 use super::state::RunState;
-use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION};
+use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION, VERSIONS};
 
 /// The sha-256 of a plugin file, in lowercase hex: the plugin's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ pub enum LoadError {
         package: &'static str,
         /// The version the component was built against.
         found: String,
-        /// The version this host implements.
+        /// The versions this host implements.
         supported: &'static str,
     },
     /// The component imports something the host does not grant.
@@ -104,7 +104,7 @@ pub enum LoadError {
         granted: &'static str,
     },
     /// The component's imports or exports have the right names but the wrong types.
-    #[error("does not match the {PACKAGE}@{VERSION} world: {reason}")]
+    #[error("does not match the {PACKAGE} world it targets: {reason}")]
     Mismatch {
         /// wasmtime's description of the mismatch.
         reason: String,
@@ -166,7 +166,16 @@ pub struct Plugin(Arc<PluginInner>);
 struct PluginInner {
     info: PluginInfo,
     limits: Limits,
-    pre: bindings::PluginPre<RunState>,
+    pre: Pre,
+}
+
+/// A plugin pre-instantiated against the `spool:job` version it was built for.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// Built against `spool:job@0.1`.
+    V1(bindings::v1::PluginPre<RunState>),
+    /// Built against `spool:job@0.2`.
+    V2(bindings::v2::PluginPre<RunState>),
 }
 
 impl Plugin {
@@ -185,7 +194,7 @@ impl Plugin {
         &self.0.limits
     }
 
-    pub(crate) fn pre(&self) -> &bindings::PluginPre<RunState> {
+    pub(crate) fn pre(&self) -> &Pre {
         &self.0.pre
     }
 }
@@ -269,13 +278,16 @@ impl Sandbox {
             })?;
         let version = check_version(handler)?;
 
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(bindings::PluginPre::new)
-            .map_err(|e| LoadError::Mismatch {
-                reason: format!("{e:#}"),
-            })?;
+        let mismatch = |e: wasmtime::Error| LoadError::Mismatch {
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(mismatch)?;
+        let pre = if version.minor == 1 {
+            bindings::v1::PluginPre::new(instance_pre).map(Pre::V1)
+        } else {
+            bindings::v2::PluginPre::new(instance_pre).map(Pre::V2)
+        }
+        .map_err(mismatch)?;
 
         Ok(Plugin(Arc::new(PluginInner {
             info: PluginInfo {
@@ -300,26 +312,31 @@ fn interface_of(name: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Checks that a `spool:job/...` name targets a version compatible with this host's, and
-/// returns that version.
-fn check_version(name: &str) -> Result<String, LoadError> {
-    let supported = semver::Version::parse(VERSION).map_err(|e| LoadError::Malformed {
-        reason: format!("host version {VERSION}: {e}"),
-    })?;
+/// How [`LoadError::WrongVersion`] names the versions this host implements.
+const SUPPORTED: &str = "0.1.0 and 0.2.0";
+
+/// Checks that a `spool:job/...` name targets a version compatible with one this host
+/// implements, and returns that version.
+fn check_version(name: &str) -> Result<semver::Version, LoadError> {
     let wrong = |found: &str| LoadError::WrongVersion {
         name: name.to_owned(),
         package: PACKAGE,
         found: found.to_owned(),
-        supported: VERSION,
+        supported: SUPPORTED,
     };
     let found = interface_of(name).1.ok_or_else(|| wrong("no version"))?;
     let version = semver::Version::parse(found).map_err(|_| wrong(found))?;
     // The component model's semver rule: 0.x releases are compatible within a minor version.
-    let compatible = version.major == supported.major
-        && (supported.major > 0 || version.minor == supported.minor)
-        && version <= supported;
+    let compatible = VERSIONS
+        .iter()
+        .filter_map(|v| semver::Version::parse(v).ok())
+        .any(|supported| {
+            version.major == supported.major
+                && (supported.major > 0 || version.minor == supported.minor)
+                && version <= supported
+        });
     if compatible {
-        Ok(version.to_string())
+        Ok(version)
     } else {
         Err(wrong(found))
     }
@@ -353,8 +370,13 @@ mod tests {
     #[test]
     fn versions_within_the_same_minor_are_compatible() {
         assert!(check_version("spool:job/handler@0.1.0").is_ok());
+        assert!(check_version("spool:job/handler@0.2.0").is_ok());
         assert!(matches!(
-            check_version("spool:job/handler@0.2.0"),
+            check_version("spool:job/handler@0.2.1"),
+            Err(LoadError::WrongVersion { .. })
+        ));
+        assert!(matches!(
+            check_version("spool:job/handler@0.3.0"),
             Err(LoadError::WrongVersion { .. })
         ));
         assert!(matches!(

@@ -4,10 +4,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use std::sync::Arc;
+
 use super::Sandbox;
-use super::plugin::Plugin;
-use super::state::RunState;
-use crate::bindings::Job;
+use super::plugin::{Plugin, Pre};
+use super::state::{Journal, RunState};
+use crate::bindings::{Job, v1};
 use crate::job::JobInput;
 use crate::outcome::{AttemptReport, LogLevel, Outcome, Timings, TrapKind};
 
@@ -27,7 +29,7 @@ pub enum RunError {
 
 /// How the call ended, before classification.
 enum Ended {
-    Returned(Result<Vec<u8>, crate::bindings::JobError>),
+    Returned(Result<Vec<u8>, Outcome>),
     Error(wasmtime::Error),
     Deadline,
 }
@@ -38,14 +40,32 @@ impl Sandbox {
     /// Waits for a free slot when `concurrency` attempts are already running. Every way the
     /// guest can end (output, an error it returned, a trap, the deadline) is an `Ok` report;
     /// `Err` means the host itself could not run the attempt.
+    ///
+    /// Checkpoints and steps stay in the report; children the plugin enqueues are listed in it
+    /// with ids of the form `child-N`. A worker uses [`Sandbox::run_with`] instead.
     pub async fn run(&self, plugin: &Plugin, job: &JobInput) -> Result<AttemptReport, RunError> {
+        self.run_with(plugin, job, None).await
+    }
+
+    /// [`Sandbox::run`], with the attempt's durable writes (checkpoints, steps, child ids) going
+    /// through `journal`: a write it refuses aborts the attempt.
+    pub async fn run_with(
+        &self,
+        plugin: &Plugin,
+        job: &JobInput,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Result<AttemptReport, RunError> {
         let queued_at = Instant::now();
         let _slot = self.slots.acquire().await.map_err(|_| RunError::Closed)?;
         let started = Instant::now();
         let limits = plugin.limits();
         let deadline = limits.timeout.map(|t| started + t);
 
-        let mut store = Store::new(&self.engine, RunState::new(limits, started));
+        let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
+        let mut store = Store::new(
+            &self.engine,
+            RunState::new(limits, started, journal, earlier_children),
+        );
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel {
             store
@@ -74,15 +94,30 @@ impl Sandbox {
             }
         }
 
-        let wit_job = Job::from(job);
         let mut instantiated = started;
         let call = async {
-            let instance = plugin.pre().instantiate_async(&mut store).await?;
-            instantiated = Instant::now();
-            instance
-                .spool_job_handler()
-                .call_handle(&mut store, &wit_job)
-                .await
+            match plugin.pre() {
+                Pre::V2(pre) => {
+                    let wit_job = Job::from(job);
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instantiated = Instant::now();
+                    let returned = instance
+                        .spool_job_handler()
+                        .call_handle(&mut store, &wit_job)
+                        .await?;
+                    Ok::<_, wasmtime::Error>(returned.map_err(Outcome::from))
+                }
+                Pre::V1(pre) => {
+                    let wit_job = v1::spool::job::types::Job::from(job);
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instantiated = Instant::now();
+                    let returned = instance
+                        .spool_job_handler()
+                        .call_handle(&mut store, &wit_job)
+                        .await?;
+                    Ok(returned.map_err(Outcome::from))
+                }
+            }
         };
         // A guest blocked in a host call (a WASI sleep or poll) never reaches an epoch check:
         // the deadline drops the call's future instead, which aborts the host call.
@@ -111,7 +146,7 @@ impl Sandbox {
                 ),
             },
             Ended::Returned(Ok(output)) => Outcome::Succeeded { output },
-            Ended::Returned(Err(err)) => truncate_message(Outcome::from(err)),
+            Ended::Returned(Err(err)) => truncate_message(err),
             Ended::Deadline => Outcome::TimedOut { elapsed },
             Ended::Error(err) => classify(&err, state.limiter.refused_grow, elapsed),
         };
@@ -132,6 +167,8 @@ impl Sandbox {
             logs,
             logs_dropped,
             checkpoint: state.checkpoint.clone(),
+            steps: state.steps.clone(),
+            children: state.children.clone(),
             progress: state.progress.clone(),
             timings: Timings {
                 queued: started - queued_at,

@@ -1,5 +1,8 @@
 //! What a store holds during one attempt, and the host functions the plugin imports.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -7,8 +10,27 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Limits, StoreLimiter};
 use super::log::AttemptLog;
-use crate::bindings::{self, Level};
-use crate::outcome::{LogSource, Progress};
+use crate::bindings::{self, EnqueueOptions, Level, v1};
+use crate::outcome::{LogLevel, LogSource, Progress};
+use crate::queue::{JobId, NewChild, NewJob, Save, Timestamp};
+
+/// The most children one attempt may enqueue.
+pub const MAX_CHILDREN: usize = 10_000;
+
+/// A boxed future, as [`Journal`] returns them.
+pub type JournalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Where a running attempt's durable writes go: in a worker, the queue backend, each write
+/// fenced by the attempt's lease and refused after its deadline. An `Err` means the write was
+/// refused (the lease is gone, the deadline passed) or failed; the attempt is then aborted,
+/// since nothing it does afterwards could be kept.
+pub trait Journal: Send + Sync {
+    /// Store a checkpoint or a step result; refused once `not_after` (the attempt's deadline)
+    /// has passed.
+    fn save(&self, save: Save, not_after: Option<Timestamp>) -> JournalFuture<'_, ()>;
+    /// Reserve the id of the attempt's job's `index`-th child.
+    fn child_id(&self, index: u32) -> JournalFuture<'_, String>;
+}
 
 /// The data of one attempt's `Store`: created fresh per attempt, dropped with the instance.
 pub(crate) struct RunState {
@@ -18,10 +40,24 @@ pub(crate) struct RunState {
     pub(crate) log: AttemptLog,
     pub(crate) checkpoint: Option<Vec<u8>>,
     pub(crate) progress: Option<Progress>,
+    /// Steps completed by this attempt, in order.
+    pub(crate) steps: Vec<String>,
+    /// Children enqueued by this attempt, committed with its settle.
+    pub(crate) children: Vec<NewChild>,
+    /// Children of the job enqueued by earlier attempts (the next index).
+    pub(crate) earlier_children: u32,
+    journal: Option<Arc<dyn Journal>>,
+    /// The attempt's deadline on the wall clock, for the journal's writes.
+    not_after: Option<Timestamp>,
 }
 
 impl RunState {
-    pub(crate) fn new(limits: &Limits, started: Instant) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        started: Instant,
+        journal: Option<Arc<dyn Journal>>,
+        earlier_children: u32,
+    ) -> Self {
         let log = AttemptLog::new(started, limits.max_log_bytes);
         // No preopened directories, no environment, no arguments, no network: a guest that
         // tries to reach any of them gets an error back, never the host's resources.
@@ -39,7 +75,90 @@ impl RunState {
             log,
             checkpoint: None,
             progress: None,
+            steps: Vec::new(),
+            children: Vec::new(),
+            earlier_children,
+            journal,
+            not_after: limits.timeout.map(|t| {
+                let left = t.saturating_sub(started.elapsed());
+                crate::queue::now() + i64::try_from(left.as_millis()).unwrap_or(i64::MAX)
+            }),
         }
+    }
+
+    /// Write through the journal, if there is one; a refusal ends the attempt with a trap.
+    async fn save(&mut self, save: Save) -> wasmtime::Result<()> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(());
+        };
+        let what = match &save {
+            Save::Checkpoint(_) => "checkpoint".to_owned(),
+            Save::Step { name, .. } => format!("step `{name}`"),
+        };
+        journal.save(save, self.not_after).await.map_err(|e| {
+            self.log
+                .host_line(LogLevel::Error, format!("{what} refused: {e}"));
+            wasmtime::Error::msg(format!("{what} refused: {e}"))
+        })
+    }
+
+    async fn checkpoint(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
+        self.save(Save::Checkpoint(state.clone())).await?;
+        self.checkpoint = Some(state);
+        Ok(())
+    }
+
+    async fn step_done(&mut self, name: String, output: Vec<u8>) -> wasmtime::Result<()> {
+        self.save(Save::Step {
+            name: name.clone(),
+            output,
+        })
+        .await?;
+        self.steps.push(name);
+        Ok(())
+    }
+
+    async fn enqueue(
+        &mut self,
+        queue: String,
+        payload: Vec<u8>,
+        options: EnqueueOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        if queue.trim().is_empty() {
+            return Ok(Err("the queue name is empty".to_owned()));
+        }
+        if self.children.len() >= MAX_CHILDREN {
+            return Ok(Err(format!(
+                "an attempt may enqueue at most {MAX_CHILDREN} children"
+            )));
+        }
+        let index = self.earlier_children + u32::try_from(self.children.len()).unwrap_or(u32::MAX);
+        let id = match &self.journal {
+            Some(journal) => journal
+                .clone()
+                .child_id(index)
+                .await
+                .map_err(|e| wasmtime::Error::msg(format!("cannot reserve a child id: {e}")))?,
+            None => format!("child-{}", index + 1),
+        };
+        let run_at = options
+            .delay_ms
+            .map(|ms| crate::queue::now() + i64::try_from(ms).unwrap_or(i64::MAX));
+        self.children.push(NewChild {
+            id: JobId(id.clone()),
+            job: NewJob {
+                queue,
+                payload,
+                run_at,
+                priority: options.priority,
+                max_attempts: options.max_attempts,
+                tenant: None,
+                key: options.key,
+                metadata: options.metadata,
+            },
+            on_failure: options.on_failure.into(),
+        });
+        Ok(Ok(id))
     }
 }
 
@@ -52,15 +171,52 @@ impl WasiView for RunState {
     }
 }
 
-impl bindings::spool::job::types::Host for RunState {}
+impl bindings::v2::spool::job::types::Host for RunState {}
 
-impl bindings::spool::job::host::Host for RunState {
+impl bindings::v2::spool::job::host::Host for RunState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         self.log.plugin_line(level.into(), message, fields);
     }
 
-    fn checkpoint(&mut self, state: Vec<u8>) {
-        self.checkpoint = Some(state);
+    async fn checkpoint(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
+        RunState::checkpoint(self, state).await
+    }
+
+    fn progress(&mut self, percent: u8, message: Option<String>) {
+        self.progress = Some(Progress {
+            percent: percent.min(100),
+            message,
+        });
+    }
+
+    async fn step_done(&mut self, name: String, output: Vec<u8>) -> wasmtime::Result<()> {
+        RunState::step_done(self, name, output).await
+    }
+
+    async fn enqueue(
+        &mut self,
+        queue: String,
+        payload: Vec<u8>,
+        options: EnqueueOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        RunState::enqueue(self, queue, payload, options).await
+    }
+}
+
+impl v1::spool::job::types::Host for RunState {}
+
+impl v1::spool::job::host::Host for RunState {
+    fn log(
+        &mut self,
+        level: v1::spool::job::types::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
+        self.log.plugin_line(level.into(), message, fields);
+    }
+
+    async fn checkpoint(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
+        RunState::checkpoint(self, state).await
     }
 
     fn progress(&mut self, percent: u8, message: Option<String>) {

@@ -42,6 +42,7 @@ pub async fn queues_counts_jobs_per_state<B: Backend>(b: B) {
                 succeeded: 1,
                 dead: 1,
                 cancelled: 1,
+                waiting: 0,
             },
             QueueCounts {
                 queue: "q2".into(),

@@ -21,12 +21,14 @@ use spool::{LogLevel, LogLine, LogSource};
 mod attempts;
 mod dlq;
 mod enqueue;
+mod flows;
 mod leases;
 mod listing;
 
 pub use self::attempts::*;
 pub use self::dlq::*;
 pub use self::enqueue::*;
+pub use self::flows::*;
 pub use self::leases::*;
 pub use self::listing::*;
 
@@ -64,6 +66,12 @@ macro_rules! backend_conformance {
             jobs_are_listed_newest_first_with_filters,
             events_are_ordered_and_follow_after,
             job_timeline_lists_its_events_in_order,
+            steps_and_checkpoints_are_saved_at_once_and_handed_to_the_next_attempt,
+            a_stale_attempt_can_neither_save_nor_enqueue_nor_settle,
+            a_save_after_the_attempts_deadline_is_refused,
+            a_parent_waits_for_its_children_and_runs_again_with_their_outcomes,
+            waiting_with_every_child_finished_is_ready_at_once,
+            a_dead_child_fails_its_parent_or_is_reported_as_asked,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
@@ -158,6 +166,7 @@ pub(crate) fn succeeded(claimed: &Claimed, output: &[u8]) -> Settle {
         },
         attempt: record(claimed, "succeeded", None, None),
         checkpoint: None,
+        children: Vec::new(),
     }
 }
 
@@ -167,6 +176,7 @@ fn retry(claimed: &Claimed, run_at: Timestamp, error: &str) -> Settle {
         next: Next::Retry { run_at },
         attempt: record(claimed, "retry", Some(Phase::Run), Some(error)),
         checkpoint: None,
+        children: Vec::new(),
     }
 }
 
@@ -176,6 +186,7 @@ fn delay(claimed: &Claimed, run_at: Timestamp) -> Settle {
         next: Next::Delay { run_at },
         attempt: record(claimed, "delay", None, None),
         checkpoint: None,
+        children: Vec::new(),
     }
 }
 
@@ -185,6 +196,7 @@ fn dead(claimed: &Claimed, phase: Phase, error: &str) -> Settle {
         next: Next::Dead,
         attempt: record(claimed, "fail", Some(phase), Some(error)),
         checkpoint: None,
+        children: Vec::new(),
     }
 }
 

@@ -1,13 +1,9 @@
 //! The dead-letter queue and retention: replay, purge, prune; and recording free events.
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::message::PublishMessage;
-
-use super::enqueue::{claim_key, key_name};
-use super::names::Band;
+use super::children::tell;
+use super::enqueue::take_key;
 use super::read::{dead_records, matches};
-use super::record::{Record, WAKE};
-use super::setup::store;
+use super::spawn::wake;
 use super::store::Inner;
 use crate::queue::{DlqFilter, EventKind, JobId, JobState, NewEvent, QueueError, Timestamp, now};
 
@@ -33,7 +29,7 @@ pub async fn replay(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError
     for (id, found) in dead_records(inner, filter).await? {
         // A key an unfinished job holds stays with it: the dead job stays dead.
         if let Some(key) = &found.key
-            && !take_key_back(inner, &found.queue, key, &id).await?
+            && take_key(inner, &found.queue, key, &id).await?.is_some()
         {
             continue;
         }
@@ -52,57 +48,18 @@ pub async fn replay(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError
             })
             .await?;
         let Some(((), r, _)) = replayed else { continue };
-        wake(inner, &id, &r).await?;
+        // A replayed child runs again: its parent must not count it as ended (told before it
+        // can end again).
+        if let Some(parent) = &r.parent {
+            tell(inner, parent, &[(id.clone(), r.clone())], false).await?;
+        }
+        wake(inner, &id, &r, None).await?;
         inner.purge(&inner.s.dlq, inner.names.job_dlq(&id)).await?;
         events.push(r.event(&id, NewEvent::new(EventKind::Replayed)));
     }
     let n = events.len() as u64;
     inner.publish_events(events).await?;
     Ok(n)
-}
-
-/// Point a dead job's idempotency key back at it, unless an unfinished job holds it.
-async fn take_key_back(
-    inner: &Inner,
-    queue: &str,
-    key: &str,
-    id: &JobId,
-) -> Result<bool, QueueError> {
-    let entry = inner
-        .s
-        .keys
-        .entry(key_name(queue, key))
-        .await
-        .map_err(|e| store("reading an idempotency key", e))?;
-    let generation = match entry {
-        None => 0,
-        Some(entry) => {
-            let holder = JobId(String::from_utf8_lossy(&entry.value).into_owned());
-            if holder != *id
-                && let Some((r, _)) = inner.get(&holder).await?
-                && !r.is_finished()
-            {
-                return Ok(false);
-            }
-            entry.revision
-        }
-    };
-    claim_key(inner, queue, key, id, generation).await
-}
-
-/// Put a message on the job's queue that makes a worker claim it again.
-async fn wake(inner: &Inner, id: &JobId, r: &Record) -> Result<(), QueueError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(WAKE, id.0.as_str());
-    let subject = inner.names.job_subject(&r.queue, Band::of(r.priority));
-    inner
-        .js
-        .send_publish(subject, PublishMessage::build().headers(headers))
-        .await
-        .map_err(|e| store("waking a job", e))?
-        .await
-        .map_err(|e| store("waking a job", e))?;
-    Ok(())
 }
 
 /// Delete a job outright: its record, its events, its dead letter, and its first message if
@@ -141,6 +98,7 @@ pub async fn prune(inner: &Inner, before: Timestamp) -> Result<u64, QueueError> 
             n += 1;
         }
     }
+    super::spawn::prune_stage(inner, before).await?;
     Ok(n)
 }
 

@@ -213,3 +213,43 @@ pub async fn claim_key(
         }
     }
 }
+
+/// Point `key` at `id` unless an unfinished job other than `id` holds it: `Ok(None)` once it
+/// is `id`'s, `Ok(Some(holder))` when the holder keeps it.
+pub async fn take_key(
+    inner: &Inner,
+    queue: &str,
+    key: &str,
+    id: &JobId,
+) -> Result<Option<JobId>, QueueError> {
+    // Each round loses only to a writer that moved the key meanwhile.
+    for _ in 0..8 {
+        let entry = inner
+            .s
+            .keys
+            .entry(key_name(queue, key))
+            .await
+            .map_err(|e| store("reading an idempotency key", e))?;
+        let generation = match entry {
+            None => 0,
+            Some(entry) => {
+                let holder = JobId(String::from_utf8_lossy(&entry.value).into_owned());
+                if holder == *id {
+                    return Ok(None);
+                }
+                if let Some((r, _)) = inner.get(&holder).await?
+                    && !r.is_finished()
+                {
+                    return Ok(Some(holder));
+                }
+                entry.revision
+            }
+        };
+        if claim_key(inner, queue, key, id, generation).await? {
+            return Ok(None);
+        }
+    }
+    Err(QueueError::Store(format!(
+        "idempotency key {key} on queue {queue} kept changing"
+    )))
+}

@@ -5,13 +5,14 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 use futures::StreamExt as _;
 
-use super::names::{Band, check_queue, seq_of};
+use super::children;
+use super::names::{Band, check_queue, is_job_id};
 use super::record::{self, Held, Record, WAKE};
 use super::setup::store;
 use super::store::{Answer, Inner, TableEntry};
 use crate::queue::{
     AttemptRecord, Claimed, EventKind, JobId, JobState, Lease, NewEvent, Phase, QueueClaim,
-    QueueError, Timestamp, now,
+    QueueError, StepRecord, Timestamp, now,
 };
 
 /// How long a message whose job is leased elsewhere, with a lapsed lease, waits for the
@@ -181,21 +182,45 @@ async fn take(
         }
     };
 
+    // Finish what a crashed writer left undone before anything else (see `children::heal`).
+    let known = if known.1 != 0 && (!known.0.spawn.is_empty() || known.0.state == JobState::Waiting)
+    {
+        let (fresh, mut healed) = children::heal(inner, &id, known).await?;
+        events.append(&mut healed);
+        match fresh {
+            Some(fresh) => fresh,
+            None => {
+                inner.publish_events(events).await?;
+                inner.answer(&reply, Answer::Ack).await?;
+                return Ok(None);
+            }
+        }
+    } else {
+        known
+    };
+
     let now = now();
     // A job seen for the first time that is not claimable yet still gets its record, so it
     // can be found.
     let first_sight = (known.1 == 0).then(|| known.0.clone());
     let mut verdict = Verdict::Drop;
+    // An ended child whose message comes back may not have told its parent yet.
+    let mut ended = None;
     let taken = inner
         .update(&id, Some(known), |r| {
             verdict = match r.state {
-                s if s.is_finished() => Verdict::Drop,
+                s if s.is_finished() => {
+                    ended = r.parent.is_some().then(|| r.clone());
+                    Verdict::Drop
+                }
                 JobState::Running => match &r.lease {
                     Some(held) if held.expires_at > now => {
                         Verdict::Later(until(held.expires_at, now) + SWEEP_WAIT)
                     }
                     _ => Verdict::Later(SWEEP_WAIT),
                 },
+                // Woken by its last child's end, which sends a message of its own.
+                JobState::Waiting => Verdict::Drop,
                 _ if r.run_at > now => Verdict::Later(until(r.run_at, now)),
                 _ => Verdict::Take,
             };
@@ -219,12 +244,18 @@ async fn take(
         .await?;
     let Some(((), r, revision)) = taken else {
         match verdict {
-            Verdict::Drop => inner.answer(&reply, Answer::Ack).await?,
+            Verdict::Drop => {
+                if let Some(child) = ended {
+                    events.append(&mut children::ended(inner, &id, &child).await?);
+                }
+                inner.publish_events(events).await?;
+                inner.answer(&reply, Answer::Ack).await?;
+            }
             Verdict::Later(after) => {
                 if let Some(first) = first_sight {
                     inner.cas(&id, &first, 0).await?;
-                    inner.publish_events(std::mem::take(&mut events)).await?;
                 }
+                inner.publish_events(events).await?;
                 inner.answer(&reply, Answer::Nak(after)).await?;
             }
             Verdict::Take => {}
@@ -251,6 +282,9 @@ async fn take(
         tenant: r.tenant.clone(),
         metadata: r.metadata.clone(),
         enqueued_at: r.enqueued_at,
+        parent: r.parent.clone(),
+        steps: r.steps.iter().cloned().map(StepRecord::from).collect(),
+        children: children::outcomes(inner, &id, &r).await?,
     };
     events.push(r.event(
         &id,
@@ -471,6 +505,8 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
         if dead {
             events.push(fill(EventKind::DeadLettered));
             super::settle::dead_letter(inner, &id, &r).await?;
+            // Before the term: until then the message would come back and tell the parent.
+            events.append(&mut children::ended(inner, &id, &r).await?);
             inner.answer(&held.reply, Answer::Term).await?;
         } else {
             inner
@@ -495,7 +531,7 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
 }
 
 pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
-    if seq_of(id).is_none() {
+    if !is_job_id(id) {
         return Err(QueueError::NotFound(id.clone()));
     }
     let now = now();
@@ -523,20 +559,21 @@ pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
     };
     inner.hold(id, None);
     let worker = running.as_ref().map(|(held, _)| held.worker.clone());
+    let mut events = vec![r.event(
+        id,
+        NewEvent {
+            worker,
+            ..NewEvent::new(EventKind::Cancelled)
+        },
+    )];
+    // Before the message goes: until then it would come back and tell the parent.
+    events.append(&mut children::ended(inner, id, &r).await?);
     if let Some((held, token)) = running {
         inner.table_drop(id, token);
         inner.answer(&held.reply, Answer::Term).await?;
     } else {
         super::admin::drop_message(inner, id).await;
     }
-    inner
-        .publish_events(vec![r.event(
-            id,
-            NewEvent {
-                worker,
-                ..NewEvent::new(EventKind::Cancelled)
-            },
-        )])
-        .await?;
+    inner.publish_events(events).await?;
     Ok(true)
 }

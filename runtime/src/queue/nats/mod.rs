@@ -13,25 +13,29 @@
 //! | job messages | stream `SPOOL_JOBS`, work-queue retention | `spool.jobs.<queue>`, `spool.jobs.<queue>.high`, `spool.jobs.<queue>.low` |
 //! | job records | KV bucket `spool-jobs`, history 1 | key = job id |
 //! | idempotency keys | KV bucket `spool-keys` | key = `<queue>.<base64url(key)>` |
+//! | staged children | KV bucket `spool-staged`, history 1 | key = `<child id>.<parent's token>` |
 //! | events | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>.<job id>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
-//! stream sequence. Each queue has three durable pull consumers, one per priority band
-//! (`high-<queue>` for priority above 0, `normal-<queue>`, `low-<queue>`), shared by every
-//! worker: explicit ack, unlimited deliveries (Spool counts attempts), unlimited pending acks
-//! (scheduled jobs wait as pending naks). A claim fetches from the high band first. Work-queue
+//! stream sequence; a child job's id is its parent's and its index, `<parent>-<i>` counting
+//! from 1 (`12-1-3` is the third child of the first child of job 12), and its messages name
+//! it in a `Spool-Job` header. A sequence has no `-`, so the two never meet. Each queue has
+//! three durable pull consumers, one per priority band (`high-<queue>` for priority above 0,
+//! `normal-<queue>`, `low-<queue>`), shared by every worker: explicit ack, unlimited
+//! deliveries (Spool counts attempts), unlimited pending acks (scheduled jobs wait as pending
+//! naks). A claim fetches from the high band first. Work-queue
 //! retention drops a message once acked, and nothing else drops one: a job's message stays
 //! until the job succeeds, dies or is cancelled.
 //!
 //! **Leases.** A claimed job's message stays unacked while its attempt runs: the consumer's
 //! ack wait is the server-side lease, and every renewal sends the message an ack-progress. The
 //! lease that fences writes is Spool's own, kept in the job's record with the held message's
-//! ack subject: a settle acks the message (success), naks it with the backoff as its delay
-//! (retry, delay: the server delivers it again when due, no polling), or terms it (dead). Any
-//! process can answer a message through its ack subject, so the sweeper of another worker can
-//! return a dead worker's job. Naks are sent as requests and wait for the server's
+//! ack subject: a settle acks the message (success, and a wait for children), naks it with the
+//! backoff as its delay (retry, delay: the server delivers it again when due, no polling), or
+//! terms it (dead). Any process can answer a message through its ack subject, so the sweeper
+//! of another worker can return a dead worker's job. Naks are sent as requests and wait for the server's
 //! confirmation, so a job naked for now is claimable by the next fetch; acks and terms are
 //! sent without waiting (the record, written first, already says the job is finished).
 //!
@@ -55,6 +59,59 @@
 //! so a newer one published meanwhile stays. When no sweeper runs, the ack wait still brings
 //! the message back to a claimer.
 //!
+//! **Steps and checkpoints** are compare-and-sets of the record fenced like a settle (and
+//! refused after the attempt's deadline): `steps` keeps each name's latest result in the order
+//! of first completion, `checkpoint` the latest state. Each is stored before the call returns.
+//!
+//! **Children.** A record counts its children in `children`, one byte per child in enqueue
+//! order: what the parent has heard of the child's end (0: nothing yet). A child's record keeps
+//! `parent` and `on_failure`. A settle that enqueues children
+//!
+//! 1. stages each child's record in `spool-staged` under the child's id and the attempt's
+//!    token (payloads stay out of the parent's record, however many children there are);
+//! 2. commits them with its compare-and-set: the parent's `children` grows by them and a
+//!    `spawn` entry names the range and the token. A settle that loses its lease commits
+//!    nothing, and drops its stages;
+//! 3. creates them: each child's record (if absent; a child whose idempotency key an
+//!    unfinished job holds is created cancelled, naming the holder), its `enqueued` event, its
+//!    message (`Nats-Msg-Id: <child>.spawn`), in enqueue order; drops the stages; clears the
+//!    spawn.
+//!
+//! A waiting job (`wait-for-children`) is `waiting` while one of its children is unheard, and
+//! its message is acked. A child that ends (settled, expired into the dead-letter queue,
+//! cancelled) tells its parent, one compare-and-set per parent for a whole settle group:
+//! the parent notes the byte and, if waiting, dies of a child newly heard dead with
+//! `fail-parent` (phase `child-failed`, events `failed` and `dead-lettered`, a dead letter) or,
+//! once no child is unheard, becomes ready: a wake message (`Spool-Job`, `Nats-Msg-Id:
+//! <parent>.wake.<token>`) is published first, then the record is set ready (event
+//! `children-finished`). A parent that ended tells its own parent in turn, up the tree. A
+//! replayed child is unheard again. What a job sees of its children (`Claimed::children`,
+//! `spool job`) is read from their records, in enqueue order; listing a parent's children
+//! reads only those.
+//!
+//! **Crash windows.** Whatever follows a commit is done before the job's message is answered,
+//! so a crash leaves the message to come back to a claimer (after the ack wait), which finishes
+//! the work before anything else, every step of which is a no-op when repeated:
+//!
+//! - children committed but not (all) created: the parent's message comes back; its claimer
+//!   sees `spawn` and creates them from their stages;
+//! - a child ended but its parent not told: the child's message comes back (an unclaimed
+//!   cancelled child's is still queued); its claimer finds the child ended and tells the
+//!   parent, and climbs the tree from there;
+//! - the wake published but the parent still `waiting`: the wake's claimer reads the records
+//!   of the children its parent has not heard, hears those that ended, and claims the parent if
+//!   none is left (a wake that finds children unfinished is dropped: their ends will tell);
+//! - a parent that died of a child before its dead letter was published, and a settle that
+//!   crashed after staging and before its commit: the letter is lost as for any death (the
+//!   record is what counts); the stages are left over and `prune` drops those no spawn names
+//!   once they are an hour old;
+//! - a replay of a child that crashed before telling the parent: the parent still counts the
+//!   child as ended until it ends again (a `report` parent could wake before it has).
+//!
+//! Events are published after the changes they report, as everywhere here: a crash can lose a
+//! few. A parent's record is rewritten once per child end it hears (per settle group), so a
+//! fan-out costs its children times the parent's record size in writes.
+//!
 //! **Idempotency keys.** An enqueue reads the key's entry: held by an unfinished job, the new
 //! job is its duplicate. Otherwise the job is published with `Nats-Msg-Id:
 //! <queue>.<key>:<entry revision>`, so two producers racing for a free key publish the same
@@ -67,16 +124,21 @@
 //! resumes after any sequence and a job's timeline is one subject filter. Purging or pruning
 //! a job purges its record, events and dead letter.
 //!
-//! **Reads.** `spool job` is one KV get and one events scan. Listings and counts (`spool jobs`,
-//! `spool queues`, the dead-letter queue, prune) read every record of the bucket through an
-//! ordered consumer: linear in the jobs kept, which retention bounds.
+//! **Reads.** `spool job` is one KV get, one more per child, and one events scan. Listings and
+//! counts (`spool jobs`, `spool queues`, the dead-letter queue, prune) read every record of the
+//! bucket through an ordered consumer: linear in the jobs kept, which retention bounds. Jobs
+//! are listed newest first by enqueue time, then by id.
 //!
 //! **What a newer server would simplify.** nats-server 2.9 has no atomic batch publish
-//! (2.12+) and no per-message TTL or scheduled delivery (2.11+/2.12+), so: a job's message
-//! and its record are two writes (a worker that meets a message without a record builds the
-//! record from the message, so a crash between them loses nothing); a scheduled job waits as a
-//! delayed nak; and the lease index is a table per connection that the sweeper reads whole. A consumer filtered on
-//! several subjects (2.10+) would let one consumer per queue serve every band.
+//! (2.12+), no counters (2.12+) and no per-message TTL or scheduled delivery (2.11+/2.12+),
+//! so: a job's message and its record are two writes (a worker that meets a message without a
+//! record builds the record from the message, so a crash between them loses nothing); a
+//! settle's children are staged, committed and created in three steps where one atomic batch
+//! on the records' stream would write the parent and its children together; a parent hears
+//! its children by rewriting its record where a counter would do; a scheduled job waits as a
+//! delayed nak; and the lease index is a table per connection that the sweeper reads whole. A
+//! consumer filtered on several subjects (2.10+) would let one consumer per queue serve every
+//! band.
 //!
 //! **Priorities.** Bands order claims across a backlog of any depth (high before normal
 //! before low). Within a band, jobs go in stream order, and one enqueue batch is published in
@@ -100,6 +162,10 @@
 //! | `Spool-Metadata` | JSON array of `[key, value]` string pairs |
 //! | `Nats-Msg-Id` | the server drops a repeat within the duplicate window (2 min) |
 //!
+//! A message with a `Spool-Job: <id>` header is not a new job: it names an existing job to
+//! claim (Spool publishes them for replays, children and wakes; one for a job that does not
+//! exist is dropped).
+//!
 //! A job whose headers do not parse goes to the dead-letter queue with phase `decode` and the
 //! header named. Events are JSON objects `{"at", "kind", "job_id", "queue", "tenant",
 //! "attempt", "phase", "message", "digest", "worker", "duration_ms"}` (absent fields null) on
@@ -108,6 +174,7 @@
 //! `spool.dlq.<queue>.<job id>`.
 
 mod admin;
+mod children;
 mod enqueue;
 mod lease;
 mod names;
@@ -115,7 +182,11 @@ mod read;
 mod record;
 mod settle;
 mod setup;
+mod spawn;
+mod steps;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,9 +197,9 @@ pub use self::names::{Band, Names};
 pub use self::record::{ENQUEUED_AT, KEY, MAX_ATTEMPTS, METADATA, PRIORITY, RUN_AT, TENANT, WAKE};
 use self::store::Inner;
 use super::{
-    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
-    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
-    Timestamp,
+    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
+    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
+    Settle, Timestamp,
 };
 
 /// Where JetStream keeps Spool's streams.
@@ -247,6 +318,23 @@ impl Backend for NatsBackend {
 
     async fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError> {
         settle::settle(&self.inner, settles).await
+    }
+
+    async fn save(&self, save: AttemptSave) -> Result<Result<(), LeaseLost>, QueueError> {
+        steps::save(&self.inner, save).await
+    }
+
+    async fn child_id(&self, lease: &Lease, index: u32) -> Result<JobId, QueueError> {
+        // Nothing to reserve: the id is the parent's and the index, which the settle that
+        // commits the child checks. An attempt that never commits leaves the index to the next.
+        if !names::is_job_id(&lease.job_id) {
+            return Err(QueueError::NotFound(lease.job_id.clone()));
+        }
+        let index = usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_add(1))
+            .ok_or_else(|| QueueError::BadRequest(format!("child index {index} is too large")))?;
+        Ok(names::child_of(&lease.job_id, index))
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<u64, QueueError> {

@@ -85,6 +85,17 @@ impl Names {
         format!("{}-keys", self.prefix)
     }
 
+    /// The bucket of staged children: written by a settle before it commits, read back once
+    /// it has.
+    pub fn staging_bucket(&self) -> String {
+        format!("{}-staged", self.prefix)
+    }
+
+    /// The KV subject of a staged child (for purging it outright).
+    pub fn staged_subject(&self, key: &str) -> String {
+        format!("$KV.{}.{key}", self.staging_bucket())
+    }
+
     /// Every job subject.
     pub fn jobs_all(&self) -> String {
         format!("{}.jobs.>", self.prefix)
@@ -108,12 +119,13 @@ impl Names {
         format!("{}.events.>", self.prefix)
     }
 
-    /// The subject of an event about `job` on `queue` (`_` for none).
+    /// The subject of an event about `job` on `queue` (`_` for none, and for a name that is
+    /// no subject token: a child enqueued on a queue NATS cannot name).
     pub fn event_subject(&self, queue: Option<&str>, job: Option<&JobId>) -> String {
         format!(
             "{}.events.{}.{}",
             self.prefix,
-            queue.unwrap_or("_"),
+            queue.filter(|q| is_token(q)).unwrap_or("_"),
             job.map_or("_", |id| id.0.as_str())
         )
     }
@@ -177,7 +189,52 @@ pub fn check_queue(queue: &str) -> Result<(), QueueError> {
 
 /// A job id as the backend hands it out: the decimal stream sequence of its first message.
 pub fn seq_of(id: &JobId) -> Option<u64> {
-    id.0.parse::<u64>()
+    number(&id.0)
+}
+
+/// A positive decimal number written the one way Spool writes it (no sign, no leading zero).
+fn number(s: &str) -> Option<u64> {
+    s.parse::<u64>()
         .ok()
-        .filter(|&n| n > 0 && id.0 == n.to_string())
+        .filter(|&n| n > 0 && s == n.to_string())
+}
+
+/// The numbers an id is made of: a stream sequence, then one child index per generation
+/// (`12-1-3` is the third child of the first child of job 12). `None` for anything else, so
+/// a string that is not an id never reaches a KV key or a subject.
+pub fn id_path(id: &JobId) -> Option<Vec<u64>> {
+    id.0.split('-').map(number).collect()
+}
+
+/// Whether `id` is one this backend can have handed out.
+pub fn is_job_id(id: &JobId) -> bool {
+    id_path(id).is_some()
+}
+
+/// The id of a job's `index`-th child, counting from 1. A sequence id has no `-`, so a child
+/// id never names a job enqueued by a producer.
+pub fn child_of(parent: &JobId, index: usize) -> JobId {
+    JobId(format!("{parent}-{index}"))
+}
+
+/// The parent and index of a child id.
+pub fn parent_of(id: &JobId) -> Option<(JobId, usize)> {
+    let (parent, index) = id.0.rsplit_once('-')?;
+    let index = usize::try_from(number(index)?).ok()?;
+    Some((JobId(parent.to_owned()), index))
+}
+
+/// The key of a child staged by the attempt holding `token`.
+pub fn staged_key(child: &JobId, token: i64) -> String {
+    format!("{child}.{token}")
+}
+
+/// The child and token of a staged key.
+pub fn staged_of(key: &str) -> Option<(JobId, i64)> {
+    let (child, token) = key.rsplit_once('.')?;
+    let child = JobId(child.to_owned());
+    (is_job_id(&child) && parent_of(&child).is_some())
+        .then_some(())
+        .and(token.parse().ok())
+        .map(|token| (child, token))
 }

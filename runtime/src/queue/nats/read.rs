@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::names::seq_of;
+use super::children;
+use super::names::{id_path, seq_of};
 use super::record::{self, Record, WAKE, Wire};
 use super::store::Inner;
 use crate::queue::{
@@ -58,20 +59,37 @@ pub async fn job(inner: &Inner, id: &JobId) -> Result<Option<JobDetail>, QueueEr
         },
     )
     .await?;
-    Ok(Some(record.detail(id, events, now())))
+    let children = children::outcomes(inner, id, &record).await?;
+    Ok(Some(record.detail(id, events, children, now())))
+}
+
+/// Newest first: by enqueue time, then by id (a stream sequence, then child indices).
+fn newest_first(records: &mut [(JobId, Record)]) {
+    records.sort_by_cached_key(|(id, r)| std::cmp::Reverse((r.enqueued_at, id_path(id))));
 }
 
 /// Every job, newest first.
 async fn all(inner: &Inner) -> Result<Vec<(JobId, Record)>, QueueError> {
     let mut records = inner.records().await?;
-    records.sort_by_key(|(id, _)| std::cmp::Reverse(seq_of(id).unwrap_or(0)));
+    newest_first(&mut records);
     Ok(records)
 }
 
 pub async fn jobs(inner: &Inner, filter: &JobFilter) -> Result<Vec<JobSummary>, QueueError> {
     let now = now();
-    Ok(all(inner)
-        .await?
+    let records = match &filter.parent {
+        // A parent knows its children: no need to read every record.
+        Some(parent) => match inner.get(parent).await? {
+            Some((r, _)) => {
+                let mut kids = children::records(inner, parent, &r).await?;
+                newest_first(&mut kids);
+                kids
+            }
+            None => Vec::new(),
+        },
+        None => all(inner).await?,
+    };
+    Ok(records
         .into_iter()
         .filter(|(_, r)| filter.queue.as_ref().is_none_or(|q| *q == r.queue))
         .map(|(id, r)| r.summary(&id, now))
@@ -97,6 +115,7 @@ pub async fn queues(inner: &Inner) -> Result<Vec<QueueCounts>, QueueError> {
             JobState::Succeeded => c.succeeded += 1,
             JobState::Dead => c.dead += 1,
             JobState::Cancelled => c.cancelled += 1,
+            JobState::Waiting => c.waiting += 1,
         }
     }
     Ok(counts.into_values().collect())
@@ -148,12 +167,7 @@ pub async fn dead_records(
         None => inner.records().await?,
     };
     dead.retain(|(id, r)| matches(filter, id, r));
-    dead.sort_by_key(|(id, r)| {
-        (
-            std::cmp::Reverse(r.updated_at),
-            std::cmp::Reverse(seq_of(id).unwrap_or(0)),
-        )
-    });
+    dead.sort_by_cached_key(|(id, r)| std::cmp::Reverse((r.updated_at, id_path(id))));
     Ok(dead)
 }
 

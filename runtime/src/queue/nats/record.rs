@@ -5,8 +5,8 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::queue::{
-    AttemptRecord, Event, JobDetail, JobId, JobState, JobSummary, Lease, NewEvent, NewJob, Phase,
-    QueueError, Timestamp,
+    AttemptRecord, ChildOutcome, Event, JobDetail, JobId, JobState, JobSummary, Lease, NewEvent,
+    NewJob, OnChildFailure, Phase, QueueError, StepRecord, Timestamp,
 };
 
 /// Header: the job's priority (default 0).
@@ -66,6 +66,104 @@ pub struct Record {
     /// Every finished attempt, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
+    /// The job whose settle enqueued this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// What the parent does if this child dies (kept by the child: it is the child's end
+    /// that tells the parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnChildFailure>,
+    /// Completed steps, in the order they were first completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// One byte per child, in enqueue order (child `i` is `<id>-<i>`): how the job last heard
+    /// the child end ([`Heard`]), 0 while it has not.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<u8>,
+    /// Children a settle committed that may not exist yet: created from the staging bucket by
+    /// whoever holds the job's message next, before anything else (see the module docs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spawn: Vec<Spawn>,
+}
+
+/// A completed step's stored result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    #[serde(with = "b64")]
+    pub output: Vec<u8>,
+    pub attempt: u32,
+    pub at: Timestamp,
+}
+
+impl From<Step> for StepRecord {
+    fn from(s: Step) -> StepRecord {
+        StepRecord {
+            name: s.name,
+            output: s.output,
+            attempt: s.attempt,
+            at: s.at,
+        }
+    }
+}
+
+/// Children `from..=to` (indices counting from 1), committed by the settle of the attempt
+/// holding `token` and staged under that token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub from: usize,
+    pub to: usize,
+    pub token: i64,
+}
+
+impl Spawn {
+    /// Whether this spawn creates child `index` from the stage of `token`.
+    pub fn covers(&self, index: usize, token: i64) -> bool {
+        self.token == token && (self.from..=self.to).contains(&index)
+    }
+}
+
+/// How a parent last heard a child end: one byte per child in [`Record::children`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Not finished, as far as the parent knows.
+    Nothing = 0,
+    Succeeded = 1,
+    Dead = 2,
+    Cancelled = 3,
+}
+
+impl Heard {
+    /// What a child's record says.
+    pub fn of(child: &Record) -> Heard {
+        match child.state {
+            JobState::Succeeded => Heard::Succeeded,
+            JobState::Dead => Heard::Dead,
+            JobState::Cancelled => Heard::Cancelled,
+            _ => Heard::Nothing,
+        }
+    }
+
+    /// The byte kept for a child (an unknown byte, from a newer version, reads as finished:
+    /// it was written only for an ended child).
+    pub fn from_byte(b: u8) -> Heard {
+        match b {
+            0 => Heard::Nothing,
+            1 => Heard::Succeeded,
+            2 => Heard::Dead,
+            _ => Heard::Cancelled,
+        }
+    }
+
+    /// The finished state heard, if any.
+    pub fn state(self) -> Option<JobState> {
+        match self {
+            Heard::Nothing => None,
+            Heard::Succeeded => Some(JobState::Succeeded),
+            Heard::Dead => Some(JobState::Dead),
+            Heard::Cancelled => Some(JobState::Cancelled),
+        }
+    }
 }
 
 /// A running job's lease and the message it holds.
@@ -104,6 +202,31 @@ impl Record {
             last_error: None,
             last_phase: None,
             history: Vec::new(),
+            parent: None,
+            on_failure: None,
+            steps: Vec::new(),
+            children: Vec::new(),
+            spawn: Vec::new(),
+        }
+    }
+
+    /// Whether some child has not been heard to end.
+    pub fn has_unfinished_children(&self) -> bool {
+        self.children.contains(&(Heard::Nothing as u8))
+    }
+
+    /// A child's outcome as its parent sees it.
+    pub fn outcome(&self, id: &JobId) -> ChildOutcome {
+        ChildOutcome {
+            id: id.clone(),
+            queue: self.queue.clone(),
+            state: match self.state {
+                JobState::Scheduled => JobState::Ready,
+                other => other,
+            },
+            output: self.output.clone(),
+            error: self.last_error.clone(),
+            on_failure: self.on_failure.unwrap_or_default(),
         }
     }
 
@@ -143,11 +266,18 @@ impl Record {
             updated_at: self.updated_at,
             last_error: self.last_error.clone(),
             last_phase: self.last_phase,
+            parent: self.parent.clone(),
         }
     }
 
-    /// Everything, with the job's timeline.
-    pub fn detail(self, id: &JobId, events: Vec<Event>, now: Timestamp) -> JobDetail {
+    /// Everything, with the job's timeline and its children's outcomes.
+    pub fn detail(
+        self,
+        id: &JobId,
+        events: Vec<Event>,
+        children: Vec<ChildOutcome>,
+        now: Timestamp,
+    ) -> JobDetail {
         let summary = self.summary(id, now);
         let lease = self.lease.map(|held| Lease {
             job_id: id.clone(),
@@ -165,6 +295,8 @@ impl Record {
             started: self.started,
             lease,
             attempts: self.history,
+            steps: self.steps.into_iter().map(StepRecord::from).collect(),
+            children,
             events,
         }
     }

@@ -1,14 +1,29 @@
 //! Settle: apply what happens after an attempt, fenced by its lease, and answer the job's
-//! message to match: ack a success, nak a retry or delay with its backoff, term a death.
+//! message to match: ack a success or a wait, nak a retry or delay with its backoff, term a
+//! death. A settle with children stages them, commits them with the compare-and-set, then
+//! creates them; a job that ends tells its parent.
 
 use std::time::Duration;
 
-use super::record::Record;
+use super::names::child_of;
+use super::record::{Record, Spawn};
 use super::setup::store;
 use super::store::{Answer, Inner};
+use super::{children, spawn};
 use crate::queue::{
-    EventKind, JobId, JobState, LeaseLost, NewEvent, Next, QueueError, Settle, now,
+    AttemptRecord, EventKind, JobId, JobState, LeaseLost, NewEvent, Next, QueueError, Settle,
+    Timestamp, now,
 };
+
+/// A settle applied, but for what waits until the whole group is applied.
+struct Applied {
+    events: Vec<NewEvent>,
+    /// The job, if it ended and has a parent to tell.
+    ended: Option<(JobId, Record)>,
+    /// The held message and its answer.
+    reply: String,
+    answer: Answer,
+}
 
 pub async fn settle(
     inner: &Inner,
@@ -18,14 +33,31 @@ pub async fn settle(
         futures::future::join_all(settles.into_iter().map(|s| settle_one(inner, s))).await;
     let mut out = Vec::with_capacity(results.len());
     let mut events = Vec::new();
+    let mut ended = Vec::new();
+    let mut answers = Vec::new();
     for r in results {
         match r? {
-            Ok(mut e) => {
-                events.append(&mut e);
+            Ok(mut applied) => {
+                events.append(&mut applied.events);
+                ended.extend(applied.ended);
+                answers.push((applied.reply, applied.answer));
                 out.push(Ok(()));
             }
             Err(lost) => out.push(Err(lost)),
         }
+    }
+    // Parents are told before any message is answered (until then a message comes back and
+    // tells again), with one write per parent for the whole group: siblings settled together
+    // do not race for their parent's record.
+    events.append(&mut children::ended_together(inner, ended).await?);
+    for r in futures::future::join_all(
+        answers
+            .iter()
+            .map(|(reply, answer)| inner.answer(reply, *answer)),
+    )
+    .await
+    {
+        r?;
     }
     inner.publish_events(events).await?;
     Ok(out)
@@ -34,19 +66,67 @@ pub async fn settle(
 async fn settle_one(
     inner: &Inner,
     settle: Settle,
-) -> Result<Result<Vec<NewEvent>, LeaseLost>, QueueError> {
+) -> Result<Result<Applied, LeaseLost>, QueueError> {
     let Settle {
         lease,
         next,
         attempt,
         checkpoint,
+        children,
     } = settle;
     let id = lease.job_id.clone();
     let now = now();
-    let known = inner.held(&id, lease.token);
+    let lost = || LeaseLost {
+        job_id: id.clone(),
+        token: lease.token,
+    };
+    // Only an attempt that ends well enqueues anything.
+    let children = match next {
+        Next::Succeeded { .. } | Next::Delay { .. } | Next::Wait => children,
+        Next::Retry { .. } | Next::Dead => Vec::new(),
+    };
+    let mut known = inner.held(&id, lease.token);
+    // Children are staged first, then committed by the settle's compare-and-set naming them.
+    let first = if children.is_empty() {
+        0
+    } else {
+        if known.is_none() {
+            known = inner.get(&id).await?;
+        }
+        let Some((r, _)) = known
+            .as_ref()
+            .filter(|(r, _)| r.leased_with(lease.token).is_some())
+        else {
+            inner.hold(&id, None);
+            return Ok(Err(lost()));
+        };
+        let first = r.children.len() + 1;
+        for (i, child) in children.iter().enumerate() {
+            if child.id != child_of(&id, first + i) {
+                return Err(QueueError::BadRequest(format!(
+                    "child {} of job {id} is not the id this backend reserved for its child {}",
+                    child.id,
+                    first + i
+                )));
+            }
+        }
+        spawn::stage(inner, &id, lease.token, &children, now).await?;
+        first
+    };
     let applied = inner
         .update(&id, known, |r| {
             let held = r.leased_with(lease.token)?.clone();
+            if !children.is_empty() {
+                if r.children.len() + 1 != first {
+                    return None;
+                }
+                r.children.resize(r.children.len() + children.len(), 0);
+                r.spawn.push(Spawn {
+                    from: first,
+                    to: r.children.len(),
+                    token: lease.token,
+                });
+            }
             let failed = matches!(next, Next::Retry { .. } | Next::Dead);
             match &next {
                 Next::Succeeded { output } => {
@@ -62,6 +142,11 @@ async fn settle_one(
                     r.run_at = *run_at;
                 }
                 Next::Dead => r.state = JobState::Dead,
+                Next::Wait if r.has_unfinished_children() => r.state = JobState::Waiting,
+                Next::Wait => {
+                    r.state = JobState::Ready;
+                    r.run_at = now;
+                }
             }
             if failed {
                 r.attempts += 1;
@@ -79,12 +164,22 @@ async fn settle_one(
         .await?;
     inner.hold(&id, None);
     let Some((held, r, _)) = applied else {
-        return Ok(Err(LeaseLost {
-            job_id: id,
-            token: lease.token,
-        }));
+        spawn::unstage(inner, &children, lease.token).await;
+        return Ok(Err(lost()));
     };
     inner.table_drop(&id, lease.token);
+    let mut events: Vec<NewEvent> = kinds(&next, &attempt, &r, now)
+        .into_iter()
+        .map(|e| r.event(&id, e))
+        .collect();
+
+    // What follows the commit is done before the job's message is answered: until then the
+    // message comes back to a claimer, which finishes it (see `children::heal`).
+    if !r.spawn.is_empty() {
+        // The job's own events first, so that its children's cannot come before them.
+        inner.publish_events(std::mem::take(&mut events)).await?;
+        events.append(&mut spawn::spawn(inner, &id, &r).await?);
+    }
     let answer = match &next {
         Next::Succeeded { .. } => Answer::Ack,
         Next::Retry { run_at } | Next::Delay { run_at } => Answer::Nak(Duration::from_millis(
@@ -94,9 +189,21 @@ async fn settle_one(
             dead_letter(inner, &id, &r).await?;
             Answer::Term
         }
+        // Waiting: a wake message brings it back once its children have ended.
+        Next::Wait if r.state == JobState::Waiting => Answer::Ack,
+        Next::Wait => Answer::Nak(Duration::ZERO),
     };
-    inner.answer(&held.reply, answer).await?;
+    let ended = (r.is_finished() && r.parent.is_some()).then_some((id, r));
+    Ok(Ok(Applied {
+        events,
+        ended,
+        reply: held.reply,
+        answer,
+    }))
+}
 
+/// The events of a settle.
+fn kinds(next: &Next, attempt: &AttemptRecord, r: &Record, now: Timestamp) -> Vec<NewEvent> {
     let ran = u64::try_from(attempt.finished_at - attempt.started_at).unwrap_or(0);
     let wait = |run_at: i64| u64::try_from(run_at - now).unwrap_or(0);
     let base = NewEvent {
@@ -110,7 +217,7 @@ async fn settle_one(
         message: attempt.error.clone(),
         ..base.clone()
     };
-    let kinds = match &next {
+    match next {
         Next::Succeeded { .. } => vec![NewEvent {
             duration_ms: Some(ran),
             ..base
@@ -143,15 +250,39 @@ async fn settle_one(
                 ..failure
             },
         ],
-    };
-    Ok(Ok(kinds.into_iter().map(|e| r.event(&id, e)).collect()))
+        Next::Wait => {
+            let mut events = vec![NewEvent {
+                kind: EventKind::Waiting,
+                ..base
+            }];
+            if r.state != JobState::Waiting {
+                events.push(NewEvent::new(EventKind::ChildrenFinished));
+            }
+            events
+        }
+    }
 }
 
 /// Publish a dead job's envelope (the same JSON as `spool job --json` and the SQLite
 /// backend's) on the dead-letter stream, for consumers outside Spool.
 pub async fn dead_letter(inner: &Inner, id: &JobId, record: &Record) -> Result<(), QueueError> {
-    let detail = record.clone().detail(id, Vec::new(), now());
-    let body = serde_json::to_vec(&detail).unwrap_or_default();
+    let children = children::outcomes(inner, id, record).await?;
+    let mut detail = record.clone().detail(id, Vec::new(), children, now());
+    let mut body = serde_json::to_vec(&detail).unwrap_or_default();
+    // A large fan-out's outcomes may not fit one message: its children's outputs go first,
+    // then the list (each child keeps its own record).
+    let room = match inner.client.server_info().max_payload {
+        0 => usize::MAX,
+        most => most.saturating_sub(4096),
+    };
+    if body.len() > room {
+        detail.children.iter_mut().for_each(|c| c.output = None);
+        body = serde_json::to_vec(&detail).unwrap_or_default();
+    }
+    if body.len() > room {
+        detail.children.clear();
+        body = serde_json::to_vec(&detail).unwrap_or_default();
+    }
     inner
         .js
         .publish(inner.names.dlq_subject(&record.queue, id), body.into())

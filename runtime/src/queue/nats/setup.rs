@@ -40,6 +40,8 @@ pub struct Streams {
     pub records: kv::Store,
     pub records_stream: stream::Stream,
     pub keys: kv::Store,
+    pub staging: kv::Store,
+    pub staging_stream: stream::Stream,
 }
 
 pub async fn streams(
@@ -99,6 +101,8 @@ pub async fn streams(
     let records = ensure_bucket(js, &names.records_bucket(), options).await?;
     let records_stream = records.stream.clone();
     let keys = ensure_bucket(js, &names.keys_bucket(), options).await?;
+    let staging = ensure_bucket(js, &names.staging_bucket(), options).await?;
+    let staging_stream = staging.stream.clone();
     Ok(Streams {
         jobs,
         events,
@@ -107,6 +111,8 @@ pub async fn streams(
         records,
         records_stream,
         keys,
+        staging,
+        staging_stream,
     })
 }
 

@@ -110,7 +110,7 @@ impl Inner {
 
     /// A job's record and its revision.
     pub async fn get(&self, id: &JobId) -> Result<Option<(Record, u64)>, QueueError> {
-        if super::names::seq_of(id).is_none() {
+        if !super::names::is_job_id(id) {
             return Ok(None);
         }
         let entry = self
@@ -224,7 +224,7 @@ impl Inner {
         mut change: impl FnMut(&mut Record) -> Option<T>,
     ) -> Result<Option<(T, Record, u64)>, QueueError> {
         let mut current = known;
-        for _ in 0..CAS_ROUNDS {
+        for round in 0..CAS_ROUNDS {
             let (record, revision) = match current.take() {
                 Some(known) => known,
                 None => match self.get(id).await? {
@@ -239,6 +239,11 @@ impl Inner {
             if let Some(revision) = self.cas(id, &next, revision).await? {
                 return Ok(Some((out, next, revision)));
             }
+            // Lost to another writer: a random pause of up to 32 ms (growing with the rounds
+            // lost) keeps a crowd of writers, such as siblings telling their parent, from
+            // colliding round after round.
+            let most = 1u64 << round.min(5);
+            tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=most))).await;
         }
         Err(QueueError::Store(format!(
             "job {id}: record kept changing under {CAS_ROUNDS} attempts to write it"

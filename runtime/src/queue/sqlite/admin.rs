@@ -93,6 +93,7 @@ pub(super) fn cancel(tx: &Connection, journal: &mut Journal, id: &JobId) -> Resu
     journal.job_event(tx, &subject, EventKind::Cancelled, |event| {
         event.worker = worker;
     })?;
+    super::flow::child_finished(tx, journal, row)?;
     Ok(true)
 }
 
@@ -176,9 +177,11 @@ pub(super) fn prune(tx: &Connection, before: i64, chunk: usize) -> Result<u64, F
 fn delete_history(tx: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
     let mut events = tx.prepare_cached("DELETE FROM events WHERE job_id = ?1")?;
+    let mut steps = tx.prepare_cached("DELETE FROM steps WHERE job_id = ?1")?;
     for id in ids {
         attempts.execute(params![id])?;
         events.execute(params![id])?;
+        steps.execute(params![id])?;
     }
     Ok(())
 }

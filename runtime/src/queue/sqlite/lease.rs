@@ -21,7 +21,7 @@ pub(super) const CLAIM: &str = "UPDATE jobs SET \
         ORDER BY priority DESC, run_at, id \
         LIMIT ?5) \
     RETURNING id, token, priority, run_at, attempts, max_attempts, started, payload, \
-        checkpoint, tenant, metadata, enqueued_at";
+        checkpoint, tenant, metadata, enqueued_at, parent_id";
 
 const RENEW: &str = "UPDATE jobs SET lease_expires_at = ?3 \
     WHERE id = ?1 AND state = 'running' AND token = ?2";
@@ -71,7 +71,9 @@ pub(super) fn claim(
         let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         // RETURNING yields rows in no particular order.
         rows.sort_by_key(|row| (std::cmp::Reverse(row.priority), row.run_at, row.id));
-        for row in rows {
+        for mut row in rows {
+            row.claimed.steps = super::flow::steps(tx, row.id)?;
+            row.claimed.children = super::flow::children(tx, row.id)?;
             let subject = Subject {
                 id: row.id,
                 queue: &wanted.queue,
@@ -115,6 +117,9 @@ fn claimed_row(
             tenant: row.get(9)?,
             metadata: json(row, 10)?,
             enqueued_at: row.get(11)?,
+            parent: row.get::<_, Option<i64>>(12)?.map(job_id),
+            steps: Vec::new(),
+            children: Vec::new(),
         },
     })
 }
@@ -245,6 +250,7 @@ pub(super) fn expire(
         journal.job_event(tx, &subject, EventKind::LeaseExpired, fill)?;
         if dead {
             journal.job_event(tx, &subject, EventKind::DeadLettered, fill)?;
+            super::flow::child_finished(tx, journal, job.id)?;
         }
         returned.push(job_id(job.id));
     }

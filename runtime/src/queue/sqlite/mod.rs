@@ -82,6 +82,7 @@
 mod admin;
 mod columns;
 mod enqueue;
+mod flow;
 mod journal;
 mod lease;
 mod read;
@@ -99,9 +100,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::journal::Journal;
 use super::{
-    Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter, JobId,
-    JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError, Settle,
-    Timestamp, now,
+    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
+    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
+    Settle, Timestamp, now,
 };
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`).
@@ -400,6 +401,21 @@ impl Backend for SqliteBackend {
     async fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError> {
         self.write("settle", move |tx, journal| {
             settle::settle(tx, journal, &settles)
+        })
+        .await
+    }
+
+    async fn save(&self, save: AttemptSave) -> Result<Result<(), LeaseLost>, QueueError> {
+        self.write("save", move |tx, journal| flow::save(tx, journal, &save))
+            .await
+    }
+
+    async fn child_id(&self, lease: &Lease, index: u32) -> Result<JobId, QueueError> {
+        // Ids come from the job counter: one reserved here is never handed out again, used or
+        // not. The index plays no part.
+        let _ = (lease, index);
+        self.write("reserve a child id", |tx, journal| {
+            Ok(columns::job_id(journal.next_job_id(tx)?))
         })
         .await
     }

@@ -15,7 +15,7 @@ use crate::queue::{
 macro_rules! summary_columns {
     () => {
         "id, queue, state, run_at, attempts, max_attempts, priority, tenant, enqueued_at, \
-         updated_at, last_error, last_phase"
+         updated_at, last_error, last_phase, parent_id"
     };
 }
 
@@ -36,6 +36,7 @@ const JOBS: &str = concat!(
     summary_columns!(),
     " FROM jobs \
     WHERE (?1 IS NULL OR queue = ?1) \
+      AND (?5 IS NULL OR parent_id = ?5) \
       AND (?2 IS NULL OR ?2 = CASE \
             WHEN state IN ('ready', 'scheduled') \
             THEN CASE WHEN run_at > ?4 THEN 'scheduled' ELSE 'ready' END \
@@ -55,7 +56,7 @@ const QUEUES: &str = "SELECT queue, \
         SUM(state IN ('ready', 'scheduled') AND run_at > ?1), \
         SUM(state IN ('ready', 'scheduled') AND run_at <= ?1), \
         SUM(state = 'running'), SUM(state = 'succeeded'), SUM(state = 'dead'), \
-        SUM(state = 'cancelled') \
+        SUM(state = 'cancelled'), SUM(state = 'waiting') \
     FROM jobs GROUP BY queue ORDER BY queue";
 
 /// Events with the queue and tenant of their job when they do not carry their own.
@@ -92,25 +93,27 @@ pub(super) fn job(
         .prepare_cached(JOB)?
         .query_row(params![row], |r| {
             let summary = summary(r, now)?;
-            let lease = match (summary.state, r.get::<_, Option<String>>(19)?) {
+            let lease = match (summary.state, r.get::<_, Option<String>>(20)?) {
                 (JobState::Running, Some(worker)) => Some(Lease {
                     job_id: summary.id.clone(),
-                    token: r.get(18)?,
+                    token: r.get(19)?,
                     worker,
-                    expires_at: r.get::<_, Option<i64>>(20)?.unwrap_or_default(),
+                    expires_at: r.get::<_, Option<i64>>(21)?.unwrap_or_default(),
                 }),
                 _ => None,
             };
             Ok(JobDetail {
-                payload: r.get(12)?,
-                output: r.get(13)?,
-                checkpoint: r.get(14)?,
-                key: r.get(15)?,
-                metadata: json(r, 16)?,
-                started: r.get(17)?,
+                payload: r.get(13)?,
+                output: r.get(14)?,
+                checkpoint: r.get(15)?,
+                key: r.get(16)?,
+                metadata: json(r, 17)?,
+                started: r.get(18)?,
                 lease,
                 summary,
                 attempts: Vec::new(),
+                steps: Vec::new(),
+                children: Vec::new(),
                 events: Vec::new(),
             })
         })
@@ -122,6 +125,8 @@ pub(super) fn job(
         .prepare_cached(ATTEMPTS)?
         .query_map(params![row], attempt)?
         .collect::<rusqlite::Result<_>>()?;
+    detail.steps = super::flow::steps(tx, row)?;
+    detail.children = super::flow::children(tx, row)?;
     detail.events = tx
         .prepare_cached(JOB_EVENTS)?
         .query_map(params![0, i64::MAX, row], event)?
@@ -136,9 +141,16 @@ pub(super) fn jobs(
 ) -> Result<Vec<JobSummary>, Failure> {
     let state = filter.state.map(<&str>::from);
     let limit = int(filter.limit.unwrap_or(DEFAULT_JOBS));
+    let parent = match &filter.parent {
+        Some(id) => match row_id(id) {
+            Some(row) => Some(row),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
     let jobs = tx
         .prepare_cached(JOBS)?
-        .query_map(params![filter.queue, state, limit, now], |r| {
+        .query_map(params![filter.queue, state, limit, now, parent], |r| {
             summary(r, now)
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -176,6 +188,7 @@ pub(super) fn queues(tx: &Connection, now: Timestamp) -> Result<Vec<QueueCounts>
                 succeeded: count(r.get(4)?),
                 dead: count(r.get(5)?),
                 cancelled: count(r.get(6)?),
+                waiting: count(r.get(7)?),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -223,6 +236,7 @@ fn summary(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<JobSummary> {
         updated_at: r.get(9)?,
         last_error: r.get(10)?,
         last_phase: opt_name(r, 11)?,
+        parent: r.get::<_, Option<i64>>(12)?.map(job_id),
     })
 }
 

@@ -6,7 +6,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -19,6 +19,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         return Err(Failure::Queue(QueueError::Store(format!(
             "the database has schema version {version}, newer than this build's {VERSION}"
         ))));
+    }
+    if version == 1 {
+        // Version 2 added flows: the parent link and what a child's death does to its parent
+        // (the `steps` table and the `jobs_parent` index come from the schema itself).
+        tx.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN parent_id INTEGER; \
+             ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT;",
+        )?;
     }
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {

@@ -1,4 +1,6 @@
--- Spool's SQLite schema, version 1 (kept in PRAGMA user_version).
+-- Spool's SQLite schema, version 2 (kept in PRAGMA user_version). Version 2 added
+-- `jobs.parent_id`, `jobs.on_parent_failure`, the `jobs_parent` index and the `steps` table;
+-- `schema.rs` adds the two columns to a version 1 file before running this.
 --
 -- Every statement is idempotent: `open` runs this file on every start, inside one
 -- BEGIN IMMEDIATE transaction, so processes opening a fresh file at once cannot race.
@@ -21,7 +23,7 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('job', 0), ('event', 0);
 CREATE TABLE IF NOT EXISTS jobs (
     id               INTEGER PRIMARY KEY,
     queue            TEXT    NOT NULL,
-    -- 'scheduled' | 'ready' | 'running' | 'succeeded' | 'dead' | 'cancelled'.
+    -- 'scheduled' | 'ready' | 'running' | 'waiting' | 'succeeded' | 'dead' | 'cancelled'.
     -- 'scheduled' and 'ready' are both claimable once run_at has passed; readers report
     -- the state from run_at.
     state            TEXT    NOT NULL,
@@ -49,7 +51,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_worker     TEXT,
     lease_expires_at INTEGER,
     last_error       TEXT,
-    last_phase       TEXT
+    last_phase       TEXT,
+    -- The job whose attempt enqueued this one (a flow), and what that parent does if this
+    -- job dies while it waits: 'fail-parent' | 'report'.
+    parent_id         INTEGER,
+    on_parent_failure TEXT
+);
+
+-- A flow: a parent's children.
+CREATE INDEX IF NOT EXISTS jobs_parent
+    ON jobs (parent_id)
+    WHERE parent_id IS NOT NULL;
+
+-- The steps a job's attempts completed (`host.step-done`), in rowid order of first
+-- completion; storing a name again replaces its output in place.
+CREATE TABLE IF NOT EXISTS steps (
+    job_id  INTEGER NOT NULL,
+    name    TEXT    NOT NULL,
+    output  BLOB    NOT NULL,
+    attempt INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    UNIQUE (job_id, name)
 );
 
 -- Claim: the head of each queue's claimable jobs, in claim order.

@@ -17,6 +17,9 @@ pub(super) const SETTLE: &str = "UPDATE jobs SET \
     WHERE id = ?1 AND state = 'running' AND token = ?2 \
     RETURNING queue, tenant";
 
+/// A waiting job none of whose children is unfinished: ready at once.
+const READY: &str = "UPDATE jobs SET state = 'ready', run_at = ?2 WHERE id = ?1";
+
 pub(super) fn settle(
     tx: &Connection,
     journal: &mut Journal,
@@ -48,6 +51,8 @@ fn settle_one(
         Next::Retry { run_at } => (scheduled(*run_at), Some(*run_at), true, None),
         Next::Delay { run_at } => (scheduled(*run_at), Some(*run_at), false, None),
         Next::Dead => ("dead", None, true, None),
+        // Told apart below, once the children this settle creates exist.
+        Next::Wait => ("waiting", None, false, None),
     };
     let (error, phase) = if failed {
         (record.error.as_deref(), record.phase.map(<&str>::from))
@@ -77,6 +82,7 @@ fn settle_one(
         return Ok(Err(lost()));
     };
     insert_attempt(tx, id, settle.lease.token, record)?;
+    super::flow::create_children(tx, journal, id, &settle.children)?;
 
     let subject = Subject {
         id,
@@ -124,6 +130,16 @@ fn settle_one(
             })?;
             journal.job_event(tx, &subject, EventKind::DeadLettered, failure)?;
         }
+        Next::Wait => {
+            journal.job_event(tx, &subject, EventKind::Waiting, attempt)?;
+            if !super::flow::has_unfinished_children(tx, id)? {
+                tx.prepare_cached(READY)?.execute(params![id, now])?;
+                journal.job_event(tx, &subject, EventKind::ChildrenFinished, |_| {})?;
+            }
+        }
+    }
+    if matches!(settle.next, Next::Succeeded { .. } | Next::Dead) {
+        super::flow::child_finished(tx, journal, id)?;
     }
     Ok(Ok(()))
 }
