@@ -204,6 +204,7 @@ async fn take(
     // can be found.
     let first_sight = (known.1 == 0).then(|| known.0.clone());
     let mut verdict = Verdict::Drop;
+    let mut orphan = None;
     // An ended child whose message comes back may not have told its parent yet.
     let mut ended = None;
     let taken = inner
@@ -217,7 +218,21 @@ async fn take(
                     Some(held) if held.expires_at > now => {
                         Verdict::Later(until(held.expires_at, now) + SWEEP_WAIT)
                     }
-                    _ => Verdict::Later(SWEEP_WAIT),
+                    lapsed => {
+                        // A claimer that died between writing the lease and publishing its
+                        // lease table left a lease no table names: adopt it into this
+                        // connection's table, so a sweep returns the job.
+                        orphan = Some(Lease {
+                            job_id: id.clone(),
+                            token: r.token,
+                            worker: lapsed
+                                .as_ref()
+                                .map(|h| h.worker.clone())
+                                .unwrap_or_default(),
+                            expires_at: lapsed.as_ref().map_or(now, |h| h.expires_at),
+                        });
+                        Verdict::Later(SWEEP_WAIT)
+                    }
                 },
                 // Woken by its last child's end, which sends a message of its own.
                 JobState::Waiting => Verdict::Drop,
@@ -254,6 +269,10 @@ async fn take(
             Verdict::Later(after) => {
                 if let Some(first) = first_sight {
                     inner.cas(&id, &first, 0).await?;
+                }
+                if let Some(orphan) = orphan {
+                    inner.table_hold([&orphan]);
+                    inner.publish_table().await?;
                 }
                 inner.publish_events(events).await?;
                 inner.answer(&reply, Answer::Nak(after)).await?;

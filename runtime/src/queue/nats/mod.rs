@@ -57,7 +57,10 @@
 //! still lapsed) and returns each lapsed job through its record and its message. A table
 //! with no live entry (a stopped or idle connection's) is purged up to the version read,
 //! so a newer one published meanwhile stays. When no sweeper runs, the ack wait still brings
-//! the message back to a claimer.
+//! the message back to a claimer. A claimer that died between writing a lease into the record
+//! and publishing its table left a lease no table names: whoever fetches the returning
+//! message and finds the lease lapsed adopts it into its own table, and the next sweep
+//! returns the job.
 //!
 //! **Steps and checkpoints** are compare-and-sets of the record fenced like a settle (and
 //! refused after the attempt's deadline): `steps` keeps each name's latest result in the order

@@ -513,3 +513,44 @@ async fn siblings_are_claimed_in_enqueue_order_and_the_timeline_reads_right() {
     assert_eq!(counts[0].queue, "k");
     assert_eq!(counts[0].succeeded, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_no_table_names_is_adopted_by_the_next_claimer_and_swept() {
+    let (b, _s) = fresh().await;
+    let id = b.enqueue(vec![job("q", b"p")]).await.unwrap()[0].id.clone();
+    let short = Duration::from_millis(100);
+    let c = b
+        .claim(
+            "w",
+            &[QueueClaim {
+                queue: "q".into(),
+                limit: 1,
+            }],
+            short,
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    // The claimer dies after writing the lease, before its table names it.
+    b.inner.table_drop(&id, c.lease.token);
+    b.inner.publish_table().await.unwrap();
+    tokio::time::sleep(short * 3).await;
+    assert!(b.expire_leases(3).await.unwrap().is_empty());
+    assert_eq!(state(&b, &id).await, JobState::Running);
+
+    // The message comes back after the ack wait; whoever fetches it adopts the lease, and a
+    // sweep returns the job.
+    let until = std::time::Instant::now() + ACK_WAIT * 5;
+    let mut again = Vec::new();
+    while again.is_empty() && std::time::Instant::now() < until {
+        again = claim(&b, "q", 1).await;
+        b.expire_leases(3).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(again.len(), 1, "the job never came back");
+    assert_eq!(again[0].lease.job_id, id);
+    assert_eq!(
+        again[0].attempt, 2,
+        "the lost attempt counts as lease-expired"
+    );
+}
