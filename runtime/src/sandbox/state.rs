@@ -102,6 +102,13 @@ impl RunState {
         })
     }
 
+    fn progress(&mut self, percent: u8, message: Option<String>) {
+        self.progress = Some(Progress {
+            percent: percent.min(100),
+            message,
+        });
+    }
+
     async fn checkpoint(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
         self.save(Save::Checkpoint(state.clone())).await?;
         self.checkpoint = Some(state);
@@ -183,10 +190,7 @@ impl bindings::v2::spool::job::host::Host for RunState {
     }
 
     fn progress(&mut self, percent: u8, message: Option<String>) {
-        self.progress = Some(Progress {
-            percent: percent.min(100),
-            message,
-        });
+        RunState::progress(self, percent, message);
     }
 
     async fn step_done(&mut self, name: String, output: Vec<u8>) -> wasmtime::Result<()> {
@@ -220,9 +224,6 @@ impl v1::spool::job::host::Host for RunState {
     }
 
     fn progress(&mut self, percent: u8, message: Option<String>) {
-        self.progress = Some(Progress {
-            percent: percent.min(100),
-            message,
-        });
+        RunState::progress(self, percent, message);
     }
 }
