@@ -69,7 +69,7 @@
 //!         logs: Vec::new(),
 //!     };
 //!     let next = Next::Succeeded { output: b"sent".to_vec() };
-//!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None };
+//!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None, children: Vec::new() };
 //!     backend.settle(vec![settle]).await?.remove(0)?;
 //! }
 //! let job = backend.job(&id).await?.ok_or("no such job")?;
