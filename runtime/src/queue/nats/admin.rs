@@ -3,25 +3,22 @@
 use super::children::tell;
 use super::enqueue::take_key;
 use super::read::{dead_records, matches};
+use super::record::Wire;
+use super::setup::store;
 use super::spawn::wake;
 use super::store::Inner;
 use crate::queue::{DlqFilter, EventKind, JobId, JobState, NewEvent, QueueError, Timestamp, now};
 
 pub async fn record(inner: &Inner, event: NewEvent) -> Result<(), QueueError> {
-    let event = match &event.job_id {
-        Some(id) => {
-            let Some((r, _)) = inner.get(id).await? else {
-                return Err(QueueError::NotFound(id.clone()));
-            };
-            NewEvent {
-                queue: event.queue.clone().or(Some(r.queue)),
-                tenant: event.tenant.clone().or(r.tenant),
-                ..event
-            }
-        }
-        None => event,
+    let wire = match event.job_id.clone() {
+        // An event about a job joins its timeline.
+        Some(id) => inner
+            .append(&id, event)
+            .await?
+            .ok_or(QueueError::NotFound(id))?,
+        None => Wire { at: now(), event },
     };
-    inner.publish_events(vec![event]).await.map(drop)
+    inner.publish_events(vec![wire]).await
 }
 
 pub async fn replay(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError> {
@@ -44,10 +41,12 @@ pub async fn replay(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError
                 r.updated_at = now;
                 r.attempts = 0;
                 r.started = 0;
-                Some(())
+                Some(r.note(&id, now, NewEvent::new(EventKind::Replayed)))
             })
             .await?;
-        let Some(((), r, _)) = replayed else { continue };
+        let Some((event, r, _)) = replayed else {
+            continue;
+        };
         // A replayed child runs again: its parent must not count it as ended (told before it
         // can end again).
         if let Some(parent) = &r.parent {
@@ -55,22 +54,20 @@ pub async fn replay(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError
         }
         wake(inner, &id, &r, None).await?;
         inner.purge(&inner.s.dlq, inner.names.job_dlq(&id)).await?;
-        events.push(r.event(&id, NewEvent::new(EventKind::Replayed)));
+        events.push(event);
     }
     let n = events.len() as u64;
     inner.publish_events(events).await?;
     Ok(n)
 }
 
-/// Delete a job outright: its record, its events, its dead letter, and its first message if
-/// it is still queued (a worker seeing it with no record would take it for a new job).
+/// Delete a job outright: its record (with its timeline), its dead letter, and its first
+/// message if it is still queued (a worker seeing it with no record would take it for a new
+/// job). The event log is a log: what it told of the job stays until `prune` trims it.
 async fn delete(inner: &Inner, id: &JobId) -> Result<(), QueueError> {
     drop_message(inner, id).await;
     inner
         .purge(&inner.s.records_stream, inner.names.record_subject(id))
-        .await?;
-    inner
-        .purge(&inner.s.events, inner.names.job_events(id))
         .await?;
     inner.purge(&inner.s.dlq, inner.names.job_dlq(id)).await?;
     Ok(())
@@ -99,7 +96,48 @@ pub async fn prune(inner: &Inner, before: Timestamp) -> Result<u64, QueueError> 
         }
     }
     super::spawn::prune_stage(inner, before).await?;
+    trim_log(inner, before).await?;
     Ok(n)
+}
+
+/// Drop the event-log messages published before `before` (jobs keep their own timelines in
+/// their records): a binary search for the first message at or after it, then one purge.
+async fn trim_log(inner: &Inner, before: Timestamp) -> Result<(), QueueError> {
+    let info = inner
+        .s
+        .events
+        .get_info()
+        .await
+        .map_err(|e| store("reading the event log's state", e))?;
+    let (mut low, mut high) = (info.state.first_sequence, info.state.last_sequence + 1);
+    if info.state.messages == 0 {
+        return Ok(());
+    }
+    // The first sequence in `low..high` whose message is at or after `before` (`high` if
+    // none): messages are stored in time order.
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let at = match inner.s.events.direct_get(mid).await {
+            Ok(m) => super::record::millis(m.time),
+            // A gap (trimmed meanwhile): treat as old.
+            Err(_) => Timestamp::MIN,
+        };
+        if at < before {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    if low > info.state.first_sequence {
+        inner
+            .s
+            .events
+            .purge()
+            .sequence(low)
+            .await
+            .map_err(|e| store("trimming the event log", e))?;
+    }
+    Ok(())
 }
 
 /// Remove a job's first message from its queue, if it is still there.

@@ -7,7 +7,7 @@
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::names::{child_of, parent_of, staged_key};
-use super::record::{Heard, Record};
+use super::record::{Heard, Record, Wire};
 use super::setup::store;
 use super::spawn::{PARALLEL, spawn, wake};
 use super::store::Inner;
@@ -34,7 +34,7 @@ pub async fn tell(
     parent: &JobId,
     news: &[(JobId, Record)],
     wake: bool,
-) -> Result<(Option<Record>, Vec<NewEvent>), QueueError> {
+) -> Result<(Option<Record>, Vec<Wire>), QueueError> {
     let now = now();
     let mut woken = !wake;
     loop {
@@ -76,8 +76,25 @@ pub async fn tell(
                     return None;
                 }
                 let write = changed || outcome.is_some();
+                let events = match &outcome {
+                    None => Vec::new(),
+                    Some(Resolved::Woke) => {
+                        vec![p.note(parent, now, NewEvent::new(EventKind::ChildrenFinished))]
+                    }
+                    Some(Resolved::Died(message)) => {
+                        let fill = |kind| NewEvent {
+                            phase: Some(Phase::ChildFailed),
+                            message: Some(message.clone()),
+                            ..NewEvent::new(kind)
+                        };
+                        vec![
+                            p.note(parent, now, fill(EventKind::Failed)),
+                            p.note(parent, now, fill(EventKind::DeadLettered)),
+                        ]
+                    }
+                };
                 resolved = outcome;
-                write.then_some(())
+                write.then_some(events)
             })
             .await?;
         if let Some(p) = to_wake {
@@ -87,29 +104,12 @@ pub async fn tell(
             woken = true;
             continue;
         }
-        let Some(((), p, _)) = told else {
+        let Some((events, p, _)) = told else {
             return Ok((seen, Vec::new()));
         };
-        let events = match resolved {
-            None => Vec::new(),
-            Some(Resolved::Woke) => {
-                vec![p.event(parent, NewEvent::new(EventKind::ChildrenFinished))]
-            }
-            Some(Resolved::Died(message)) => {
-                super::settle::dead_letter(inner, parent, &p).await?;
-                let fill = |kind| {
-                    p.event(
-                        parent,
-                        NewEvent {
-                            phase: Some(Phase::ChildFailed),
-                            message: Some(message.clone()),
-                            ..NewEvent::new(kind)
-                        },
-                    )
-                };
-                vec![fill(EventKind::Failed), fill(EventKind::DeadLettered)]
-            }
-        };
+        if let Some(Resolved::Died(_)) = resolved {
+            super::settle::dead_letter(inner, parent, &p).await?;
+        }
         return Ok((Some(p), events));
     }
 }
@@ -137,7 +137,7 @@ fn resolve(p: &mut Record, died: Option<String>, now: Timestamp) -> Option<Resol
 /// Job `id` has ended (`r`): tell its parent, and on up the tree while the parent has ended
 /// too (it may have just died of this child, or a crash may have kept it from telling its
 /// own parent). Returns the ancestors' events.
-pub async fn ended(inner: &Inner, id: &JobId, r: &Record) -> Result<Vec<NewEvent>, QueueError> {
+pub async fn ended(inner: &Inner, id: &JobId, r: &Record) -> Result<Vec<Wire>, QueueError> {
     let mut events = Vec::new();
     let (mut id, mut r) = (id.clone(), r.clone());
     while let Some(parent) = r.parent.clone() {
@@ -156,7 +156,7 @@ pub async fn ended(inner: &Inner, id: &JobId, r: &Record) -> Result<Vec<NewEvent
 pub async fn ended_together(
     inner: &Inner,
     jobs: Vec<(JobId, Record)>,
-) -> Result<Vec<NewEvent>, QueueError> {
+) -> Result<Vec<Wire>, QueueError> {
     let mut families: std::collections::BTreeMap<JobId, Vec<(JobId, Record)>> =
         std::collections::BTreeMap::new();
     for (id, r) in jobs {
@@ -187,7 +187,7 @@ pub async fn heal(
     inner: &Inner,
     id: &JobId,
     known: (Record, u64),
-) -> Result<(Option<(Record, u64)>, Vec<NewEvent>), QueueError> {
+) -> Result<(Option<(Record, u64)>, Vec<Wire>), QueueError> {
     let mut events = Vec::new();
     let mut moved = false;
     if !known.0.spawn.is_empty() {
@@ -257,6 +257,9 @@ pub async fn outcomes(
     id: &JobId,
     r: &Record,
 ) -> Result<Vec<ChildOutcome>, QueueError> {
+    if r.children.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<JobId> = (1..=r.children.len()).map(|i| child_of(id, i)).collect();
     let found = fetch(inner, &ids).await?;
     let mut out = Vec::with_capacity(ids.len());

@@ -1,5 +1,5 @@
-//! Enqueue: one message per job on its queue's band subject, the job's record, and the
-//! idempotency keys.
+//! Enqueue: one message per job on its queue's band subject, and the idempotency keys. The
+//! job's record is written by whoever first claims (or cancels) it, from the message.
 
 use std::collections::HashMap;
 
@@ -9,10 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
 use super::names::{Band, check_queue};
-use super::record::{Record, headers};
+use super::read::unclaimed;
+use super::record::{Wire, headers};
 use super::setup::store;
 use super::store::Inner;
-use crate::queue::{Enqueued, EventKind, JobId, NewEvent, NewJob, QueueError, now};
+use crate::queue::{Enqueued, EventKind, JobId, NewEvent, NewJob, QueueError, Timestamp, now};
 
 /// The key-bucket key of an idempotency key on a queue.
 pub fn key_name(queue: &str, key: &str) -> String {
@@ -96,30 +97,34 @@ pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, 
         });
     }
 
-    // Records and keys of the new jobs, pipelined. A record a worker already created (it
-    // claimed the message first) is left as it is.
-    let (jobs_ref, holders_ref, answers_ref) = (&jobs, &holders, &answers);
-    let writes = order.iter().filter_map(|&i| {
-        let answer = answers_ref[i].as_ref()?;
-        let job = &jobs_ref[i];
-        let holder = &holders_ref[i];
-        (!answer.duplicate).then(|| {
-            let record = Record::new(job, at);
-            async move {
-                inner.cas(&answer.id, &record, 0).await?;
-                if let (Some(key), Holder::Free(generation)) = (&job.key, holder) {
-                    claim_key(inner, &job.queue, key, &answer.id, *generation).await?;
-                }
-                Ok::<(), QueueError>(())
-            }
-        })
-    });
-    for result in futures::future::join_all(writes).await {
+    // The message is the job until a worker first claims it (or a cancel comes first):
+    // whoever does writes its record, from the message. Here only the keys of the new jobs
+    // are taken, pipelined, and their `enqueued` events logged.
+    let mut log = Vec::with_capacity(jobs.len());
+    let mut keys = Vec::new();
+    for &i in &order {
+        let Some(answer) = answers[i].as_ref().filter(|a| !a.duplicate) else {
+            continue;
+        };
+        let job = &jobs[i];
+        log.push(Wire {
+            at,
+            event: NewEvent {
+                job_id: Some(answer.id.clone()),
+                queue: Some(job.queue.clone()),
+                tenant: job.tenant.clone(),
+                ..enqueued(job, at)
+            },
+        });
+        if let (Some(key), Holder::Free(generation)) = (&job.key, &holders[i]) {
+            keys.push(claim_key(inner, &job.queue, key, &answer.id, *generation));
+        }
+    }
+    for result in futures::future::join_all(keys).await {
         result?;
     }
 
-    // Answers and events, in batch order.
-    let mut events = Vec::with_capacity(jobs.len());
+    // Answers in batch order; a duplicate joins the timeline of the job it duplicates.
     let mut out = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let answer = match &holders[i] {
@@ -136,28 +141,26 @@ pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, 
         let Some(answer) = answer else {
             return Err(QueueError::Store("an enqueue lost track of a job".into()));
         };
-        let run_at = job.run_at.unwrap_or(at);
-        let event = if answer.duplicate {
-            NewEvent {
+        if answer.duplicate {
+            let event = NewEvent {
                 message: job.key.as_ref().map(|k| format!("idempotency key {k}")),
                 ..NewEvent::new(EventKind::Duplicate)
-            }
-        } else {
-            NewEvent {
-                duration_ms: (run_at > at).then(|| u64::try_from(run_at - at).unwrap_or(0)),
-                ..NewEvent::new(EventKind::Enqueued)
-            }
-        };
-        events.push(NewEvent {
-            job_id: Some(answer.id.clone()),
-            queue: Some(job.queue.clone()),
-            tenant: job.tenant.clone(),
-            ..event
-        });
+            };
+            log.extend(inner.append(&answer.id, event).await?);
+        }
         out.push(answer);
     }
-    inner.publish_events(events).await?;
+    inner.publish_events(log).await?;
     Ok(out)
+}
+
+/// The `enqueued` event of a job enqueued at `at`.
+fn enqueued(job: &NewJob, at: Timestamp) -> NewEvent {
+    let run_at = job.run_at.unwrap_or(at);
+    NewEvent {
+        duration_ms: (run_at > at).then(|| u64::try_from(run_at - at).unwrap_or(0)),
+        ..NewEvent::new(EventKind::Enqueued)
+    }
 }
 
 /// Who holds `key` on `queue` now.
@@ -172,10 +175,20 @@ async fn key_holder(inner: &Inner, queue: &str, key: &str) -> Result<Holder, Que
         return Ok(Holder::Free(0));
     };
     let id = JobId(String::from_utf8_lossy(&entry.value).into_owned());
-    match inner.get(&id).await? {
-        Some((record, _)) if !record.is_finished() => Ok(Holder::Job(id)),
-        _ => Ok(Holder::Free(entry.revision)),
+    if unfinished(inner, &id).await? {
+        Ok(Holder::Job(id))
+    } else {
+        Ok(Holder::Free(entry.revision))
     }
+}
+
+/// Whether job `id` exists and is not finished (a job no worker has claimed yet is its
+/// message).
+async fn unfinished(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
+    Ok(match inner.get(id).await? {
+        Some((record, _)) => !record.is_finished(),
+        None => unclaimed(inner, id).await?.is_some(),
+    })
 }
 
 /// Point `key` at `id`, if nobody moved it since `generation`.
@@ -237,9 +250,7 @@ pub async fn take_key(
                 if holder == *id {
                     return Ok(None);
                 }
-                if let Some((r, _)) = inner.get(&holder).await?
-                    && !r.is_finished()
-                {
+                if unfinished(inner, &holder).await? {
                     return Ok(Some(holder));
                 }
                 entry.revision

@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 
 use super::children;
 use super::names::{Band, check_queue, is_job_id};
-use super::record::{self, Held, Record, WAKE};
+use super::record::{self, Held, Record, WAKE, Wire};
 use super::setup::store;
 use super::store::{Answer, Inner, TableEntry};
 use crate::queue::{
@@ -18,6 +18,10 @@ use crate::queue::{
 /// How long a message whose job is leased elsewhere, with a lapsed lease, waits for the
 /// sweeper before it is looked at again.
 const SWEEP_WAIT: Duration = Duration::from_secs(1);
+
+/// How often claims publish the connection's lease table at most (a quarter of the lease, if
+/// that is shorter). Renewals publish it every time.
+const TABLE_EVERY: Duration = Duration::from_secs(1);
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -65,7 +69,9 @@ pub async fn claim(
                 let taken = futures::future::join_all(
                     messages
                         .into_iter()
-                        .map(|m| take(inner, &q.queue, m, worker, lease)),
+                        // Boxed: a claim's state is large, and moving it costs more than
+                        // the allocation.
+                        .map(|m| Box::pin(take(inner, &q.queue, m, worker, lease))),
                 )
                 .await;
                 for t in taken {
@@ -83,7 +89,9 @@ pub async fn claim(
     }
     if !claimed.is_empty() {
         inner.table_hold(claimed.iter().map(|c| &c.lease));
-        inner.publish_table().await?;
+        inner
+            .publish_table_within(TABLE_EVERY.min(lease / 4))
+            .await?;
     }
     inner.publish_events(events).await?;
     Ok(claimed)
@@ -131,7 +139,7 @@ async fn take(
     message: Message,
     worker: &str,
     lease: Duration,
-) -> Result<Option<(Claimed, Vec<NewEvent>)>, QueueError> {
+) -> Result<Option<(Claimed, Vec<Wire>)>, QueueError> {
     let reply = message
         .reply
         .as_ref()
@@ -147,36 +155,51 @@ async fn take(
     let id = wake.clone().unwrap_or_else(|| JobId(seq.to_string()));
     let mut events = Vec::new();
 
-    let known = match inner.get(&id).await? {
+    // A job message delivered for the first time has no record yet (enqueueing publishes the
+    // message alone): build it from the message and create it with the claim's
+    // compare-and-set, no read first. Should a record exist after all (a cancel came first),
+    // that write fails and `update` reads the record and decides again.
+    let first = info.delivered == 1 && wake.is_none();
+    let found = if first { None } else { inner.get(&id).await? };
+    let known = match found {
         Some(found) => found,
         None if wake.is_some() => {
             // A wake for a job since purged.
-            inner.answer(&reply, Answer::Ack).await?;
+            Box::pin(inner.answer(&reply, Answer::Ack)).await?;
             return Ok(None);
         }
         None => {
-            // The first sight of a job: its producer published the message and no record
-            // exists yet (a plain NATS publish, or an enqueue that has not written it yet).
+            // The first sight of a job: its producer published the message, and no record
+            // exists yet.
             let spool_client = message
                 .headers
                 .as_ref()
                 .is_some_and(|h| h.get(record::ENQUEUED_AT).is_some());
             match record::parse(queue, message.headers.as_ref(), &message.payload, published) {
                 Ok((job, enqueued_at)) => {
-                    let fresh = Record::new(&job, enqueued_at);
+                    let mut fresh = Record::new(&job, enqueued_at);
+                    let run_at = fresh.run_at;
+                    let enqueued = fresh.note(
+                        &id,
+                        enqueued_at,
+                        NewEvent {
+                            message: (!spool_client)
+                                .then(|| format!("published on {}", message.subject)),
+                            duration_ms: (run_at > enqueued_at)
+                                .then(|| u64::try_from(run_at - enqueued_at).unwrap_or(0)),
+                            ..NewEvent::new(EventKind::Enqueued)
+                        },
+                    );
+                    // Spool's own client logs the event itself; a plain publish has no one
+                    // else to.
                     if !spool_client {
-                        events.push(fresh.event(
-                            &id,
-                            NewEvent {
-                                message: Some(format!("published on {}", message.subject)),
-                                ..NewEvent::new(EventKind::Enqueued)
-                            },
-                        ));
+                        events.push(enqueued);
                     }
                     (fresh, 0)
                 }
                 Err(why) => {
-                    return poison(inner, queue, &id, &message, published, &reply, why).await;
+                    return Box::pin(poison(inner, queue, &id, &message, published, &reply, why))
+                        .await;
                 }
             }
         }
@@ -185,13 +208,13 @@ async fn take(
     // Finish what a crashed writer left undone before anything else (see `children::heal`).
     let known = if known.1 != 0 && (!known.0.spawn.is_empty() || known.0.state == JobState::Waiting)
     {
-        let (fresh, mut healed) = children::heal(inner, &id, known).await?;
+        let (fresh, mut healed) = Box::pin(children::heal(inner, &id, known)).await?;
         events.append(&mut healed);
         match fresh {
             Some(fresh) => fresh,
             None => {
-                inner.publish_events(events).await?;
-                inner.answer(&reply, Answer::Ack).await?;
+                Box::pin(inner.publish_events(events)).await?;
+                Box::pin(inner.answer(&reply, Answer::Ack)).await?;
                 return Ok(None);
             }
         }
@@ -251,31 +274,40 @@ async fn take(
                         expires_at: now + ms(lease),
                         reply: reply.clone(),
                     });
-                    Some(())
+                    let attempt = r.attempts + 1;
+                    Some(r.note(
+                        &id,
+                        now,
+                        NewEvent {
+                            attempt: Some(attempt),
+                            worker: Some(worker.to_owned()),
+                            ..NewEvent::new(EventKind::Started)
+                        },
+                    ))
                 }
                 _ => None,
             }
         })
         .await?;
-    let Some(((), r, revision)) = taken else {
+    let Some((started, r, revision)) = taken else {
         match verdict {
             Verdict::Drop => {
                 if let Some(child) = ended {
-                    events.append(&mut children::ended(inner, &id, &child).await?);
+                    events.append(&mut Box::pin(children::ended(inner, &id, &child)).await?);
                 }
-                inner.publish_events(events).await?;
-                inner.answer(&reply, Answer::Ack).await?;
+                Box::pin(inner.publish_events(events)).await?;
+                Box::pin(inner.answer(&reply, Answer::Ack)).await?;
             }
             Verdict::Later(after) => {
                 if let Some(first) = first_sight {
-                    inner.cas(&id, &first, 0).await?;
+                    Box::pin(inner.cas(&id, &first, 0)).await?;
                 }
                 if let Some(orphan) = orphan {
                     inner.table_hold([&orphan]);
-                    inner.publish_table().await?;
+                    Box::pin(inner.publish_table()).await?;
                 }
-                inner.publish_events(events).await?;
-                inner.answer(&reply, Answer::Nak(after)).await?;
+                Box::pin(inner.publish_events(events)).await?;
+                Box::pin(inner.answer(&reply, Answer::Nak(after))).await?;
             }
             Verdict::Take => {}
         }
@@ -303,16 +335,9 @@ async fn take(
         enqueued_at: r.enqueued_at,
         parent: r.parent.clone(),
         steps: r.steps.iter().cloned().map(StepRecord::from).collect(),
-        children: children::outcomes(inner, &id, &r).await?,
+        children: Box::pin(children::outcomes(inner, &id, &r)).await?,
     };
-    events.push(r.event(
-        &id,
-        NewEvent {
-            attempt: Some(r.attempts + 1),
-            worker: Some(worker.to_owned()),
-            ..NewEvent::new(EventKind::Started)
-        },
-    ));
+    events.push(started);
     inner.hold(&id, Some((r, revision)));
     Ok(Some((claimed, events)))
 }
@@ -327,7 +352,7 @@ async fn poison(
     published: Timestamp,
     reply: &str,
     why: String,
-) -> Result<Option<(Claimed, Vec<NewEvent>)>, QueueError> {
+) -> Result<Option<(Claimed, Vec<Wire>)>, QueueError> {
     let now = now();
     let mut r = Record::new(
         &crate::queue::NewJob {
@@ -342,15 +367,16 @@ async fn poison(
     r.attempts = 1;
     r.last_error = Some(why.clone());
     r.last_phase = Some(Phase::Decode);
-    inner.cas(id, &r, 0).await?;
-    let dead = r.event(
+    let dead = r.note(
         id,
+        now,
         NewEvent {
             phase: Some(Phase::Decode),
             message: Some(why),
             ..NewEvent::new(EventKind::DeadLettered)
         },
     );
+    inner.cas(id, &r, 0).await?;
     inner.publish_events(vec![dead]).await?;
     super::settle::dead_letter(inner, id, &r).await?;
     inner.answer(reply, Answer::Term).await?;
@@ -414,25 +440,28 @@ pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError>
                 r.run_at = now;
                 r.updated_at = now;
                 r.lease = None;
-                Some(held)
+                let attempt = r.attempts + 1;
+                let event = r.note(
+                    &l.job_id,
+                    now,
+                    NewEvent {
+                        attempt: Some(attempt),
+                        worker: Some(held.worker.clone()),
+                        ..NewEvent::new(EventKind::Released)
+                    },
+                );
+                Some((held, event))
             })
             .await?;
         inner.hold(&l.job_id, None);
-        let Some((held, r, _)) = released else {
+        let Some(((held, event), _, _)) = released else {
             return Ok::<_, QueueError>(None);
         };
         inner.table_drop(&l.job_id, l.token);
         inner
             .answer(&held.reply, Answer::Nak(Duration::ZERO))
             .await?;
-        Ok(Some(r.event(
-            &l.job_id,
-            NewEvent {
-                attempt: Some(r.attempts + 1),
-                worker: Some(held.worker),
-                ..NewEvent::new(EventKind::Released)
-            },
-        )))
+        Ok(Some(event))
     });
     let mut events = Vec::new();
     for r in futures::future::join_all(releases).await {
@@ -452,7 +481,18 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
     // Tables with no live entry: a stopped connection's, or an idle one's. Purged once read
     // (only up to the version read: a newer one stays).
     let mut spent = Vec::new();
+    // This connection's own table is read from memory: what it last published may be behind.
+    lapsed.extend(
+        inner
+            .table()
+            .into_iter()
+            .filter(|e| e.expires_at <= now)
+            .map(|e| (e.job, e.token)),
+    );
     for m in tables {
+        if inner.is_own_table(&m.subject) {
+            continue;
+        }
         // A table that does not parse (another version's) holds nothing this sweeper can use.
         let entries: Vec<TableEntry> = serde_json::from_slice(&m.payload).unwrap_or_default();
         if entries.iter().all(|e| e.expires_at <= now) {
@@ -498,31 +538,28 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
                     digest: None,
                     logs: Vec::new(),
                 });
-                Some((held, attempt, error, dead))
-            })
-            .await?;
-        let Some(((held, attempt, error, dead), r, _)) = expired else {
-            // Settled, released or renewed since the table was published.
-            return Ok::<_, QueueError>(None);
-        };
-        inner.hold(&id, None);
-        inner.table_drop(&id, token);
-        let fill = |kind| {
-            r.event(
-                &id,
-                NewEvent {
+                let fill = |kind| NewEvent {
                     attempt: Some(attempt),
                     phase: Some(Phase::LeaseExpired),
                     message: Some(error.clone()),
                     worker: Some(held.worker.clone()),
                     duration_ms: Some(u64::try_from(now - held.since).unwrap_or(0)),
                     ..NewEvent::new(kind)
-                },
-            )
+                };
+                let mut events = vec![r.note(&id, now, fill(EventKind::LeaseExpired))];
+                if dead {
+                    events.push(r.note(&id, now, fill(EventKind::DeadLettered)));
+                }
+                Some((held, dead, events))
+            })
+            .await?;
+        let Some(((held, dead, mut events), r, _)) = expired else {
+            // Settled, released or renewed since the table was published.
+            return Ok::<_, QueueError>(None);
         };
-        let mut events = vec![fill(EventKind::LeaseExpired)];
+        inner.hold(&id, None);
+        inner.table_drop(&id, token);
         if dead {
-            events.push(fill(EventKind::DeadLettered));
             super::settle::dead_letter(inner, &id, &r).await?;
             // Before the term: until then the message would come back and tell the parent.
             events.append(&mut children::ended(inner, &id, &r).await?);
@@ -570,21 +607,23 @@ pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
             was_running = r.lease.take().map(|held| (held, r.token));
             r.state = JobState::Cancelled;
             r.updated_at = now;
-            Some(was_running.clone())
+            let worker = was_running.as_ref().map(|(held, _)| held.worker.clone());
+            let event = r.note(
+                id,
+                now,
+                NewEvent {
+                    worker,
+                    ..NewEvent::new(EventKind::Cancelled)
+                },
+            );
+            Some((was_running.clone(), event))
         })
         .await?;
-    let Some((running, r, _)) = cancelled else {
+    let Some(((running, event), r, _)) = cancelled else {
         return Ok(false);
     };
     inner.hold(id, None);
-    let worker = running.as_ref().map(|(held, _)| held.worker.clone());
-    let mut events = vec![r.event(
-        id,
-        NewEvent {
-            worker,
-            ..NewEvent::new(EventKind::Cancelled)
-        },
-    )];
+    let mut events = vec![event];
     // Before the message goes: until then it would come back and tell the parent.
     events.append(&mut children::ended(inner, id, &r).await?);
     if let Some((held, token)) = running {

@@ -14,7 +14,7 @@
 //! | job records | KV bucket `spool-jobs`, history 1 | key = job id |
 //! | idempotency keys | KV bucket `spool-keys` | key = `<queue>.<base64url(key)>` |
 //! | staged children | KV bucket `spool-staged`, history 1 | key = `<child id>.<parent's token>` |
-//! | events | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>.<job id>` (`_` for none) |
+//! | the event log | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
 //!
@@ -49,18 +49,21 @@
 //! running under a live lease naks it until the lease ends.
 //!
 //! **The sweeper.** Each connection keeps a lease table: the `{job, token, expires_at}` of
-//! every lease it holds, published as one message on its own subject after each claim and
-//! renewal (the stream keeps the newest per subject). Settles, releases and expiries drop
-//! their entry from the table in memory; the next publish carries that. [`Backend::expire_leases`] reads every
-//! table (one message per connection, not per job), checks each lapsed entry against the job's
-//! record (the record, not the table, says whether the lease is still that claim's and
-//! still lapsed) and returns each lapsed job through its record and its message. A table
-//! with no live entry (a stopped or idle connection's) is purged up to the version read,
-//! so a newer one published meanwhile stays. When no sweeper runs, the ack wait still brings
-//! the message back to a claimer. A claimer that died between writing a lease into the record
-//! and publishing its table left a lease no table names: whoever fetches the returning
-//! message and finds the lease lapsed adopts it into its own table, and the next sweep
-//! returns the job.
+//! every lease it holds, published as one message on its own subject (the stream keeps the
+//! newest per subject) after each renewal and, at most once a second (or a quarter of the
+//! lease), after claims: a table only has to name a lease before that lease could lapse, and
+//! a busy worker claims many rounds a second. Settles, releases and expiries drop their entry
+//! from the table in memory; the next publish carries that. [`Backend::expire_leases`] reads
+//! every other connection's table (one message per connection, not per job) and its own from
+//! memory, checks each lapsed entry against the job's record (the record, not the table,
+//! says whether the lease is still that claim's and still lapsed) and returns each lapsed job
+//! through its record and its message. A table with no live entry (a stopped or idle
+//! connection's) is purged up to the version read, so a newer one published meanwhile stays.
+//! When no sweeper runs, the ack wait still brings the message back to a claimer. A claimer
+//! that died before a table named its lease (it claimed within its last second, or between
+//! writing the record and publishing) left a lease no table names: whoever fetches the
+//! returning message and finds the lease lapsed adopts it into its own table, and the next
+//! sweep returns the job.
 //!
 //! **Steps and checkpoints** are compare-and-sets of the record fenced like a settle (and
 //! refused after the attempt's deadline): `steps` keeps each name's latest result in the order
@@ -111,9 +114,8 @@
 //! - a replay of a child that crashed before telling the parent: the parent still counts the
 //!   child as ended until it ends again (a `report` parent could wake before it has).
 //!
-//! Events are published after the changes they report, as everywhere here: a crash can lose a
-//! few. A parent's record is rewritten once per child end it hears (per settle group), so a
-//! fan-out costs its children times the parent's record size in writes.
+//! A parent's record is rewritten once per child end it hears (per settle group), so a fan-out
+//! costs its children times the parent's record size in writes.
 //!
 //! **Idempotency keys.** An enqueue reads the key's entry: held by an unfinished job, the new
 //! job is its duplicate. Otherwise the job is published with `Nats-Msg-Id:
@@ -122,10 +124,19 @@
 //! is moved to the new job with a compare-and-set. A finished job frees its key by being
 //! finished; nothing has to delete the entry.
 //!
-//! **Events** are published after the change they report is stored, in order, pipelined; an
-//! event's sequence number is its sequence in the events stream, so `spool events --follow`
-//! resumes after any sequence and a job's timeline is one subject filter. Purging or pruning
-//! a job purges its record, events and dead letter.
+//! **Events.** A job's events are its timeline, kept in its record and written by the same
+//! compare-and-set as the change each reports: a transition and its event are one write, so
+//! neither lands without the other, and `spool job` reads both in one get. (The timeline keeps
+//! a job's first event and its newest 255; the log below keeps them all.) Once stored, events
+//! are also appended to the event log, the stream `SPOOL_EVENTS`: one message per queue per
+//! batch of changes (a claim round, a settle group, an enqueue call), holding a JSON array, so
+//! a busy worker stores one log message per batch rather than one per event. An event's
+//! sequence number in the log is its message's stream sequence times 2^16 plus its place in
+//! the message, so `spool events --follow` resumes after any event; in a job's timeline it is
+//! the event's place in the timeline. Purging or pruning a job purges its record (timeline
+//! included) and dead letter; the log is trimmed by `prune` to what is younger than the
+//! retention. A crash after a change is stored and before its log message is published loses
+//! that log entry, never the timeline's.
 //!
 //! **Reads.** `spool job` is one KV get, one more per child, and one events scan. Listings and
 //! counts (`spool jobs`, `spool queues`, the dead-letter queue, prune) read every record of the
@@ -170,10 +181,11 @@
 //! exist is dropped).
 //!
 //! A job whose headers do not parse goes to the dead-letter queue with phase `decode` and the
-//! header named. Events are JSON objects `{"at", "kind", "job_id", "queue", "tenant",
-//! "attempt", "phase", "message", "digest", "worker", "duration_ms"}` (absent fields null) on
-//! `spool.events.<queue>.<job id>`; subscribe to `spool.events.>` to follow them. A dead
-//! letter is the job's whole envelope (the JSON of `spool job --json`) on
+//! header named. The event log's messages are JSON arrays of events, each an object
+//! `{"at", "kind", "job_id", "queue", "tenant", "attempt", "phase", "message", "digest",
+//! "worker", "duration_ms"}` (absent fields null), on `spool.events.<queue>` (`spool.events._`
+//! for events about no queue); subscribe to `spool.events.>` to follow them. A dead letter is
+//! the job's whole envelope (the JSON of `spool job --json`, timeline included) on
 //! `spool.dlq.<queue>.<job id>`.
 
 mod admin;

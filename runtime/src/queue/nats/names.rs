@@ -119,20 +119,14 @@ impl Names {
         format!("{}.events.>", self.prefix)
     }
 
-    /// The subject of an event about `job` on `queue` (`_` for none, and for a name that is
-    /// no subject token: a child enqueued on a queue NATS cannot name).
-    pub fn event_subject(&self, queue: Option<&str>, job: Option<&JobId>) -> String {
+    /// The event-log subject of `queue`'s events (`_` for events about no queue, and for a
+    /// name that is no subject token: a child enqueued on a queue NATS cannot name).
+    pub fn event_subject(&self, queue: Option<&str>) -> String {
         format!(
-            "{}.events.{}.{}",
+            "{}.events.{}",
             self.prefix,
-            queue.filter(|q| is_token(q)).unwrap_or("_"),
-            job.map_or("_", |id| id.0.as_str())
+            queue.filter(|q| is_token(q)).unwrap_or("_")
         )
-    }
-
-    /// Every event of one job, whatever its queue.
-    pub fn job_events(&self, job: &JobId) -> String {
-        format!("{}.events.*.{job}", self.prefix)
     }
 
     /// Every dead-letter subject.

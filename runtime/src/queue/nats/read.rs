@@ -5,17 +5,21 @@ use std::collections::BTreeMap;
 use super::children;
 use super::names::{id_path, seq_of};
 use super::record::{self, Record, WAKE, Wire};
-use super::store::Inner;
+use super::store::{Inner, LOG_INDEX_BITS, log_seq};
 use crate::queue::{
-    DlqFilter, Event, EventFilter, JobDetail, JobFilter, JobId, JobState, JobSummary, QueueCounts,
-    QueueError, now,
+    DlqFilter, Event, EventFilter, EventKind, JobDetail, JobFilter, JobId, JobState, JobSummary,
+    NewEvent, QueueCounts, QueueError, now,
 };
 
 /// The default listing limit, as in SQLite.
 const DEFAULT_LIMIT: usize = 100;
 
-/// The record of a job whose message is still on its queue and that no worker has seen yet
-/// (published straight to NATS), read from the message.
+/// The default number of events read at once, as in SQLite.
+const DEFAULT_EVENTS: usize = 1000;
+
+/// The record of a job whose message is still on its queue and that no worker has seen yet,
+/// read from the message: enqueueing publishes the message alone, and the first claim (or a
+/// cancel) writes the record.
 pub async fn unclaimed(inner: &Inner, id: &JobId) -> Result<Option<Record>, QueueError> {
     let Some(seq) = seq_of(id) else {
         return Ok(None);
@@ -23,24 +27,73 @@ pub async fn unclaimed(inner: &Inner, id: &JobId) -> Result<Option<Record>, Queu
     let Ok(message) = inner.s.jobs.direct_get(seq).await else {
         return Ok(None);
     };
-    if message.headers.get(WAKE).is_some() {
-        return Ok(None);
+    Ok(from_message(
+        inner,
+        id,
+        &message.subject,
+        Some(&message.headers),
+        &message.payload,
+        record::millis(message.time),
+    ))
+}
+
+/// A new job's record, read from its message (`None` for a message that names an existing
+/// job, or whose headers do not parse: its claimer dead-letters it).
+fn from_message(
+    inner: &Inner,
+    id: &JobId,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+    published: crate::queue::Timestamp,
+) -> Option<Record> {
+    if headers.is_some_and(|h| h.get(WAKE).is_some()) {
+        return None;
     }
     let prefix = format!("{}.", inner.names.jobs_all().trim_end_matches(".>"));
-    let subject = message.subject.to_string();
     let rest = subject.trim_start_matches(&prefix);
     let queue = rest
         .strip_suffix(".high")
         .or_else(|| rest.strip_suffix(".low"))
         .unwrap_or(rest);
-    Ok(record::parse(
-        queue,
-        Some(&message.headers),
-        &message.payload,
-        record::millis(message.time),
-    )
-    .ok()
-    .map(|(job, at)| Record::new(&job, at)))
+    let (job, at) = record::parse(queue, headers, payload, published).ok()?;
+    let mut r = Record::new(&job, at);
+    let spool_client = headers.is_some_and(|h| h.get(record::ENQUEUED_AT).is_some());
+    r.note(
+        id,
+        at,
+        NewEvent {
+            message: (!spool_client).then(|| format!("published on {subject}")),
+            duration_ms: (r.run_at > at).then(|| u64::try_from(r.run_at - at).unwrap_or(0)),
+            ..NewEvent::new(EventKind::Enqueued)
+        },
+    );
+    Some(r)
+}
+
+/// Every job: the records, and the jobs whose messages no worker has seen yet.
+async fn every(inner: &Inner) -> Result<Vec<(JobId, Record)>, QueueError> {
+    let mut records = inner.records().await?;
+    let known: std::collections::HashSet<JobId> =
+        records.iter().map(|(id, _)| id.clone()).collect();
+    let queued = inner.queued().await?;
+    for m in queued {
+        let id = JobId(m.seq.to_string());
+        if known.contains(&id) {
+            continue;
+        }
+        if let Some(r) = from_message(
+            inner,
+            &id,
+            &m.subject,
+            m.headers.as_ref(),
+            &m.payload,
+            m.published,
+        ) {
+            records.push((id, r));
+        }
+    }
+    Ok(records)
 }
 
 pub async fn job(inner: &Inner, id: &JobId) -> Result<Option<JobDetail>, QueueError> {
@@ -51,14 +104,7 @@ pub async fn job(inner: &Inner, id: &JobId) -> Result<Option<JobDetail>, QueueEr
             None => return Ok(None),
         },
     };
-    let events = events(
-        inner,
-        &EventFilter {
-            job: Some(id.clone()),
-            ..EventFilter::default()
-        },
-    )
-    .await?;
+    let events = record.events(id);
     let children = children::outcomes(inner, id, &record).await?;
     Ok(Some(record.detail(id, events, children, now())))
 }
@@ -70,7 +116,7 @@ fn newest_first(records: &mut [(JobId, Record)]) {
 
 /// Every job, newest first.
 async fn all(inner: &Inner) -> Result<Vec<(JobId, Record)>, QueueError> {
-    let mut records = inner.records().await?;
+    let mut records = every(inner).await?;
     newest_first(&mut records);
     Ok(records)
 }
@@ -101,7 +147,7 @@ pub async fn jobs(inner: &Inner, filter: &JobFilter) -> Result<Vec<JobSummary>, 
 pub async fn queues(inner: &Inner) -> Result<Vec<QueueCounts>, QueueError> {
     let now = now();
     let mut counts: BTreeMap<String, QueueCounts> = BTreeMap::new();
-    for (_, r) in inner.records().await? {
+    for (_, r) in every(inner).await? {
         let c = counts
             .entry(r.queue.clone())
             .or_insert_with(|| QueueCounts {
@@ -122,23 +168,56 @@ pub async fn queues(inner: &Inner) -> Result<Vec<QueueCounts>, QueueError> {
 }
 
 pub async fn events(inner: &Inner, filter: &EventFilter) -> Result<Vec<Event>, QueueError> {
-    let subject = match &filter.job {
-        Some(id) => inner.names.job_events(id),
-        None => inner.names.events_all(),
-    };
-    let start = filter
-        .after
-        .map(|after| u64::try_from(after).unwrap_or(0).saturating_add(1));
+    let limit = filter.limit.unwrap_or(DEFAULT_EVENTS);
+    let after = filter.after.unwrap_or(0);
+    if let Some(id) = &filter.job {
+        // A job's events are its record's timeline (numbered in the job's own order).
+        let record = match inner.get(id).await? {
+            Some((r, _)) => Some(r),
+            None => unclaimed(inner, id).await?,
+        };
+        return Ok(record
+            .map(|r| r.events(id))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .collect());
+    }
+    // The log: from the message holding the event after `after` on, each message's events
+    // numbered by its sequence and their place in it.
+    let start = u64::try_from(after >> LOG_INDEX_BITS).unwrap_or(0).max(1);
+    // Each message holds at least one event; the first may hold only events up to `after`.
     let scanned = inner
-        .scan(&inner.s.events, subject, start, filter.limit)
+        .scan(
+            &inner.s.events,
+            inner.names.events_all(),
+            Some(start),
+            Some(limit.saturating_add(1)),
+        )
         .await?;
-    Ok(scanned
-        .into_iter()
-        .filter_map(|m| {
-            let wire: Wire = serde_json::from_slice(&m.payload).ok()?;
-            Some(wire.into_event(m.seq))
-        })
-        .collect())
+    let mut out = Vec::with_capacity(limit.min(scanned.len() * 4));
+    'messages: for m in scanned {
+        for (i, wire) in log_entries(&m.payload).into_iter().enumerate() {
+            let seq = log_seq(m.seq, i);
+            if seq <= after {
+                continue;
+            }
+            if out.len() == limit {
+                break 'messages;
+            }
+            out.push(wire.into_event(seq));
+        }
+    }
+    Ok(out)
+}
+
+/// The events of one event-log message: a JSON array of events (a single event object, as
+/// older versions published, reads as one).
+fn log_entries(payload: &[u8]) -> Vec<Wire> {
+    serde_json::from_slice::<Vec<Wire>>(payload)
+        .or_else(|_| serde_json::from_slice::<Wire>(payload).map(|w| vec![w]))
+        .unwrap_or_default()
 }
 
 /// Whether a dead job matches a filter.

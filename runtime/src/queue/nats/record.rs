@@ -27,8 +27,9 @@ pub const ENQUEUED_AT: &str = "Spool-Enqueued-At";
 /// Header: this message wakes an existing job (a replay) rather than enqueueing a new one.
 pub const WAKE: &str = "Spool-Job";
 
-/// A job's record: everything Spool knows about it but its events, as one KV value. Every
-/// change is a compare-and-set on the value's revision, so two writers cannot both win.
+/// A job's record: everything Spool knows about it, its timeline included, as one KV value.
+/// Every change is a compare-and-set on the value's revision, so two writers cannot both win,
+/// and the events a change makes are written by the same compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub queue: String,
@@ -84,6 +85,42 @@ pub struct Record {
     /// whoever holds the job's message next, before anything else (see the module docs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spawn: Vec<Spawn>,
+    /// The job's timeline, oldest first: each event written with the change it reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Entry>,
+    /// How many entries were dropped from the front of the timeline (after its first) to keep
+    /// the record small: the next entry's number is `dropped + timeline.len() + 1`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u32,
+}
+
+/// The most entries a timeline keeps: a job that checkpoints or delays without end keeps its
+/// first entry and the newest ones.
+pub const TIMELINE_MAX: usize = 256;
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One event in a job's timeline: what the job, queue and tenant (the record's own) leave to
+/// say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at: Timestamp,
+    pub kind: crate::queue::EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// A completed step's stored result.
@@ -207,6 +244,8 @@ impl Record {
             steps: Vec::new(),
             children: Vec::new(),
             spawn: Vec::new(),
+            timeline: Vec::new(),
+            dropped: 0,
         }
     }
 
@@ -311,6 +350,58 @@ impl Record {
         }
     }
 
+    /// Note an event about this job in its timeline (written with the change the caller is
+    /// making), and return it for the event log.
+    pub fn note(&mut self, id: &JobId, at: Timestamp, event: NewEvent) -> Wire {
+        let event = self.event(id, event);
+        self.timeline.push(Entry {
+            at,
+            kind: event.kind,
+            attempt: event.attempt,
+            phase: event.phase,
+            message: event.message.clone(),
+            digest: event.digest.clone(),
+            worker: event.worker.clone(),
+            duration_ms: event.duration_ms,
+        });
+        if self.timeline.len() > TIMELINE_MAX {
+            // The first entry says how the job came to be: keep it, drop the next.
+            self.timeline.remove(1);
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        Wire { at, event }
+    }
+
+    /// The job's timeline as events, numbered from 1 in the job's own order.
+    pub fn events(&self, id: &JobId) -> Vec<Event> {
+        self.timeline
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                // The first entry is never dropped; those after it moved up by `dropped`.
+                let number = if i == 0 {
+                    1
+                } else {
+                    i64::from(self.dropped) + i64::try_from(i).unwrap_or(i64::MAX) + 1
+                };
+                Event {
+                    seq: number,
+                    at: e.at,
+                    kind: e.kind,
+                    job_id: Some(id.clone()),
+                    queue: Some(self.queue.clone()),
+                    tenant: self.tenant.clone(),
+                    attempt: e.attempt,
+                    phase: e.phase,
+                    message: e.message.clone(),
+                    digest: e.digest.clone(),
+                    worker: e.worker.clone(),
+                    duration_ms: e.duration_ms,
+                }
+            })
+            .collect()
+    }
+
     /// Decode a KV value.
     pub fn decode(bytes: &[u8]) -> Result<Record, QueueError> {
         serde_json::from_slice(bytes)
@@ -394,8 +485,8 @@ pub fn parse(
     Ok((job, enqueued_at))
 }
 
-/// An event as published on its subject: everything but the sequence number, which is the
-/// event's sequence in the events stream.
+/// An event as it travels in the event log: everything but the sequence number, which comes
+/// from its place in the events stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Wire {
     pub at: Timestamp,
@@ -405,10 +496,10 @@ pub struct Wire {
 
 impl Wire {
     /// The event, numbered.
-    pub fn into_event(self, seq: u64) -> Event {
+    pub fn into_event(self, seq: i64) -> Event {
         let e = self.event;
         Event {
-            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            seq,
             at: self.at,
             kind: e.kind,
             job_id: e.job_id,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::names::child_of;
-use super::record::{Record, Spawn};
+use super::record::{Record, Spawn, Wire};
 use super::setup::store;
 use super::store::{Answer, Inner};
 use super::{children, spawn};
@@ -17,7 +17,7 @@ use crate::queue::{
 
 /// A settle applied, but for what waits until the whole group is applied.
 struct Applied {
-    events: Vec<NewEvent>,
+    events: Vec<Wire>,
     /// The job, if it ended and has a parent to tell.
     ended: Option<(JobId, Record)>,
     /// The held message and its answer.
@@ -30,7 +30,8 @@ pub async fn settle(
     settles: Vec<Settle>,
 ) -> Result<Vec<Result<(), LeaseLost>>, QueueError> {
     let results =
-        futures::future::join_all(settles.into_iter().map(|s| settle_one(inner, s))).await;
+        futures::future::join_all(settles.into_iter().map(|s| Box::pin(settle_one(inner, s))))
+            .await;
     let mut out = Vec::with_capacity(results.len());
     let mut events = Vec::new();
     let mut ended = Vec::new();
@@ -91,7 +92,7 @@ async fn settle_one(
         0
     } else {
         if known.is_none() {
-            known = inner.get(&id).await?;
+            known = Box::pin(inner.get(&id)).await?;
         }
         let Some((r, _)) = known
             .as_ref()
@@ -110,7 +111,7 @@ async fn settle_one(
                 )));
             }
         }
-        spawn::stage(inner, &id, lease.token, &children, now).await?;
+        Box::pin(spawn::stage(inner, &id, lease.token, &children, now)).await?;
         first
     };
     let applied = inner
@@ -159,26 +160,26 @@ async fn settle_one(
             r.lease = None;
             r.updated_at = now;
             r.history.push(attempt.clone());
-            Some(held)
+            let events: Vec<Wire> = kinds(&next, &attempt, r, now)
+                .into_iter()
+                .map(|e| r.note(&id, now, e))
+                .collect();
+            Some((held, events))
         })
         .await?;
     inner.hold(&id, None);
-    let Some((held, r, _)) = applied else {
-        spawn::unstage(inner, &children, lease.token).await;
+    let Some(((held, mut events), r, _)) = applied else {
+        Box::pin(spawn::unstage(inner, &children, lease.token)).await;
         return Ok(Err(lost()));
     };
     inner.table_drop(&id, lease.token);
-    let mut events: Vec<NewEvent> = kinds(&next, &attempt, &r, now)
-        .into_iter()
-        .map(|e| r.event(&id, e))
-        .collect();
 
     // What follows the commit is done before the job's message is answered: until then the
     // message comes back to a claimer, which finishes it (see `children::heal`).
     if !r.spawn.is_empty() {
         // The job's own events first, so that its children's cannot come before them.
-        inner.publish_events(std::mem::take(&mut events)).await?;
-        events.append(&mut spawn::spawn(inner, &id, &r).await?);
+        Box::pin(inner.publish_events(std::mem::take(&mut events))).await?;
+        events.append(&mut Box::pin(spawn::spawn(inner, &id, &r)).await?);
     }
     let answer = match &next {
         Next::Succeeded { .. } => Answer::Ack,
@@ -186,7 +187,7 @@ async fn settle_one(
             u64::try_from(run_at - now).unwrap_or(0),
         )),
         Next::Dead => {
-            dead_letter(inner, &id, &r).await?;
+            Box::pin(dead_letter(inner, &id, &r)).await?;
             Answer::Term
         }
         // Waiting: a wake message brings it back once its children have ended.
@@ -267,7 +268,9 @@ fn kinds(next: &Next, attempt: &AttemptRecord, r: &Record, now: Timestamp) -> Ve
 /// backend's) on the dead-letter stream, for consumers outside Spool.
 pub async fn dead_letter(inner: &Inner, id: &JobId, record: &Record) -> Result<(), QueueError> {
     let children = children::outcomes(inner, id, record).await?;
-    let mut detail = record.clone().detail(id, Vec::new(), children, now());
+    let mut detail = record
+        .clone()
+        .detail(id, record.events(id), children, now());
     let mut body = serde_json::to_vec(&detail).unwrap_or_default();
     // A large fan-out's outcomes may not fit one message: its children's outputs go first,
     // then the list (each child keeps its own record).

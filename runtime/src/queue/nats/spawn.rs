@@ -12,7 +12,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use super::children::tell;
 use super::enqueue::take_key;
 use super::names::{Band, child_of, is_token, parent_of, staged_key, staged_of};
-use super::record::{Record, Spawn, WAKE};
+use super::record::{Record, Spawn, WAKE, Wire};
 use super::setup::store;
 use super::store::Inner;
 use crate::queue::{EventKind, JobId, JobState, NewChild, NewEvent, QueueError, Timestamp, now};
@@ -76,7 +76,7 @@ pub async fn spawn(
     inner: &Inner,
     parent: &JobId,
     record: &Record,
-) -> Result<Vec<NewEvent>, QueueError> {
+) -> Result<Vec<Wire>, QueueError> {
     if record.spawn.is_empty() {
         return Ok(Vec::new());
     }
@@ -171,6 +171,29 @@ async fn create(
         None => lost(parent, parent_record),
     };
     let refused = admit(inner, id, &mut r).await?;
+    let at = now();
+    let mut events = vec![
+        r.note(
+            id,
+            at,
+            NewEvent {
+                message: Some(format!("child of job {parent}")),
+                duration_ms: (r.run_at > r.enqueued_at)
+                    .then(|| u64::try_from(r.run_at - r.enqueued_at).unwrap_or(0)),
+                ..NewEvent::new(EventKind::Enqueued)
+            },
+        ),
+    ];
+    if let Some(why) = refused {
+        events.push(r.note(
+            id,
+            at,
+            NewEvent {
+                message: Some(why),
+                ..NewEvent::new(EventKind::Cancelled)
+            },
+        ));
+    }
     if inner.cas(id, &r, 0).await?.is_none() {
         // Another holder of the parent's message created it meanwhile.
         return inner
@@ -181,26 +204,6 @@ async fn create(
     }
     if missing {
         tracing::warn!(job = %id, "a committed child's staged record was missing");
-    }
-    let mut events = vec![
-        r.event(
-            id,
-            NewEvent {
-                message: Some(format!("child of job {parent}")),
-                duration_ms: (r.run_at > r.enqueued_at)
-                    .then(|| u64::try_from(r.run_at - r.enqueued_at).unwrap_or(0)),
-                ..NewEvent::new(EventKind::Enqueued)
-            },
-        ),
-    ];
-    if let Some(why) = refused {
-        events.push(r.event(
-            id,
-            NewEvent {
-                message: Some(why),
-                ..NewEvent::new(EventKind::Cancelled)
-            },
-        ));
     }
     inner.publish_events(events).await?;
     Ok(r)

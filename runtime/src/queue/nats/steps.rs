@@ -40,30 +40,29 @@ pub async fn save(inner: &Inner, save: AttemptSave) -> Result<Result<(), LeaseLo
                     }
                 }
             }
-            Some(())
+            let event = match &save {
+                Save::Checkpoint(_) => NewEvent::new(EventKind::Checkpointed),
+                Save::Step { name, .. } => NewEvent {
+                    message: Some(name.clone()),
+                    ..NewEvent::new(EventKind::StepCompleted)
+                },
+            };
+            Some(r.note(
+                id,
+                now,
+                NewEvent {
+                    attempt: Some(attempt),
+                    worker: Some(lease.worker.clone()),
+                    ..event
+                },
+            ))
         })
         .await?;
-    let Some(((), r, revision)) = saved else {
+    let Some((event, r, revision)) = saved else {
         return Ok(Err(lost()));
     };
     // The settle of this attempt writes on top of this revision without reading first.
-    inner.hold(id, Some((r.clone(), revision)));
-    let event = match save {
-        Save::Checkpoint(_) => NewEvent::new(EventKind::Checkpointed),
-        Save::Step { name, .. } => NewEvent {
-            message: Some(name),
-            ..NewEvent::new(EventKind::StepCompleted)
-        },
-    };
-    inner
-        .publish_events(vec![r.event(
-            id,
-            NewEvent {
-                attempt: Some(attempt),
-                worker: Some(lease.worker.clone()),
-                ..event
-            },
-        )])
-        .await?;
+    inner.hold(id, Some((r, revision)));
+    inner.publish_events(vec![event]).await?;
     Ok(Ok(()))
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -16,10 +17,26 @@ use super::names::{Band, Names};
 use super::record::{Record, Wire};
 use super::setup::{self, REQUEST_TIMEOUT, Streams, store};
 use crate::events::emit;
-use crate::queue::{Event, JobId, NewEvent, QueueError, now};
+use crate::queue::{JobId, NewEvent, QueueError};
 
 /// How often a compare-and-set is retried against concurrent writers before giving up.
 const CAS_ROUNDS: usize = 32;
+
+/// How many ranges of the jobs stream [`Inner::queued`] reads at once.
+const WALKERS: usize = 16;
+
+/// The most events one event-log message holds.
+pub const LOG_BATCH: usize = 1024;
+
+/// The sequence number of the `index`-th event of the event-log message at stream sequence
+/// `seq`: the message's sequence in the high bits, the index in the low [`LOG_INDEX_BITS`].
+pub fn log_seq(seq: u64, index: usize) -> i64 {
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX >> LOG_INDEX_BITS);
+    (seq << LOG_INDEX_BITS) | i64::try_from(index).unwrap_or(0)
+}
+
+/// Bits of an event's sequence number that count events within one event-log message.
+pub const LOG_INDEX_BITS: u32 = 16;
 
 pub struct Inner {
     pub client: async_nats::Client,
@@ -38,6 +55,8 @@ pub struct Inner {
     table_subject: String,
     /// Serializes table publishes, so the newest snapshot is the last one stored.
     table_publish: tokio::sync::Mutex<()>,
+    /// When this connection's lease table was last published.
+    table_published: Mutex<Option<std::time::Instant>>,
 }
 
 /// One lease in a lease table: what the sweeper needs to find a lapsed lease.
@@ -68,7 +87,10 @@ pub enum Answer {
 pub struct Scanned {
     pub seq: u64,
     pub subject: String,
+    pub headers: Option<async_nats::HeaderMap>,
     pub payload: Bytes,
+    /// When the server stored it.
+    pub published: crate::queue::Timestamp,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,6 +115,7 @@ impl Inner {
             table: Mutex::new(HashMap::new()),
             table_subject: names.lease_table(&format!("{:016x}", fastrand::u64(..))),
             table_publish: tokio::sync::Mutex::new(()),
+            table_published: Mutex::new(None),
             names,
         }
     }
@@ -127,12 +150,15 @@ impl Inner {
         }
     }
 
-    /// The record this process holds for a lease, if it still has it cached.
+    /// The record this process holds for a lease, if it still has it cached, taken out of the
+    /// cache: whoever writes it next puts the new revision back with [`Inner::hold`] if the
+    /// lease goes on.
     pub fn held(&self, id: &JobId, token: i64) -> Option<(Record, u64)> {
-        lock(&self.held)
-            .get(id)
-            .filter(|(r, _)| r.token == token)
-            .cloned()
+        let mut held = lock(&self.held);
+        match held.get(id) {
+            Some((r, _)) if r.token == token => held.remove(id),
+            _ => None,
+        }
     }
 
     /// Remember (or forget, with `None`) the record of a lease this process holds.
@@ -172,12 +198,35 @@ impl Inner {
         }
     }
 
+    /// The leases this connection holds, as its lease table has them now.
+    pub fn table(&self) -> Vec<TableEntry> {
+        lock(&self.table).values().cloned().collect()
+    }
+
+    /// Whether this subject is this connection's own lease table.
+    pub fn is_own_table(&self, subject: &str) -> bool {
+        subject == self.table_subject
+    }
+
+    /// Publish this connection's lease table unless it was published less than `every` ago.
+    /// Claims publish this way: a table only has to name a lease before it could lapse, and
+    /// a lease no table names is still found (see the module docs), so a busy connection
+    /// publishes a few tables a second, not one per claim round.
+    pub async fn publish_table_within(&self, every: std::time::Duration) -> Result<(), QueueError> {
+        let due = lock(&self.table_published).is_none_or(|at| at.elapsed() >= every);
+        if due {
+            self.publish_table().await?;
+        }
+        Ok(())
+    }
+
     /// Publish this connection's lease table: one message replacing the previous one (the
     /// stream keeps one per subject). Snapshots are published in the order they are taken.
     pub async fn publish_table(&self) -> Result<(), QueueError> {
         let ack = {
             let _order = self.table_publish.lock().await;
-            let entries: Vec<TableEntry> = lock(&self.table).values().cloned().collect();
+            *lock(&self.table_published) = Some(std::time::Instant::now());
+            let entries = self.table();
             let body = serde_json::to_vec(&entries).unwrap_or_default();
             self.js
                 .publish(self.table_subject.clone(), body.into())
@@ -232,7 +281,8 @@ impl Inner {
                     None => return Ok(None),
                 },
             };
-            let mut next = record.clone();
+            // Changed in place: a lost round reads the record afresh anyway.
+            let mut next = record;
             let Some(out) = change(&mut next) else {
                 return Ok(None);
             };
@@ -250,31 +300,59 @@ impl Inner {
         )))
     }
 
-    /// Publish events in order, pipelined; each is emitted through `tracing` once stored.
-    pub async fn publish_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, QueueError> {
-        let mut pending = Vec::with_capacity(events.len());
-        let at = now();
-        for event in events {
-            let subject = self
-                .names
-                .event_subject(event.queue.as_deref(), event.job_id.as_ref());
-            let wire = Wire { at, event };
-            let body = serde_json::to_vec(&wire).unwrap_or_default();
-            let ack = self
-                .js
-                .publish(subject, body.into())
-                .await
-                .map_err(|e| store("publishing an event", e))?;
-            pending.push((wire, ack));
+    /// Note an event about job `id` in its timeline, now. Returns it for the event log, or
+    /// `None` when there is no such job.
+    pub async fn append(&self, id: &JobId, event: NewEvent) -> Result<Option<Wire>, QueueError> {
+        let at = crate::queue::now();
+        // A job no worker has claimed yet is its message: its record starts here.
+        let known = match self.get(id).await? {
+            Some(found) => found,
+            None => match super::read::unclaimed(self, id).await? {
+                Some(r) => (r, 0),
+                None => return Ok(None),
+            },
+        };
+        Ok(self
+            .update(id, Some(known), |r| Some(r.note(id, at, event.clone())))
+            .await?
+            .map(|(wire, _, _)| wire))
+    }
+
+    /// Append events to the event log: one message per queue (and per [`LOG_BATCH`] events)
+    /// holding a JSON array, in order, pipelined; each event is emitted through `tracing`
+    /// once stored. The events about a job are already in its record's timeline: this is the
+    /// log that `spool events` reads and follows.
+    pub async fn publish_events(&self, events: Vec<Wire>) -> Result<(), QueueError> {
+        if events.is_empty() {
+            return Ok(());
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for (wire, ack) in pending {
-            let ack = ack.await.map_err(|e| store("publishing an event", e))?;
-            let event = wire.into_event(ack.sequence);
-            emit(&event);
-            out.push(event);
+        let mut by_subject: Vec<(String, Vec<Wire>)> = Vec::new();
+        for wire in events {
+            let subject = self.names.event_subject(wire.event.queue.as_deref());
+            match by_subject.iter_mut().find(|(s, _)| *s == subject) {
+                Some((_, batch)) => batch.push(wire),
+                None => by_subject.push((subject, vec![wire])),
+            }
         }
-        Ok(out)
+        let mut pending = Vec::with_capacity(by_subject.len());
+        for (subject, batch) in by_subject {
+            for chunk in batch.chunks(LOG_BATCH) {
+                let body = serde_json::to_vec(chunk).unwrap_or_default();
+                let ack = self
+                    .js
+                    .publish(subject.clone(), body.into())
+                    .await
+                    .map_err(|e| store("publishing events", e))?;
+                pending.push((chunk.to_vec(), ack));
+            }
+        }
+        for (chunk, ack) in pending {
+            let ack = ack.await.map_err(|e| store("publishing events", e))?;
+            for (i, wire) in chunk.into_iter().enumerate() {
+                emit(&wire.into_event(log_seq(ack.sequence, i)));
+            }
+        }
+        Ok(())
     }
 
     /// Answer a held message through its ack subject. A nak waits for the server to confirm,
@@ -347,14 +425,70 @@ impl Inner {
             let message = message.map_err(|e| store("scanning", e))?;
             let info = message.info().map_err(|e| store("scanning", e))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
+            let published = super::record::millis(info.published);
             out.push(Scanned {
                 seq,
                 subject: message.subject.to_string(),
+                headers: message.headers.clone(),
                 payload: message.payload.clone(),
+                published,
             });
             if pending == 0 || out.len() >= limit {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// Every message on the jobs stream (the work queue keeps only those of unfinished jobs),
+    /// in stream order. A work-queue stream admits no second consumer over its subjects, so
+    /// this walks it with direct gets, [`WALKERS`] ranges at a time.
+    pub async fn queued(&self) -> Result<Vec<Scanned>, QueueError> {
+        let info = self
+            .s
+            .jobs
+            .get_info()
+            .await
+            .map_err(|e| store("reading the jobs stream's state", e))?;
+        if info.state.messages == 0 {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let width = (last - first + 1).div_ceil(WALKERS as u64).max(1);
+        let ranges = (0..WALKERS as u64)
+            .map(|k| (first + k * width, (first + (k + 1) * width).min(last + 1)))
+            .filter(|(from, to)| from < to);
+        let walks = ranges.map(|(from, to)| async move {
+            let mut out = Vec::new();
+            let mut seq = from;
+            while seq < to {
+                let found = self
+                    .s
+                    .jobs
+                    .direct_get_next_for_subject(self.names.jobs_all(), Some(seq))
+                    .await;
+                let m = match found {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(store("reading queued jobs", e)),
+                };
+                if m.sequence >= to {
+                    break;
+                }
+                seq = m.sequence + 1;
+                out.push(Scanned {
+                    seq: m.sequence,
+                    subject: m.subject.to_string(),
+                    headers: Some(m.headers),
+                    payload: m.payload,
+                    published: super::record::millis(m.time),
+                });
+            }
+            Ok(out)
+        });
+        let mut out = Vec::new();
+        for walk in futures::future::join_all(walks).await {
+            out.append(&mut walk?);
         }
         Ok(out)
     }
