@@ -61,8 +61,10 @@ fn main() {
             println!(
                 "\n## end-to-end no-op throughput (worker processes, concurrency {CONCURRENCY}, prefetch {prefetch}, backlog enqueued first)"
             );
-            for workers in [1usize, 2] {
-                throughput(&spool, &noop, workers, 100_000 / scale, prefetch).await;
+            // One process with a thread per CPU; two with the CPUs shared out (one thread
+            // each, `[worker] threads = 1`) and, for comparison, with a thread per CPU each.
+            for (workers, threads) in [(1usize, 0u32), (2, 1), (2, 0)] {
+                throughput(&spool, &noop, workers, threads, 100_000 / scale, prefetch).await;
             }
         }
         if run("latency") {
@@ -129,13 +131,20 @@ fn unix_nanos() -> i128 {
 }
 
 /// A `spool.toml` serving the `noop` queue, in `dir`.
-fn write_config(dir: &Path, noop: &Path, concurrency: u32, prefetch: u32, poll: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    noop: &Path,
+    concurrency: u32,
+    prefetch: u32,
+    threads: u32,
+    poll: &str,
+) -> PathBuf {
     let path = dir.join("spool.toml");
     let plugin = noop.display().to_string();
     std::fs::write(
         &path,
         format!(
-            "[worker]\nconcurrency = {concurrency}\nprefetch = {prefetch}\npoll_interval = {poll:?}\n\n\
+            "[worker]\nconcurrency = {concurrency}\nprefetch = {prefetch}\nthreads = {threads}\npoll_interval = {poll:?}\n\n\
              [queues.noop]\nplugin = {plugin:?}\nconcurrency = {concurrency}\n"
         ),
     )
@@ -156,14 +165,21 @@ async fn fill(backend: &NatsBackend, n: usize) {
     }
 }
 
-async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetch: u32) {
+async fn throughput(
+    spool: &Path,
+    noop: &Path,
+    workers: usize,
+    threads: u32,
+    n: usize,
+    prefetch: u32,
+) {
     let server = NatsServer::start();
     let backend = connect(&server).await;
     let t = Instant::now();
     fill(&backend, n).await;
     let filled = secs(t);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), noop, CONCURRENCY, prefetch, "5ms");
+    let config = write_config(dir.path(), noop, CONCURRENCY, prefetch, threads, "5ms");
     let js = jetstream(&server).await;
     let mut jobs = js.get_stream(backend.names().jobs_stream()).await.unwrap();
     assert_eq!(jobs.info().await.unwrap().state.messages, n as u64);
@@ -242,7 +258,11 @@ async fn throughput(spool: &Path, noop: &Path, workers: usize, n: usize, prefetc
     let total = (last_succeeded - spawned_ns) as f64 / 1e9;
     let running = (last_succeeded - first_started) as f64 / 1e9;
     println!(
-        "{workers} worker process(es): {n} jobs (enqueued in {filled:.2} s), {succeeded} succeeded, {started_events} attempts started"
+        "{workers} worker process(es), {}: {n} jobs (enqueued in {filled:.2} s), {succeeded} succeeded, {started_events} attempts started",
+        match threads {
+            0 => "a runtime thread per CPU each".to_owned(),
+            t => format!("{t} runtime thread(s) each"),
+        }
     );
     println!(
         "  worker spawn -> last succeeded: {total:.2} s = {:.0} jobs/s (stream seen empty by the 100 ms poll after {polled:.2} s)",
@@ -295,7 +315,7 @@ async fn latency(spool: &Path, noop: &Path, n: usize, prefetch: u32, poll: &str)
     let js = jetstream(&server).await;
     let mut jobs = js.get_stream(backend.names().jobs_stream()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), noop, 10, prefetch, poll);
+    let config = write_config(dir.path(), noop, 10, prefetch, 0, poll);
     let mut worker = Worker::spawn(spool, &server.url(), &config, dir.path(), 0);
 
     // Warm up: the worker has loaded its plugin and run a few jobs.
@@ -392,7 +412,7 @@ fn percentiles(v: &mut [i64]) -> (i64, i64, i64) {
     (pct(0.5), pct(0.99), v[v.len() - 1])
 }
 
-/// One event as read from the events stream, with the server's timestamp of its message.
+/// One event as read from the event log, with the server's timestamp of its message.
 struct Ev {
     kind: EventKind,
     job_id: Option<String>,
@@ -440,14 +460,15 @@ async fn scan_events(js: &async_nats::jetstream::Context, backend: &NatsBackend)
         let info = message.info().unwrap();
         let pending = info.pending;
         let published_ns = info.published.unix_timestamp_nanos();
-        let wire: WireEvent = serde_json::from_slice(&message.payload).unwrap();
-        out.push(Ev {
+        // One message of the event log: a JSON array of events.
+        let batch: Vec<WireEvent> = serde_json::from_slice(&message.payload).unwrap();
+        out.extend(batch.into_iter().map(|wire| Ev {
             kind: wire.kind,
             job_id: wire.job_id,
             worker: wire.worker,
             at: wire.at,
             published_ns,
-        });
+        }));
         if pending == 0 {
             break;
         }

@@ -4,6 +4,7 @@
 //! [worker]
 //! concurrency = 64          # attempts at once across all queues
 //! prefetch = 0              # jobs per queue held claimed beyond the free slots
+//! threads = 0               # async runtime threads; 0 = one per CPU
 //! lease = "30s"             # how long a claim lasts unless renewed
 //! shutdown_grace = "30s"    # how long SIGINT/SIGTERM lets runs finish
 //! retention = "24h"         # succeeded and cancelled jobs are pruned after this
@@ -99,6 +100,12 @@ pub struct WorkerSettings {
     /// jobs are at hand when a slot frees. Raises throughput for short jobs; for long jobs
     /// it keeps jobs waiting on a busy worker that an idle one could run. Default 0.
     pub prefetch: u32,
+    /// Threads of the worker process's async runtime, which runs the attempts and talks to
+    /// the store; 0 (the default) means one per CPU. Several worker processes on one machine
+    /// run best with the CPUs shared out between them (one thread each for as many processes
+    /// as CPUs): threads of different processes competing for the same CPUs cost more in
+    /// wake-ups than they gain.
+    pub threads: u32,
 }
 
 impl Default for WorkerSettings {
@@ -111,6 +118,7 @@ impl Default for WorkerSettings {
             synchronous: Synchronous::Full,
             poll_interval: Duration::from_millis(50),
             prefetch: 0,
+            threads: 0,
         }
     }
 }

@@ -198,10 +198,14 @@ impl<B: Backend + Clone> Worker<B> {
     /// A human-readable start-up summary: queues, plugins and digests, limits.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "worker {}: concurrency {}, prefetch {}, lease {}, grace {}, retention {}\n",
+            "worker {}: concurrency {}, prefetch {}, threads {}, lease {}, grace {}, retention {}\n",
             self.id,
             self.settings.concurrency,
             self.settings.prefetch,
+            match self.settings.threads {
+                0 => "one per CPU".to_owned(),
+                n => n.to_string(),
+            },
             humantime::format_duration(self.settings.lease),
             humantime::format_duration(self.settings.shutdown_grace),
             humantime::format_duration(self.settings.retention),

@@ -69,10 +69,11 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_tracing(cli.log_format, default_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads(&cli) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -101,6 +102,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The runtime threads `spool worker` is configured for (`[worker] threads`), if any. A
+/// config that does not load is reported by the worker itself.
+fn worker_threads(cli: &Cli) -> Option<usize> {
+    if !matches!(cli.command, Command::Worker(_)) {
+        return None;
+    }
+    let config = spool::config::Config::load(cli.store.config_path()).ok()?;
+    usize::try_from(config.worker.threads)
+        .ok()
+        .filter(|&n| n > 0)
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {
