@@ -93,7 +93,8 @@ pub async fn claim(
             .publish_table_within(TABLE_EVERY.min(lease / 4))
             .await?;
     }
-    inner.publish_events(events).await?;
+    // The jobs start without waiting for the log: their records hold their `started`.
+    inner.publish_events_unconfirmed(events).await?;
     Ok(claimed)
 }
 

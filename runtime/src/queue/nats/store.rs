@@ -22,6 +22,20 @@ use crate::queue::{JobId, NewEvent, QueueError};
 /// How often a compare-and-set is retried against concurrent writers before giving up.
 const CAS_ROUNDS: usize = 32;
 
+/// Event-log messages sent and not yet confirmed, with the events each holds.
+type PendingEvents = (Vec<Wire>, async_nats::jetstream::context::PublishAckFuture);
+
+/// Wait for the server to store event-log messages, and emit their events through `tracing`.
+async fn confirm_events(pending: Vec<PendingEvents>) -> Result<(), QueueError> {
+    for (chunk, ack) in pending {
+        let ack = ack.await.map_err(|e| store("publishing events", e))?;
+        for (i, wire) in chunk.into_iter().enumerate() {
+            emit(&wire.into_event(log_seq(ack.sequence, i)));
+        }
+    }
+    Ok(())
+}
+
 /// How many ranges of the jobs stream [`Inner::queued`] reads at once.
 const WALKERS: usize = 16;
 
@@ -323,8 +337,30 @@ impl Inner {
     /// once stored. The events about a job are already in its record's timeline: this is the
     /// log that `spool events` reads and follows.
     pub async fn publish_events(&self, events: Vec<Wire>) -> Result<(), QueueError> {
+        let pending = self.send_events(events).await?;
+        confirm_events(pending).await
+    }
+
+    /// [`Inner::publish_events`] without waiting for the server to store them: the messages
+    /// are sent in order before this returns, and a task of their own waits for the server's
+    /// answers (and emits the events). For a claim, whose jobs should start without waiting
+    /// for their log entries: the timeline in each record already holds them.
+    pub async fn publish_events_unconfirmed(&self, events: Vec<Wire>) -> Result<(), QueueError> {
+        let pending = self.send_events(events).await?;
+        if !pending.is_empty() {
+            tokio::spawn(async move {
+                if let Err(e) = confirm_events(pending).await {
+                    tracing::warn!(error = %e, "the event log did not store a batch of events");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Send events to the event log, one message per queue and [`LOG_BATCH`] events.
+    async fn send_events(&self, events: Vec<Wire>) -> Result<Vec<PendingEvents>, QueueError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut by_subject: Vec<(String, Vec<Wire>)> = Vec::new();
         for wire in events {
@@ -346,13 +382,7 @@ impl Inner {
                 pending.push((chunk.to_vec(), ack));
             }
         }
-        for (chunk, ack) in pending {
-            let ack = ack.await.map_err(|e| store("publishing events", e))?;
-            for (i, wire) in chunk.into_iter().enumerate() {
-                emit(&wire.into_event(log_seq(ack.sequence, i)));
-            }
-        }
-        Ok(())
+        Ok(pending)
     }
 
     /// Answer a held message through its ack subject. A nak waits for the server to confirm,
