@@ -40,52 +40,16 @@ pub async fn claim(
     for q in queues {
         check_queue(&q.queue)?;
     }
+    // Queues are claimed from at once; within a queue, bands in order.
+    let rounds = queues
+        .iter()
+        .map(|q| Box::pin(claim_queue(inner, q, worker, lease)));
     let mut claimed = Vec::new();
     let mut events = Vec::new();
-    for q in queues {
-        let mut need = q.limit;
-        for band in Band::ALL {
-            // Messages that turn out not to be claimable (not due yet, finished) do not count:
-            // fetch again, a few times, while the band has messages.
-            for _ in 0..4 {
-                if need == 0 {
-                    break;
-                }
-                let consumer = inner.consumer(&q.queue, band).await?;
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(need)
-                    .messages()
-                    .await
-                    .map_err(|e| store("fetching jobs", e))?;
-                let mut messages = Vec::new();
-                while let Some(m) = batch.next().await {
-                    messages.push(m.map_err(|e| store("fetching jobs", e))?);
-                }
-                if messages.is_empty() {
-                    break;
-                }
-                let fetched = messages.len();
-                let taken = futures::future::join_all(
-                    messages
-                        .into_iter()
-                        // Boxed: a claim's state is large, and moving it costs more than
-                        // the allocation.
-                        .map(|m| Box::pin(take(inner, &q.queue, m, worker, lease))),
-                )
-                .await;
-                for t in taken {
-                    if let Some((c, mut e)) = t? {
-                        claimed.push(c);
-                        events.append(&mut e);
-                        need -= 1;
-                    }
-                }
-                if fetched < need {
-                    break;
-                }
-            }
-        }
+    for round in futures::future::join_all(rounds).await {
+        let (mut c, mut e) = round?;
+        claimed.append(&mut c);
+        events.append(&mut e);
     }
     if !claimed.is_empty() {
         inner.table_hold(claimed.iter().map(|c| &c.lease));
@@ -96,6 +60,61 @@ pub async fn claim(
     // The jobs start without waiting for the log: their records hold their `started`.
     inner.publish_events_unconfirmed(events).await?;
     Ok(claimed)
+}
+
+/// Claim up to `q.limit` jobs of one queue, band by band from the highest.
+async fn claim_queue(
+    inner: &Inner,
+    q: &QueueClaim,
+    worker: &str,
+    lease: Duration,
+) -> Result<(Vec<Claimed>, Vec<Wire>), QueueError> {
+    let mut claimed = Vec::new();
+    let mut events = Vec::new();
+    let mut need = q.limit;
+    for band in Band::ALL {
+        // Messages that turn out not to be claimable (not due yet, finished) do not count:
+        // fetch again, a few times, while the band has messages.
+        for _ in 0..4 {
+            if need == 0 {
+                break;
+            }
+            let consumer = inner.consumer(&q.queue, band).await?;
+            let mut batch = consumer
+                .fetch()
+                .max_messages(need)
+                .messages()
+                .await
+                .map_err(|e| store("fetching jobs", e))?;
+            let mut messages = Vec::new();
+            while let Some(m) = batch.next().await {
+                messages.push(m.map_err(|e| store("fetching jobs", e))?);
+            }
+            if messages.is_empty() {
+                break;
+            }
+            let fetched = messages.len();
+            let taken = futures::future::join_all(
+                messages
+                    .into_iter()
+                    // Boxed: a claim's state is large, and moving it costs more than the
+                    // allocation.
+                    .map(|m| Box::pin(take(inner, &q.queue, m, worker, lease))),
+            )
+            .await;
+            for t in taken {
+                if let Some((c, mut e)) = t? {
+                    claimed.push(c);
+                    events.append(&mut e);
+                    need -= 1;
+                }
+            }
+            if fetched < need {
+                break;
+            }
+        }
+    }
+    Ok((claimed, events))
 }
 
 /// Wait for a message on any of `queues`' subjects (a core NATS subscription sees every

@@ -25,9 +25,18 @@
 //! three durable pull consumers, one per priority band (`high-<queue>` for priority above 0,
 //! `normal-<queue>`, `low-<queue>`), shared by every worker: explicit ack, unlimited
 //! deliveries (Spool counts attempts), unlimited pending acks (scheduled jobs wait as pending
-//! naks). A claim fetches from the high band first. Work-queue
-//! retention drops a message once acked, and nothing else drops one: a job's message stays
-//! until the job succeeds, dies or is cancelled.
+//! naks). A claim asks every queue at once and, within a queue, fetches band by band from the
+//! highest. Work-queue retention drops a message once acked, and nothing else drops one: a
+//! job's message stays until the job succeeds, dies or is cancelled.
+//!
+//! **Records start at the first claim.** Enqueueing publishes the job's message and nothing
+//! else (its idempotency key aside): until a worker first claims it, the message is the job,
+//! and reads of a job with no record read its message. The first delivery of a message
+//! creates the record with the claim's compare-and-set on "no record yet", with no read
+//! first; should one exist after all (a cancel came first), that write fails and the claim
+//! reads the record and decides again. A cancel of a job nobody claimed yet creates its
+//! record the same way. So a job's first attempt costs one read-free write to start and one
+//! write to settle.
 //!
 //! **Leases.** A claimed job's message stays unacked while its attempt runs: the consumer's
 //! ack wait is the server-side lease, and every renewal sends the message an ack-progress. The
@@ -138,15 +147,18 @@
 //! retention. A crash after a change is stored and before its log message is published loses
 //! that log entry, never the timeline's.
 //!
-//! **Reads.** `spool job` is one KV get, one more per child, and one events scan. Listings and
-//! counts (`spool jobs`, `spool queues`, the dead-letter queue, prune) read every record of the
-//! bucket through an ordered consumer: linear in the jobs kept, which retention bounds. Jobs
-//! are listed newest first by enqueue time, then by id.
+//! **Reads.** `spool job` is one KV get (its timeline included), and one more per child; a job
+//! no worker has claimed yet is one direct get of its message. Listings and counts (`spool
+//! jobs`, `spool queues`, the dead-letter queue, prune) read every record of the bucket
+//! through an ordered consumer, and `jobs` and `queues` also the messages of the jobs stream
+//! no record names yet (a work-queue stream admits no second consumer, so these are direct
+//! gets, 16 ranges at a time): linear in the jobs kept, which retention bounds. Jobs are
+//! listed newest first by enqueue time, then by id.
 //!
 //! **What a newer server would simplify.** nats-server 2.9 has no atomic batch publish
 //! (2.12+), no counters (2.12+) and no per-message TTL or scheduled delivery (2.11+/2.12+),
-//! so: a job's message and its record are two writes (a worker that meets a message without a
-//! record builds the record from the message, so a crash between them loses nothing); a
+//! so: a job's message and its record are two writes (the first claim builds the record from
+//! the message, so nothing is lost between them, but a listing reads both); a
 //! settle's children are staged, committed and created in three steps where one atomic batch
 //! on the records' stream would write the parent and its children together; a parent hears
 //! its children by rewriting its record where a counter would do; a scheduled job waits as a
