@@ -15,6 +15,11 @@
 //! timeout = "5s"                  # default 30m; "0" = none
 //! max_attempts = 3
 //! concurrency = 10
+//! global_concurrency = 50         # across all workers (default: no limit)
+//! tenant_concurrency = 5          # per tenant, across all workers
+//! rate = "100/1s"                 # attempts started per interval, across all workers
+//! tenant_rate = "10/1s"           # per tenant
+//! fair = true                     # share claims fairly between tenants
 //! memory = "64MiB"
 //! backoff = { initial = "1s", factor = 2.0, max = "10m", jitter = 0.2 }
 //!
@@ -34,6 +39,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::queue::flow::{Flow, Rate};
 use crate::queue::nats::{NatsOptions, Storage};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sandbox::Limits;
@@ -206,6 +212,23 @@ pub struct QueueConfig {
     /// Backoff between failed attempts.
     #[serde(default)]
     pub backoff: BackoffConfig,
+    /// Attempts of this queue running at once across all workers (`concurrency` is this
+    /// worker's own share). Default: no limit.
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub global_concurrency: Option<u32>,
+    /// Attempts of one tenant's jobs running at once, across all workers. Default: no limit.
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub tenant_concurrency: Option<u32>,
+    /// Attempts started per interval across all workers, like `"100/1s"`. Default: no limit.
+    #[serde(default, deserialize_with = "rate")]
+    pub rate: Option<Rate>,
+    /// Attempts of one tenant's jobs started per interval, across all workers.
+    #[serde(default, deserialize_with = "rate")]
+    pub tenant_rate: Option<Rate>,
+    /// Share claims fairly between tenants: the tenants with the fewest attempts running are
+    /// served first, so one tenant's backlog never starves another's jobs. Default false.
+    #[serde(default)]
+    pub fair: bool,
 }
 
 /// Backoff settings as written in the file.
@@ -247,6 +270,22 @@ impl QueueConfig {
             concurrency: default_concurrency(),
             memory: default_memory(),
             backoff: BackoffConfig::default(),
+            global_concurrency: None,
+            tenant_concurrency: None,
+            rate: None,
+            tenant_rate: None,
+            fair: false,
+        }
+    }
+
+    /// The queue's limits across all workers, as claims carry them.
+    pub fn flow(&self) -> Flow {
+        Flow {
+            concurrency: self.global_concurrency,
+            tenant_concurrency: self.tenant_concurrency,
+            rate: self.rate,
+            tenant_rate: self.tenant_rate,
+            fair: self.fair,
         }
     }
 
@@ -360,6 +399,15 @@ fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         .ok()
         .filter(|n| (1..=5).contains(n))
         .ok_or_else(|| serde::de::Error::custom(format!("must be between 1 and 5, got {n}")))
+}
+
+fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    positive(d).map(Some)
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

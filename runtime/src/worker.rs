@@ -309,6 +309,7 @@ impl<B: Backend + Clone> Worker<B> {
                     claims.push(QueueClaim {
                         queue: q.name.clone(),
                         limit: take,
+                        flow: q.config.flow(),
                     });
                 }
             }

@@ -206,6 +206,7 @@ async fn a_second_connection_finds_the_installation_and_its_jobs() {
     let wanted = [QueueClaim {
         queue: "q".into(),
         limit: 10,
+        ..QueueClaim::default()
     }];
     let claimed = second
         .claim("w2", &wanted, Duration::from_secs(30))
@@ -266,6 +267,7 @@ async fn two_prefixes_on_one_server_are_two_independent_installations() {
         [QueueClaim {
             queue: queue.into(),
             limit: 10,
+            ..QueueClaim::default()
         }]
     };
     let lease = Duration::from_secs(30);
@@ -302,6 +304,7 @@ async fn another_connections_sweeper_returns_a_stopped_connections_leases_throug
     let wanted = [QueueClaim {
         queue: "q".into(),
         limit: 10,
+        ..QueueClaim::default()
     }];
     let claimed = holder
         .claim("w1", &wanted, Duration::from_millis(300))

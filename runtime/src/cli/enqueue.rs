@@ -34,6 +34,9 @@ pub struct EnqueueArgs {
     /// The tenant the job belongs to.
     #[arg(long)]
     tenant: Option<String>,
+    /// The job's group: it never runs while another job of its queue and group runs.
+    #[arg(long)]
+    group: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -60,6 +63,7 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         tenant: args.tenant,
         key: args.key,
         metadata: Vec::new(),
+        group: args.group,
     };
     let enqueued = backend.enqueue(vec![job]).await?;
     let Some(done) = enqueued.first() else {

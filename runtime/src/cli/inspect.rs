@@ -89,6 +89,9 @@ pub fn print_job(job: &JobDetail) {
     if let Some(key) = &job.key {
         println!("  key         {key}");
     }
+    if let Some(group) = &s.group {
+        println!("  group       {group}");
+    }
     if let Some(parent) = &s.parent {
         println!("  parent      {parent}");
     }

@@ -10,6 +10,7 @@
 //! or the job cancelled): a stale attempt can commit nothing.
 
 pub mod any;
+pub mod flow;
 pub mod nats;
 pub mod sqlite;
 
@@ -245,6 +246,10 @@ pub struct NewJob {
     pub key: Option<String>,
     /// Free-form key/value pairs handed to the plugin.
     pub metadata: Vec<(String, String)>,
+    /// The job's group: a job never runs while another job of its queue and group runs
+    /// (its turn comes once that one's attempt has settled or its lease has expired).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// The result of enqueueing one job.
@@ -269,13 +274,15 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
-/// How many jobs a worker wants from one queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How many jobs a worker wants from one queue, and the queue's limits across all workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueClaim {
     /// The queue.
     pub queue: String,
     /// At most this many jobs.
     pub limit: usize,
+    /// The queue's concurrency and rate limits and fair sharing, counted across every worker.
+    pub flow: flow::Flow,
 }
 
 /// A claimed job: what the plugin needs for the attempt, and the lease.
@@ -415,6 +422,9 @@ pub struct JobSummary {
     pub last_phase: Option<Phase>,
     /// The job that enqueued this one, if any.
     pub parent: Option<JobId>,
+    /// The job's group, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Everything known about a job: `spool job <id>` and the dead-letter envelope.

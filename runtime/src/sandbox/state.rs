@@ -162,6 +162,8 @@ impl RunState {
                 tenant: None,
                 key: options.key,
                 metadata: options.metadata,
+                // The WIT's enqueue options have no group (yet): a child has none.
+                group: None,
             },
             on_failure: options.on_failure.into(),
         });

@@ -164,14 +164,17 @@ pub async fn claims_follow_priority_then_run_at_then_enqueue_order<B: Backend>(b
         QueueClaim {
             queue: "x".into(),
             limit: 1,
+            ..QueueClaim::default()
         },
         QueueClaim {
             queue: "y".into(),
             limit: 5,
+            ..QueueClaim::default()
         },
         QueueClaim {
             queue: "other".into(),
             limit: 0,
+            ..QueueClaim::default()
         },
     ];
     let mut got = payloads(b.claim("w1", &wanted, LEASE).await.unwrap());

@@ -17,6 +17,7 @@ pub async fn one_winner_per_job_when_claimers_race<B: Backend>(b: B) {
                 let wanted = [QueueClaim {
                     queue: "race".into(),
                     limit: 7,
+                    ..QueueClaim::default()
                 }];
                 let mut mine = Vec::new();
                 // Bounded, so a backend that hands out running jobs fails instead of hanging.

@@ -224,6 +224,7 @@ pub async fn job_timeline_lists_its_events_in_order<B: Backend>(b: B) {
     let wanted = [QueueClaim {
         queue: "q".into(),
         limit: 1,
+        ..QueueClaim::default()
     }];
     let second = b.claim("w2", &wanted, LEASE).await.unwrap().remove(0);
     settle_ok(&b, succeeded(&second, b"ok")).await;

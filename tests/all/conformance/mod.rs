@@ -21,6 +21,7 @@ use spool::{LogLevel, LogLine, LogSource};
 mod attempts;
 mod dlq;
 mod enqueue;
+mod flow_control;
 mod flows;
 mod leases;
 mod listing;
@@ -28,6 +29,7 @@ mod listing;
 pub use self::attempts::*;
 pub use self::dlq::*;
 pub use self::enqueue::*;
+pub use self::flow_control::*;
 pub use self::flows::*;
 pub use self::leases::*;
 pub use self::listing::*;
@@ -72,6 +74,13 @@ macro_rules! backend_conformance {
             a_parent_waits_for_its_children_and_runs_again_with_their_outcomes,
             waiting_with_every_child_finished_is_ready_at_once,
             a_dead_child_fails_its_parent_or_is_reported_as_asked,
+            a_group_runs_one_job_at_a_time_in_order_and_is_freed_by_the_settle,
+            a_group_is_freed_when_its_running_jobs_lease_expires,
+            a_queue_concurrency_limit_caps_running_jobs_whoever_claims,
+            a_tenant_concurrency_limit_caps_each_tenant_alone,
+            a_rate_limit_spreads_starts_over_its_interval,
+            a_tenant_rate_limit_holds_each_tenant_to_its_own_rate,
+            fair_claims_serve_a_small_tenant_ahead_of_a_big_backlog,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
@@ -112,6 +121,7 @@ async fn claim<B: Backend>(b: &B, queue: &str, limit: usize, lease: Duration) ->
     let wanted = [QueueClaim {
         queue: queue.into(),
         limit,
+        ..QueueClaim::default()
     }];
     b.claim("w1", &wanted, lease).await.unwrap()
 }

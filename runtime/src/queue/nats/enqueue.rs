@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
-use super::names::{Band, check_queue};
+use super::names::{Lane, check_queue};
 use super::read::unclaimed;
 use super::record::{Wire, headers};
 use super::setup::store;
@@ -80,7 +80,9 @@ pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, 
             // Two producers racing for a free key publish the same id: the stream keeps one.
             publish = publish.message_id(format!("{}:{generation}", key_name(&job.queue, key)));
         }
-        let subject = inner.names.job_subject(&job.queue, Band::of(job.priority));
+        // A job with a tenant waits in its tenant's lane.
+        let lane = Lane::of(job.tenant.as_deref(), job.priority);
+        let subject = inner.names.lane_subject(&job.queue, &lane);
         let ack = inner
             .js
             .send_publish(subject, publish)

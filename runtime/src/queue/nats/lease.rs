@@ -6,7 +6,8 @@ use async_nats::jetstream::Message;
 use futures::StreamExt as _;
 
 use super::children;
-use super::names::{Band, check_queue, is_job_id};
+use super::flow;
+use super::names::{Band, Lane, check_queue, is_job_id};
 use super::record::{self, Held, Record, WAKE, Wire};
 use super::setup::store;
 use super::store::{Answer, Inner, TableEntry};
@@ -62,73 +63,211 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Claim up to `q.limit` jobs of one queue, band by band from the highest.
+/// Claim up to `q.limit` jobs of one queue, band by band from the highest, within the queue's
+/// flow limits. Within a band, the shared lane and the tenant lanes with messages get even
+/// shares; what a lane cannot fill goes to the lanes that filled theirs.
 async fn claim_queue(
     inner: &Inner,
     q: &QueueClaim,
     worker: &str,
     lease: Duration,
 ) -> Result<(Vec<Claimed>, Vec<Wire>), QueueError> {
+    let queue = q.queue.as_str();
+    let mut room = q.limit;
+    // The queue's own limits: slots reserved and tokens taken before fetching anything.
+    let mut reservation = None;
+    if let Some(limit) = q.flow.concurrency {
+        let key = flow::queue_slots(queue);
+        let (granted, id) = flow::reserve(inner, &key, limit, room).await?;
+        room = granted;
+        if granted > 0 {
+            reservation = Some((key, id));
+        }
+    }
+    if let (Some(rate), true) = (q.flow.rate, room > 0) {
+        room = flow::take(inner, &flow::queue_rate(queue), rate, room).await?;
+    }
+    let tokens = room;
+    let queue_slots: Vec<String> = reservation.iter().map(|(k, _)| k.clone()).collect();
+
     let mut claimed = Vec::new();
     let mut events = Vec::new();
-    let mut need = q.limit;
+    let tenants = if room > 0 {
+        flow::tenant_lanes(inner, queue).await?
+    } else {
+        Vec::new()
+    };
     for band in Band::ALL {
-        // Messages that turn out not to be claimable (not due yet, finished) do not count:
-        // fetch again, a few times, while the band has messages.
-        for _ in 0..4 {
-            if need == 0 {
-                break;
-            }
-            let consumer = inner.consumer(&q.queue, band).await?;
-            let mut batch = consumer
-                .fetch()
-                .max_messages(need)
-                .messages()
-                .await
-                .map_err(|e| store("fetching jobs", e))?;
-            let mut messages = Vec::new();
-            while let Some(m) = batch.next().await {
-                messages.push(m.map_err(|e| store("fetching jobs", e))?);
-            }
-            if messages.is_empty() {
-                break;
-            }
-            let fetched = messages.len();
-            let taken = futures::future::join_all(
-                messages
-                    .into_iter()
-                    // Boxed: a claim's state is large, and moving it costs more than the
-                    // allocation.
-                    .map(|m| Box::pin(take(inner, &q.queue, m, worker, lease))),
-            )
-            .await;
-            for t in taken {
-                if let Some((c, mut e)) = t? {
-                    claimed.push(c);
-                    events.append(&mut e);
-                    need -= 1;
+        let mut open: Vec<Lane> = std::iter::once(Lane::shared(band))
+            .chain(tenants.iter().filter(|l| l.band == band).cloned())
+            .collect();
+        // Which lane goes first changes from claim to claim, so that when there are more
+        // lanes than jobs wanted, each gets its turn.
+        let first = fastrand::usize(..open.len());
+        open.rotate_left(first);
+        while room > 0 && !open.is_empty() {
+            let n = open.len();
+            let mut shares: Vec<(Lane, usize)> = open
+                .iter()
+                .enumerate()
+                .map(|(i, lane)| (lane.clone(), room / n + usize::from(i < room % n)))
+                .collect();
+            // Lanes without a share this pass wait for the next one.
+            let waiting: Vec<Lane> = shares
+                .iter()
+                .filter(|(_, share)| *share == 0)
+                .map(|(lane, _)| lane.clone())
+                .collect();
+            shares.retain(|(_, share)| *share > 0);
+            let rounds = shares.iter().map(|(lane, share)| {
+                Box::pin(claim_lane(
+                    inner,
+                    q,
+                    lane,
+                    *share,
+                    worker,
+                    lease,
+                    &queue_slots,
+                ))
+            });
+            let results = futures::future::join_all(rounds).await;
+            open = waiting;
+            for ((lane, _), result) in shares.into_iter().zip(results) {
+                let (mut c, mut e, more) = result?;
+                room -= c.len();
+                claimed.append(&mut c);
+                events.append(&mut e);
+                if more {
+                    open.push(lane);
                 }
-            }
-            if fetched < need {
-                break;
             }
         }
     }
+    if let Some((key, id)) = reservation {
+        let taken: Vec<_> = claimed
+            .iter()
+            .map(|c| (c.lease.job_id.clone(), c.lease.token, c.lease.expires_at))
+            .collect();
+        flow::commit(inner, &key, id, &taken).await?;
+    }
+    if let Some(rate) = q.flow.rate {
+        let unused = tokens.saturating_sub(claimed.len());
+        flow::give_back(inner, &flow::queue_rate(queue), rate, unused).await?;
+    }
     Ok((claimed, events))
+}
+
+/// Claim up to `share` jobs from one lane of a queue, within its tenant's limits. Returns the
+/// claims, their events, and whether the lane filled its share (and may hold more).
+async fn claim_lane(
+    inner: &Inner,
+    q: &QueueClaim,
+    lane: &Lane,
+    share: usize,
+    worker: &str,
+    lease: Duration,
+    queue_slots: &[String],
+) -> Result<(Vec<Claimed>, Vec<Wire>, bool), QueueError> {
+    let queue = q.queue.as_str();
+    let mut need = share;
+    let mut slots = queue_slots.to_vec();
+    let mut reservation = None;
+    let mut rate = None;
+    if let Some(token) = &lane.tenant {
+        if let Some(limit) = q.flow.tenant_concurrency {
+            let key = flow::tenant_slots(queue, token);
+            let (granted, id) = flow::reserve(inner, &key, limit, need).await?;
+            need = granted;
+            if granted > 0 {
+                slots.push(key.clone());
+                reservation = Some((key, id));
+            }
+        }
+        if let (Some(r), true) = (q.flow.tenant_rate, need > 0) {
+            let key = flow::tenant_rate(queue, token);
+            need = flow::take(inner, &key, r, need).await?;
+            rate = Some((key, r, need));
+        }
+    }
+    let limited = need < share;
+    let mut claimed = Vec::new();
+    let mut events = Vec::new();
+    let mut drained = false;
+    // Messages that turn out not to be claimable (not due yet, finished, group busy) do not
+    // count: fetch again, a few times, while the lane has messages.
+    for _ in 0..4 {
+        if need == 0 {
+            break;
+        }
+        let consumer = inner.consumer(queue, lane).await?;
+        let fetched = consumer.fetch().max_messages(need).messages().await;
+        let mut batch = match fetched {
+            Ok(batch) => batch,
+            Err(e) if lane.tenant.is_some() => {
+                // An idle tenant lane's consumer the server deleted: made again next time.
+                tracing::debug!(queue, error = %e, "fetching from a tenant lane");
+                inner.forget_consumer(queue, lane).await;
+                drained = true;
+                break;
+            }
+            Err(e) => return Err(store("fetching jobs", e)),
+        };
+        let mut messages = Vec::new();
+        while let Some(m) = batch.next().await {
+            messages.push(m.map_err(|e| store("fetching jobs", e))?);
+        }
+        let asked = need;
+        if messages.is_empty() {
+            drained = true;
+            break;
+        }
+        let fetched = messages.len();
+        let taken = futures::future::join_all(
+            messages
+                .into_iter()
+                // Boxed: a claim's state is large, and moving it costs more than the
+                // allocation.
+                .map(|m| Box::pin(take(inner, queue, m, worker, lease, &slots))),
+        )
+        .await;
+        for t in taken {
+            if let Some((c, mut e)) = t? {
+                claimed.push(c);
+                events.append(&mut e);
+                need -= 1;
+            }
+        }
+        if fetched < asked {
+            drained = true;
+            break;
+        }
+    }
+    if let Some((key, id)) = reservation {
+        let taken: Vec<_> = claimed
+            .iter()
+            .map(|c: &Claimed| (c.lease.job_id.clone(), c.lease.token, c.lease.expires_at))
+            .collect();
+        flow::commit(inner, &key, id, &taken).await?;
+    }
+    if let Some((key, r, tokens)) = rate {
+        flow::give_back(inner, &key, r, tokens.saturating_sub(claimed.len())).await?;
+    }
+    let more = !drained && !limited && claimed.len() == share;
+    Ok((claimed, events, more))
 }
 
 /// Wait for a message on any of `queues`' subjects (a core NATS subscription sees every
 /// publish to a stream's subjects too), or `timeout`. Retries and delays coming due are not
 /// publishes: the caller's timeout (its poll interval) finds those.
 pub async fn wait(inner: &Inner, queues: &[String], timeout: Duration) {
-    let mut subscriptions = Vec::with_capacity(queues.len() * Band::ALL.len());
+    let mut subscriptions = Vec::with_capacity(queues.len() * 2);
     for queue in queues {
-        for band in Band::ALL {
-            match inner
-                .client
-                .subscribe(inner.names.job_subject(queue, band))
-                .await
-            {
+        // The normal band's own subject, and everything under the queue (bands, tenant lanes).
+        for subject in [
+            inner.names.job_subject(queue, Band::Normal),
+            inner.names.queue_lanes(queue),
+        ] {
+            match inner.client.subscribe(subject).await {
                 Ok(s) => subscriptions.push(s),
                 Err(_) => {
                     // Disconnected: wait out the timeout instead.
@@ -139,7 +278,56 @@ pub async fn wait(inner: &Inner, queues: &[String], timeout: Duration) {
         }
     }
     let mut any = futures::stream::select_all(subscriptions);
-    let _ = tokio::time::timeout(timeout, any.next()).await;
+    if let Ok(Some(message)) = tokio::time::timeout(timeout, any.next()).await
+        && let Some((queue, lane)) = inner.names.lane_of(&message.subject)
+        && lane.tenant.is_some()
+    {
+        // A tenant lane the last listing may not have: list again.
+        flow::lanes_changed(inner, &queue);
+    }
+}
+
+/// How long a job whose group is busy waits before it is looked at again, times the number of
+/// times its message was delivered (up to 20).
+const GROUP_WAIT: Duration = Duration::from_millis(250);
+
+/// Put a claim just made back to ready (with a `released` event saying why), freeing what it
+/// held; its message is the caller's to answer.
+async fn give_back(
+    inner: &Inner,
+    id: &JobId,
+    known: (Record, u64),
+    why: &str,
+) -> Result<(), QueueError> {
+    let token = known.0.token;
+    let now = now();
+    let released = inner
+        .update(id, Some(known), |r| {
+            let held = r.leased_with(token)?.clone();
+            r.state = JobState::Ready;
+            r.run_at = now;
+            r.updated_at = now;
+            r.lease = None;
+            let slots = std::mem::take(&mut r.slots);
+            let attempt = r.attempts + 1;
+            let event = r.note(
+                id,
+                now,
+                NewEvent {
+                    attempt: Some(attempt),
+                    worker: Some(held.worker),
+                    message: Some(why.to_owned()),
+                    ..NewEvent::new(EventKind::Released)
+                },
+            );
+            Some((slots, event))
+        })
+        .await?;
+    if let Some(((slots, event), r, _)) = released {
+        flow::let_go(inner, &r.queue, id, token, &slots, None).await?;
+        inner.publish_events(vec![event]).await?;
+    }
+    Ok(())
 }
 
 /// What became of one fetched message.
@@ -159,6 +347,7 @@ async fn take(
     message: Message,
     worker: &str,
     lease: Duration,
+    slots: &[String],
 ) -> Result<Option<(Claimed, Vec<Wire>)>, QueueError> {
     let reply = message
         .reply
@@ -242,6 +431,28 @@ async fn take(
         known
     };
 
+    // A job of a group waits while another job of its group runs.
+    let group = known.0.group.as_deref().map(|g| flow::group_key(queue, g));
+    let mut group_revision = 0;
+    if let Some(key) = &group
+        && !known.0.is_finished()
+    {
+        match Box::pin(flow::group(inner, key)).await? {
+            flow::Group::Held(holder) if holder != id => {
+                if known.1 == 0 {
+                    // Seen for the first time: its record still goes in, so it can be found.
+                    Box::pin(inner.cas(&id, &known.0, 0)).await?;
+                }
+                let turns = u32::try_from(info.delivered).unwrap_or(u32::MAX).min(20);
+                Box::pin(inner.publish_events(events)).await?;
+                Box::pin(inner.answer(&reply, Answer::Nak(GROUP_WAIT * turns))).await?;
+                return Ok(None);
+            }
+            flow::Group::Held(_) => {}
+            flow::Group::Free(revision) => group_revision = revision,
+        }
+    }
+
     let now = now();
     // A job seen for the first time that is not claimable yet still gets its record, so it
     // can be found.
@@ -294,6 +505,7 @@ async fn take(
                         expires_at: now + ms(lease),
                         reply: reply.clone(),
                     });
+                    r.slots = slots.to_vec();
                     let attempt = r.attempts + 1;
                     Some(r.note(
                         &id,
@@ -337,6 +549,16 @@ async fn take(
     let Some(held) = r.lease.clone() else {
         return Err(store("claiming", "a claimed record has no lease"));
     };
+    if let Some(key) = &group
+        && !Box::pin(flow::hold_group(inner, key, group_revision, &id, r.token)).await?
+    {
+        // Another claimer took the group in between: give the job back for later.
+        Box::pin(give_back(inner, &id, (r, revision), "its group is busy")).await?;
+        Box::pin(inner.answer(&held.reply, Answer::Nak(GROUP_WAIT))).await?;
+        events.push(started);
+        Box::pin(inner.publish_events(events)).await?;
+        return Ok(None);
+    }
     let claimed = Claimed {
         lease: Lease {
             job_id: id.clone(),
@@ -427,22 +649,41 @@ pub async fn renew(
                 Ok::<_, QueueError>(None)
             }
             Some((reply, r, revision)) => {
+                let slots = r.slots.clone();
                 inner.hold(&l.job_id, Some((r, revision)));
                 inner.answer(&reply, Answer::Progress).await?;
-                Ok(Some(Lease {
-                    expires_at,
-                    ..l.clone()
-                }))
+                Ok(Some((
+                    Lease {
+                        expires_at,
+                        ..l.clone()
+                    },
+                    slots,
+                )))
             }
         }
     });
     let results = futures::future::join_all(renewals).await;
     let mut kept = Vec::with_capacity(results.len());
     let mut renewed = Vec::new();
+    // The renewed claims' concurrency slots last as long as their leases now.
+    let mut slots: std::collections::BTreeMap<String, Vec<(JobId, i64, Timestamp)>> =
+        std::collections::BTreeMap::new();
     for r in results {
         let r = r?;
         kept.push(r.is_some());
-        renewed.extend(r);
+        if let Some((lease, keys)) = r {
+            for key in keys {
+                slots.entry(key).or_default().push((
+                    lease.job_id.clone(),
+                    lease.token,
+                    lease.expires_at,
+                ));
+            }
+            renewed.push(lease);
+        }
+    }
+    for (key, claims) in &slots {
+        flow::refresh(inner, key, claims).await?;
     }
     inner.table_hold(renewed.iter());
     inner.publish_table().await?;
@@ -460,6 +701,7 @@ pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError>
                 r.run_at = now;
                 r.updated_at = now;
                 r.lease = None;
+                let slots = std::mem::take(&mut r.slots);
                 let attempt = r.attempts + 1;
                 let event = r.note(
                     &l.job_id,
@@ -470,14 +712,23 @@ pub async fn release(inner: &Inner, leases: &[Lease]) -> Result<u64, QueueError>
                         ..NewEvent::new(EventKind::Released)
                     },
                 );
-                Some((held, event))
+                Some((held, event, slots))
             })
             .await?;
         inner.hold(&l.job_id, None);
-        let Some(((held, event), _, _)) = released else {
+        let Some(((held, event, slots), r, _)) = released else {
             return Ok::<_, QueueError>(None);
         };
         inner.table_drop(&l.job_id, l.token);
+        flow::let_go(
+            inner,
+            &r.queue,
+            &l.job_id,
+            l.token,
+            &slots,
+            r.group.as_deref(),
+        )
+        .await?;
         inner
             .answer(&held.reply, Answer::Nak(Duration::ZERO))
             .await?;
@@ -570,15 +821,17 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
                 if dead {
                     events.push(r.note(&id, now, fill(EventKind::DeadLettered)));
                 }
-                Some((held, dead, events))
+                let slots = std::mem::take(&mut r.slots);
+                Some((held, dead, events, slots))
             })
             .await?;
-        let Some(((held, dead, mut events), r, _)) = expired else {
+        let Some(((held, dead, mut events, slots), r, _)) = expired else {
             // Settled, released or renewed since the table was published.
             return Ok::<_, QueueError>(None);
         };
         inner.hold(&id, None);
         inner.table_drop(&id, token);
+        flow::let_go(inner, &r.queue, &id, token, &slots, r.group.as_deref()).await?;
         if dead {
             super::settle::dead_letter(inner, &id, &r).await?;
             // Before the term: until then the message would come back and tell the parent.
@@ -624,10 +877,13 @@ pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
             if r.is_finished() {
                 return None;
             }
-            was_running = r.lease.take().map(|held| (held, r.token));
+            was_running = r
+                .lease
+                .take()
+                .map(|held| (held, r.token, std::mem::take(&mut r.slots)));
             r.state = JobState::Cancelled;
             r.updated_at = now;
-            let worker = was_running.as_ref().map(|(held, _)| held.worker.clone());
+            let worker = was_running.as_ref().map(|(held, _, _)| held.worker.clone());
             let event = r.note(
                 id,
                 now,
@@ -646,8 +902,9 @@ pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
     let mut events = vec![event];
     // Before the message goes: until then it would come back and tell the parent.
     events.append(&mut children::ended(inner, id, &r).await?);
-    if let Some((held, token)) = running {
+    if let Some((held, token, slots)) = running {
         inner.table_drop(id, token);
+        flow::let_go(inner, &r.queue, id, token, &slots, r.group.as_deref()).await?;
         inner.answer(&held.reply, Answer::Term).await?;
     } else {
         super::admin::drop_message(inner, id).await;

@@ -203,6 +203,7 @@
 mod admin;
 mod children;
 mod enqueue;
+mod flow;
 mod lease;
 mod names;
 mod read;
@@ -220,8 +221,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::names::{Band, Names};
-pub use self::record::{ENQUEUED_AT, KEY, MAX_ATTEMPTS, METADATA, PRIORITY, RUN_AT, TENANT, WAKE};
+pub use self::names::{Band, Lane, Names, tenant_token};
+pub use self::record::{
+    ENQUEUED_AT, GROUP, KEY, MAX_ATTEMPTS, METADATA, PRIORITY, RUN_AT, TENANT, WAKE,
+};
 use self::store::Inner;
 use super::{
     AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,

@@ -4,7 +4,7 @@ use crate::queue::{JobId, QueueError};
 
 /// A job's priority band: the subject its messages go to and the consumer that serves them.
 /// Claims take the high band first, then normal, then low.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Band {
     /// Priority above 0.
     High,
@@ -27,13 +27,53 @@ impl Band {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The band's name in subjects and consumer names.
+    pub fn name(self) -> &'static str {
         match self {
             Band::High => "high",
             Band::Normal => "normal",
             Band::Low => "low",
         }
     }
+}
+
+/// Where a queue's job messages wait: one of its priority bands, either the band shared by
+/// the queue's jobs without a tenant (and by jobs any producer published on the queue's own
+/// subject) or one tenant's lane of that band. Each has its own consumer, so a claim can take
+/// from every tenant in turn however deep another tenant's backlog is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lane {
+    /// The tenant's subject token ([`tenant_token`]); `None` for the shared band.
+    pub tenant: Option<String>,
+    /// The priority band.
+    pub band: Band,
+}
+
+impl Lane {
+    /// The lane a job of `tenant` with `priority` goes to.
+    pub fn of(tenant: Option<&str>, priority: i32) -> Lane {
+        Lane {
+            tenant: tenant.map(tenant_token),
+            band: Band::of(priority),
+        }
+    }
+
+    /// The shared lane of a band.
+    pub fn shared(band: Band) -> Lane {
+        Lane { tenant: None, band }
+    }
+}
+
+/// A tenant's token in subjects and consumer names: the tenant itself when it is letters,
+/// digits, `-` and `_` (at most 64, not starting with `_x`), otherwise `_x` and 32 hex digits
+/// of its SHA-256 (a token starting with `_x` is always such a digest).
+pub fn tenant_token(tenant: &str) -> String {
+    if is_token(tenant) && tenant.len() <= 64 && !tenant.starts_with("_x") {
+        return tenant.to_owned();
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(tenant.as_bytes());
+    format!("_x{}", hex::encode(&digest[..16]))
 }
 
 /// The names of one Spool installation on a NATS server.
@@ -112,6 +152,69 @@ impl Names {
     /// The durable consumer serving a queue's band.
     pub fn consumer(&self, queue: &str, band: Band) -> String {
         format!("{}-{queue}", band.name())
+    }
+
+    /// The subject of a queue's lane: its band's subject, or for a tenant's lane
+    /// `<prefix>.jobs.<queue>.t.<tenant token>` with `.high` / `.low` for those bands.
+    pub fn lane_subject(&self, queue: &str, lane: &Lane) -> String {
+        match (&lane.tenant, lane.band) {
+            (None, band) => self.job_subject(queue, band),
+            (Some(t), Band::Normal) => format!("{}.jobs.{queue}.t.{t}", self.prefix),
+            (Some(t), band) => format!("{}.jobs.{queue}.t.{t}.{}", self.prefix, band.name()),
+        }
+    }
+
+    /// The durable consumer serving a queue's lane.
+    pub fn lane_consumer(&self, queue: &str, lane: &Lane) -> String {
+        match &lane.tenant {
+            None => self.consumer(queue, lane.band),
+            Some(t) => format!("t-{}-{t}-{queue}", lane.band.name()),
+        }
+    }
+
+    /// Every tenant lane's subject of a queue.
+    pub fn tenant_lanes(&self, queue: &str) -> String {
+        format!("{}.jobs.{queue}.t.>", self.prefix)
+    }
+
+    /// Every subject of a queue's jobs but the normal band's own (which `.>` does not match).
+    pub fn queue_lanes(&self, queue: &str) -> String {
+        format!("{}.jobs.{queue}.>", self.prefix)
+    }
+
+    /// The queue and lane of a job subject (`None` for a subject that is not one).
+    pub fn lane_of(&self, subject: &str) -> Option<(String, Lane)> {
+        let rest = subject.strip_prefix(&format!("{}.jobs.", self.prefix))?;
+        let parts: Vec<&str> = rest.split('.').collect();
+        let band = |name: Option<&&str>| match name.copied() {
+            None => Some(Band::Normal),
+            Some("high") => Some(Band::High),
+            Some("low") => Some(Band::Low),
+            Some(_) => None,
+        };
+        let (queue, lane) = match parts.as_slice() {
+            [queue] | [queue, _] => (
+                *queue,
+                Lane {
+                    tenant: None,
+                    band: band(parts.get(1))?,
+                },
+            ),
+            [queue, "t", tenant, ..] if parts.len() <= 4 => (
+                *queue,
+                Lane {
+                    tenant: Some((*tenant).to_owned()),
+                    band: band(parts.get(3))?,
+                },
+            ),
+            _ => return None,
+        };
+        Some((queue.to_owned(), lane))
+    }
+
+    /// The bucket of flow-control state: group locks, concurrency slots and rate buckets.
+    pub fn flow_bucket(&self) -> String {
+        format!("{}-flow", self.prefix)
     }
 
     /// Every event subject.

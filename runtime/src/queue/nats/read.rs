@@ -50,13 +50,8 @@ fn from_message(
     if headers.is_some_and(|h| h.get(WAKE).is_some()) {
         return None;
     }
-    let prefix = format!("{}.", inner.names.jobs_all().trim_end_matches(".>"));
-    let rest = subject.trim_start_matches(&prefix);
-    let queue = rest
-        .strip_suffix(".high")
-        .or_else(|| rest.strip_suffix(".low"))
-        .unwrap_or(rest);
-    let (job, at) = record::parse(queue, headers, payload, published).ok()?;
+    let (queue, _) = inner.names.lane_of(subject)?;
+    let (job, at) = record::parse(&queue, headers, payload, published).ok()?;
     let mut r = Record::new(&job, at);
     let spool_client = headers.is_some_and(|h| h.get(record::ENQUEUED_AT).is_some());
     r.note(

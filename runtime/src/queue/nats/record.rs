@@ -21,6 +21,8 @@ pub const TENANT: &str = "Spool-Tenant";
 pub const KEY: &str = "Spool-Key";
 /// Header: metadata, a JSON array of `[key, value]` pairs.
 pub const METADATA: &str = "Spool-Metadata";
+/// Header: the job's group (it never runs while another job of its queue and group runs).
+pub const GROUP: &str = "Spool-Group";
 /// Header: when the job was enqueued (set by Spool's own client; otherwise the message's
 /// stream timestamp).
 pub const ENQUEUED_AT: &str = "Spool-Enqueued-At";
@@ -85,6 +87,12 @@ pub struct Record {
     /// whoever holds the job's message next, before anything else (see the module docs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spawn: Vec<Spawn>,
+    /// The job's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The concurrency-slot keys (in the flow bucket) the current claim holds a slot in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<String>,
     /// The job's timeline, oldest first: each event written with the change it reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Entry>,
@@ -244,6 +252,8 @@ impl Record {
             steps: Vec::new(),
             children: Vec::new(),
             spawn: Vec::new(),
+            group: job.group.clone(),
+            slots: Vec::new(),
             timeline: Vec::new(),
             dropped: 0,
         }
@@ -306,6 +316,7 @@ impl Record {
             last_error: self.last_error.clone(),
             last_phase: self.last_phase,
             parent: self.parent.clone(),
+            group: self.group.clone(),
         }
     }
 
@@ -438,6 +449,9 @@ pub fn headers(job: &NewJob, enqueued_at: Timestamp) -> HeaderMap {
         let json = serde_json::to_string(&job.metadata).unwrap_or_default();
         headers.insert(METADATA, json.as_str());
     }
+    if let Some(group) = &job.group {
+        headers.insert(GROUP, group.as_str());
+    }
     headers
 }
 
@@ -480,6 +494,7 @@ pub fn parse(
         tenant: get(headers, TENANT).map(str::to_owned),
         key: get(headers, KEY).map(str::to_owned),
         metadata,
+        group: get(headers, GROUP).map(str::to_owned),
     };
     let enqueued_at = number(headers, ENQUEUED_AT)?.unwrap_or(published);
     Ok((job, enqueued_at))

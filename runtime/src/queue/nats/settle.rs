@@ -9,20 +9,25 @@ use super::names::child_of;
 use super::record::{Record, Spawn, Wire};
 use super::setup::store;
 use super::store::{Answer, Inner};
-use super::{children, spawn};
+use super::{children, flow, spawn};
 use crate::queue::{
     AttemptRecord, EventKind, JobId, JobState, LeaseLost, NewEvent, Next, QueueError, Settle,
     Timestamp, now,
 };
+use std::collections::BTreeMap;
 
 /// A settle applied, but for what waits until the whole group is applied.
 struct Applied {
+    id: JobId,
     events: Vec<Wire>,
     /// The job, if it ended and has a parent to tell.
     ended: Option<(JobId, Record)>,
     /// The held message and its answer.
     reply: String,
     answer: Answer,
+    /// What the claim held that the settle lets go: `(slot keys, group lock key)`.
+    held: (Vec<String>, Option<String>),
+    token: i64,
 }
 
 pub async fn settle(
@@ -36,16 +41,35 @@ pub async fn settle(
     let mut events = Vec::new();
     let mut ended = Vec::new();
     let mut answers = Vec::new();
+    // Slots freed together, one write per table for the whole group.
+    let mut slots: BTreeMap<String, Vec<(JobId, i64)>> = BTreeMap::new();
+    let mut groups = Vec::new();
     for r in results {
         match r? {
             Ok(mut applied) => {
                 events.append(&mut applied.events);
                 ended.extend(applied.ended);
                 answers.push((applied.reply, applied.answer));
+                let (keys, group) = applied.held;
+                for key in keys {
+                    slots
+                        .entry(key)
+                        .or_default()
+                        .push((applied.id.clone(), applied.token));
+                }
+                if let Some(key) = group {
+                    groups.push((key, applied.id.clone(), applied.token));
+                }
                 out.push(Ok(()));
             }
             Err(lost) => out.push(Err(lost)),
         }
+    }
+    for (key, claims) in &slots {
+        flow::free(inner, key, claims).await?;
+    }
+    for (key, id, token) in &groups {
+        flow::free_group(inner, key, id, *token).await?;
     }
     // Parents are told before any message is answered (until then a message comes back and
     // tells again), with one write per parent for the whole group: siblings settled together
@@ -160,15 +184,16 @@ async fn settle_one(
             r.lease = None;
             r.updated_at = now;
             r.history.push(attempt.clone());
+            let slots = std::mem::take(&mut r.slots);
             let events: Vec<Wire> = kinds(&next, &attempt, r, now)
                 .into_iter()
                 .map(|e| r.note(&id, now, e))
                 .collect();
-            Some((held, events))
+            Some((held, events, slots))
         })
         .await?;
     inner.hold(&id, None);
-    let Some(((held, mut events), r, _)) = applied else {
+    let Some(((held, mut events, slots), r, _)) = applied else {
         Box::pin(spawn::unstage(inner, &children, lease.token)).await;
         return Ok(Err(lost()));
     };
@@ -194,12 +219,16 @@ async fn settle_one(
         Next::Wait if r.state == JobState::Waiting => Answer::Ack,
         Next::Wait => Answer::Nak(Duration::ZERO),
     };
-    let ended = (r.is_finished() && r.parent.is_some()).then_some((id, r));
+    let group = r.group.as_deref().map(|g| flow::group_key(&r.queue, g));
+    let ended = (r.is_finished() && r.parent.is_some()).then(|| (id.clone(), r));
     Ok(Ok(Applied {
         events,
         ended,
         reply: held.reply,
         answer,
+        held: (slots, group),
+        token: lease.token,
+        id,
     }))
 }
 

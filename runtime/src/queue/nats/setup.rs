@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv};
 
-use super::names::{Band, Names};
+use super::names::{Lane, Names};
 use super::{NatsOptions, Storage};
 use crate::queue::QueueError;
 
@@ -42,6 +42,7 @@ pub struct Streams {
     pub keys: kv::Store,
     pub staging: kv::Store,
     pub staging_stream: stream::Stream,
+    pub flow: kv::Store,
 }
 
 pub async fn streams(
@@ -103,6 +104,7 @@ pub async fn streams(
     let keys = ensure_bucket(js, &names.keys_bucket(), options).await?;
     let staging = ensure_bucket(js, &names.staging_bucket(), options).await?;
     let staging_stream = staging.stream.clone();
+    let flow = ensure_bucket(js, &names.flow_bucket(), options).await?;
     Ok(Streams {
         jobs,
         events,
@@ -113,6 +115,7 @@ pub async fn streams(
         keys,
         staging,
         staging_stream,
+        flow,
     })
 }
 
@@ -286,20 +289,33 @@ async fn ensure_bucket(
     }
 }
 
-/// The durable pull consumer that serves one band of one queue, created on first use. All
+/// How long a tenant lane's consumer outlives its last fetch: the server deletes it after
+/// that (and a claim creates it again when the tenant has jobs).
+const TENANT_LANE_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// The durable pull consumer that serves one lane of one queue, created on first use. All
 /// workers share it: each message goes to one of them at a time.
 pub async fn consumer(
     jobs: &stream::Stream,
     names: &Names,
     options: &NatsOptions,
     queue: &str,
-    band: Band,
+    lane: &Lane,
 ) -> Result<PullConsumer, QueueError> {
-    let name = names.consumer(queue, band);
+    let name = names.lane_consumer(queue, lane);
+    let band = lane.band;
     let want = pull::Config {
         durable_name: Some(name.clone()),
-        description: Some(format!("Spool: queue {queue}, {band:?} priority")),
-        filter_subject: names.job_subject(queue, band),
+        description: Some(match &lane.tenant {
+            None => format!("Spool: queue {queue}, {band:?} priority"),
+            Some(t) => format!("Spool: queue {queue}, tenant {t}, {band:?} priority"),
+        }),
+        filter_subject: names.lane_subject(queue, lane),
+        inactive_threshold: if lane.tenant.is_some() {
+            TENANT_LANE_IDLE
+        } else {
+            Duration::ZERO
+        },
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,

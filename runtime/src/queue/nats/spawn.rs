@@ -11,7 +11,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::children::tell;
 use super::enqueue::take_key;
-use super::names::{Band, child_of, is_token, parent_of, staged_key, staged_of};
+use super::names::{Lane, child_of, is_token, parent_of, staged_key, staged_of};
 use super::record::{Record, Spawn, WAKE, Wire};
 use super::setup::store;
 use super::store::Inner;
@@ -104,7 +104,8 @@ pub async fn spawn(
             let message = PublishMessage::build()
                 .headers(wake_headers(id))
                 .message_id(format!("{id}.spawn"));
-            let subject = inner.names.job_subject(&r.queue, Band::of(r.priority));
+            let lane = Lane::of(r.tenant.as_deref(), r.priority);
+            let subject = inner.names.lane_subject(&r.queue, &lane);
             let ack = inner
                 .js
                 .send_publish(subject, message)
@@ -265,7 +266,8 @@ pub async fn wake(
     if let Some(dedupe) = dedupe {
         message = message.message_id(dedupe);
     }
-    let subject = inner.names.job_subject(&r.queue, Band::of(r.priority));
+    let lane = Lane::of(r.tenant.as_deref(), r.priority);
+    let subject = inner.names.lane_subject(&r.queue, &lane);
     inner
         .js
         .send_publish(subject, message)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::NatsOptions;
-use super::names::{Band, Names};
+use super::names::{Lane, Names};
 use super::record::{Record, Wire};
 use super::setup::{self, REQUEST_TIMEOUT, Streams, store};
 use crate::events::emit;
@@ -58,7 +58,9 @@ pub struct Inner {
     pub names: Names,
     pub options: NatsOptions,
     pub s: Streams,
-    consumers: tokio::sync::Mutex<HashMap<(String, Band), PullConsumer>>,
+    consumers: tokio::sync::Mutex<HashMap<(String, Lane), PullConsumer>>,
+    /// Flow control's caches (tenant lanes seen per queue).
+    pub flow: super::flow::FlowCache,
     /// Records of the jobs this process holds leases on, with their revision: a settle or
     /// renew from this process writes without reading first, and reads only when the
     /// revision moved (a cancel, an expiry).
@@ -125,6 +127,7 @@ impl Inner {
             options,
             s,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
+            flow: super::flow::FlowCache::default(),
             held: Mutex::new(HashMap::new()),
             table: Mutex::new(HashMap::new()),
             table_subject: names.lease_table(&format!("{:016x}", fastrand::u64(..))),
@@ -134,15 +137,25 @@ impl Inner {
         }
     }
 
-    /// The consumer of a queue's band, created on first use.
-    pub async fn consumer(&self, queue: &str, band: Band) -> Result<PullConsumer, QueueError> {
-        let mut consumers = self.consumers.lock().await;
-        if let Some(c) = consumers.get(&(queue.to_owned(), band)) {
+    /// The consumer of a queue's lane, created on first use.
+    pub async fn consumer(&self, queue: &str, lane: &Lane) -> Result<PullConsumer, QueueError> {
+        let key = (queue.to_owned(), lane.clone());
+        if let Some(c) = self.consumers.lock().await.get(&key) {
             return Ok(c.clone());
         }
-        let c = setup::consumer(&self.s.jobs, &self.names, &self.options, queue, band).await?;
-        consumers.insert((queue.to_owned(), band), c.clone());
+        // Created without holding the map, so lanes are set up side by side.
+        let c = setup::consumer(&self.s.jobs, &self.names, &self.options, queue, lane).await?;
+        self.consumers.lock().await.insert(key, c.clone());
         Ok(c)
+    }
+
+    /// Forget a lane's consumer (the server deleted it for being idle): the next use creates
+    /// it again.
+    pub async fn forget_consumer(&self, queue: &str, lane: &Lane) {
+        self.consumers
+            .lock()
+            .await
+            .remove(&(queue.to_owned(), lane.clone()));
     }
 
     /// A job's record and its revision.

@@ -47,6 +47,7 @@ async fn claim(b: &NatsBackend, queue: &str, n: usize) -> Vec<Claimed> {
         &[QueueClaim {
             queue: queue.into(),
             limit: n,
+            ..QueueClaim::default()
         }],
         Duration::from_secs(30),
     )
@@ -525,6 +526,7 @@ async fn a_lease_no_table_names_is_adopted_by_the_next_claimer_and_swept() {
             &[QueueClaim {
                 queue: "q".into(),
                 limit: 1,
+                ..QueueClaim::default()
             }],
             short,
         )

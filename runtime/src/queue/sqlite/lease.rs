@@ -9,19 +9,59 @@ use super::columns::{after, int, job_id, json, millis_between, row_id};
 use super::journal::{Journal, Subject, insert_attempt};
 use crate::queue::{AttemptRecord, Claimed, EventKind, JobId, Lease, Phase, QueueClaim};
 
+/// What a claim returns of each job it leases (read by `claimed_row`).
+macro_rules! claimed_columns {
+    () => {
+        "id, token, priority, run_at, attempts, max_attempts, started, payload, checkpoint, \
+         tenant, metadata, enqueued_at, parent_id"
+    };
+}
+
+/// The condition a claimable job `j` (with `?3` the claim's time) must also meet: no group, or
+/// its group has no running job and `j` is the group's head in claim order.
+macro_rules! group_free {
+    () => {
+        "(j.group_key IS NULL OR ( \
+            NOT EXISTS (SELECT 1 FROM jobs AS r \
+                WHERE r.queue = j.queue AND r.group_key = j.group_key AND r.state = 'running') \
+            AND j.id = (SELECT g.id FROM jobs AS g \
+                WHERE g.queue = j.queue AND g.group_key = j.group_key \
+                  AND g.state IN ('ready', 'scheduled') AND g.run_at <= ?3 \
+                ORDER BY g.priority DESC, g.run_at, g.id LIMIT 1)))"
+    };
+}
+pub(super) use group_free;
+
 /// One statement picks the head of the queue (through `jobs_claimable`) and leases it, so two
 /// claimers can never both take a job: the transaction holds the write lock, and the
-/// statement's own read and write see the same rows.
-pub(super) const CLAIM: &str = "UPDATE jobs SET \
+/// statement's own read and write see the same rows. A job with a group is claimable only
+/// while no job of its group runs, and only as its group's head (so one statement never takes
+/// two of one group): two index lookups for such a job, none for the others.
+pub(super) const CLAIM: &str = concat!(
+    "UPDATE jobs SET \
         state = 'running', token = token + 1, started = started + 1, \
         lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3 \
     WHERE id IN ( \
-        SELECT id FROM jobs \
+        SELECT id FROM jobs AS j \
         WHERE queue = ?4 AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
-        ORDER BY priority DESC, run_at, id \
+          AND ",
+    group_free!(),
+    " ORDER BY priority DESC, run_at, id \
         LIMIT ?5) \
-    RETURNING id, token, priority, run_at, attempts, max_attempts, started, payload, \
-        checkpoint, tenant, metadata, enqueued_at, parent_id";
+    RETURNING ",
+    claimed_columns!()
+);
+
+/// Lease one job picked by the flow-control path ([`super::limits`]), if it is still
+/// claimable.
+const CLAIM_ONE: &str = concat!(
+    "UPDATE jobs SET \
+        state = 'running', token = token + 1, started = started + 1, \
+        lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3 \
+    WHERE id = ?4 AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
+    RETURNING ",
+    claimed_columns!()
+);
 
 const RENEW: &str = "UPDATE jobs SET lease_expires_at = ?3 \
     WHERE id = ?1 AND state = 'running' AND token = ?2";
@@ -58,17 +98,35 @@ pub(super) fn claim(
     worker: &str,
     queues: &[QueueClaim],
     lease: Duration,
+    fair_cursors: &mut std::collections::HashMap<String, Option<String>>,
 ) -> Result<Vec<Claimed>, Failure> {
     let now = journal.now();
     let expires_at = after(now, lease);
     let mut claimed = Vec::new();
     for wanted in queues.iter().filter(|wanted| wanted.limit > 0) {
-        let mut statement = tx.prepare_cached(CLAIM)?;
-        let rows = statement.query_map(
-            params![worker, expires_at, now, wanted.queue, int(wanted.limit)],
-            |row| claimed_row(row, worker, &wanted.queue, expires_at),
-        )?;
-        let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut rows = if wanted.flow.is_limited() {
+            let cursor = fair_cursors.entry(wanted.queue.clone()).or_default();
+            let picked = super::limits::pick(tx, now, wanted, cursor)?;
+            let mut statement = tx.prepare_cached(CLAIM_ONE)?;
+            let mut rows = Vec::with_capacity(picked.len());
+            for id in picked {
+                rows.extend(
+                    statement
+                        .query_row(params![worker, expires_at, now, id], |row| {
+                            claimed_row(row, worker, &wanted.queue, expires_at)
+                        })
+                        .optional()?,
+                );
+            }
+            rows
+        } else {
+            let mut statement = tx.prepare_cached(CLAIM)?;
+            let rows = statement.query_map(
+                params![worker, expires_at, now, wanted.queue, int(wanted.limit)],
+                |row| claimed_row(row, worker, &wanted.queue, expires_at),
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
         // RETURNING yields rows in no particular order.
         rows.sort_by_key(|row| (std::cmp::Reverse(row.priority), row.run_at, row.id));
         for mut row in rows {

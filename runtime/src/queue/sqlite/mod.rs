@@ -54,7 +54,7 @@
 //! let job = NewJob { queue: "email".into(), payload: b"hello".to_vec(), ..NewJob::default() };
 //! let id = backend.enqueue(vec![job]).await?.remove(0).id;
 //!
-//! let wanted = [QueueClaim { queue: "email".into(), limit: 10 }];
+//! let wanted = [QueueClaim { queue: "email".into(), limit: 10, ..QueueClaim::default() }];
 //! for claimed in backend.claim("worker-1", &wanted, Duration::from_secs(30)).await? {
 //!     let at = spool::queue::now();
 //!     let attempt = AttemptRecord {
@@ -85,6 +85,7 @@ mod enqueue;
 mod flow;
 mod journal;
 mod lease;
+mod limits;
 mod read;
 mod schema;
 mod settle;
@@ -170,6 +171,8 @@ struct Inner {
     options: SqliteOptions,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Per queue, where the last fair claim's tenant listing stopped (see `limits`).
+    fair_cursors: Arc<Mutex<std::collections::HashMap<String, Option<String>>>>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -215,6 +218,7 @@ impl SqliteBackend {
                 options,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                fair_cursors: Arc::default(),
             }),
         })
     }
@@ -384,8 +388,10 @@ impl Backend for SqliteBackend {
     ) -> Result<Vec<Claimed>, QueueError> {
         let worker = worker.to_owned();
         let queues = queues.to_vec();
+        let cursors = self.inner.fair_cursors.clone();
         self.write("claim", move |tx, journal| {
-            lease::claim(tx, journal, &worker, &queues, lease)
+            let mut cursors = cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            lease::claim(tx, journal, &worker, &queues, lease, &mut cursors)
         })
         .await
     }

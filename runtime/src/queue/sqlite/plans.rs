@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use super::{admin, enqueue, lease, read, schema, settle};
+use super::{admin, enqueue, lease, limits, read, schema, settle};
 
 /// The query plan of `sql`, one step per line.
 fn plan(sql: &str) -> String {
@@ -62,4 +62,20 @@ fn prune_walks_the_finished_index() {
 #[test]
 fn the_dead_letter_listing_walks_the_dead_index() {
     assert_walks(read::DEAD, "jobs_dead");
+}
+
+#[test]
+fn flow_control_counts_and_lists_through_its_indexes() {
+    assert_walks(limits::RUNNING, "jobs_tenant_running");
+    assert_walks(limits::NEXT_TENANT, "jobs_tenant_claimable");
+    assert_walks(limits::FIRST_TENANT, "jobs_tenant_claimable");
+    assert_walks(limits::TENANT_HEADS, "jobs_tenant_claimable");
+    assert_walks(limits::HEADS, "jobs_claimable");
+}
+
+#[test]
+fn a_group_is_checked_through_its_indexes() {
+    let plan = plan(lease::CLAIM);
+    assert!(plan.contains("jobs_group_running"), "{plan}");
+    assert!(plan.contains("jobs_group_claimable"), "{plan}");
 }

@@ -6,7 +6,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -27,6 +27,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
             "ALTER TABLE jobs ADD COLUMN parent_id INTEGER; \
              ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT;",
         )?;
+    }
+    if (1..3).contains(&version) {
+        // Version 3 added job groups (the flow-control indexes and the rate buckets come
+        // from the schema itself).
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN group_key TEXT;")?;
     }
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {

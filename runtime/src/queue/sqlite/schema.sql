@@ -1,6 +1,7 @@
--- Spool's SQLite schema, version 2 (kept in PRAGMA user_version). Version 2 added
+-- Spool's SQLite schema, version 3 (kept in PRAGMA user_version). Version 2 added
 -- `jobs.parent_id`, `jobs.on_parent_failure`, the `jobs_parent` index and the `steps` table;
--- `schema.rs` adds the two columns to a version 1 file before running this.
+-- version 3 added `jobs.group_key`, the flow-control indexes and `rate_buckets`. `schema.rs`
+-- adds the columns to an older file before running this.
 --
 -- Every statement is idempotent: `open` runs this file on every start, inside one
 -- BEGIN IMMEDIATE transaction, so processes opening a fresh file at once cannot race.
@@ -55,7 +56,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     -- The job whose attempt enqueued this one (a flow), and what that parent does if this
     -- job dies while it waits: 'fail-parent' | 'report'.
     parent_id         INTEGER,
-    on_parent_failure TEXT
+    on_parent_failure TEXT,
+    -- The job's group: it never runs while another job of its queue and group runs.
+    group_key         TEXT
 );
 
 -- A flow: a parent's children.
@@ -139,3 +142,31 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job
     ON events (job_id, seq)
     WHERE job_id IS NOT NULL;
+
+-- Flow control (version 3). Groups: the running job of a group, and a group's claimable jobs
+-- in claim order (its head is the only one a claim may take).
+CREATE INDEX IF NOT EXISTS jobs_group_running
+    ON jobs (queue, group_key)
+    WHERE state = 'running' AND group_key IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS jobs_group_claimable
+    ON jobs (queue, group_key, priority DESC, run_at, id)
+    WHERE state IN ('ready', 'scheduled') AND group_key IS NOT NULL;
+
+-- Concurrency limits: running jobs of a queue by tenant (also counts the whole queue).
+CREATE INDEX IF NOT EXISTS jobs_tenant_running
+    ON jobs (queue, tenant)
+    WHERE state = 'running';
+
+-- Fair claims: each tenant's claimable jobs in claim order, and the tenants that have any.
+CREATE INDEX IF NOT EXISTS jobs_tenant_claimable
+    ON jobs (queue, tenant, priority DESC, run_at, id)
+    WHERE state IN ('ready', 'scheduled');
+
+-- Rate limits: one token bucket per queue (`q:<queue>`) and per queue and tenant
+-- (`t:<queue>:<tenant>`), refilled on read.
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    scope  TEXT    PRIMARY KEY,
+    tokens REAL    NOT NULL,
+    at     INTEGER NOT NULL
+) WITHOUT ROWID;
