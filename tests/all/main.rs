@@ -7,6 +7,7 @@
 
 mod cli;
 mod conformance;
+mod flow_control;
 mod flows;
 mod hostile;
 mod nats;

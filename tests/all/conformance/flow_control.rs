@@ -118,7 +118,10 @@ pub async fn a_group_is_freed_when_its_running_jobs_lease_expires<B: Backend>(b:
     assert_eq!(ids(&claimed), std::slice::from_ref(&first));
     // The worker dies: nothing settles; the sweeper returns the job once the lease is gone.
     tokio::time::sleep(short * 3).await;
-    assert_eq!(b.expire_leases(3).await.unwrap(), std::slice::from_ref(&first));
+    assert_eq!(
+        b.expire_leases(3).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
     let next = claim_until(&b, "q", 2, Flow::default(), Duration::from_secs(10)).await;
     assert!(
         !next.is_empty(),

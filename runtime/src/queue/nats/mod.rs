@@ -10,13 +10,14 @@
 //!
 //! | what | JetStream object | subjects |
 //! |---|---|---|
-//! | job messages | stream `SPOOL_JOBS`, work-queue retention | `spool.jobs.<queue>`, `spool.jobs.<queue>.high`, `spool.jobs.<queue>.low` |
+//! | job messages | stream `SPOOL_JOBS`, work-queue retention | `spool.jobs.<queue>`, `spool.jobs.<queue>.high`, `spool.jobs.<queue>.low`; tenant lanes `spool.jobs.<queue>.t.<tenant>[.high\|.low]` |
 //! | job records | KV bucket `spool-jobs`, history 1 | key = job id |
 //! | idempotency keys | KV bucket `spool-keys` | key = `<queue>.<base64url(key)>` |
 //! | staged children | KV bucket `spool-staged`, history 1 | key = `<child id>.<parent's token>` |
 //! | the event log | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
+//! | flow control | KV bucket `spool-flow` | group locks `g.<queue>.<base64url(group)>`, slots `c.<queue>[.t.<tenant>]`, rate buckets `r.<queue>[.t.<tenant>]` |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
 //! stream sequence; a child job's id is its parent's and its index, `<parent>-<i>` counting
@@ -28,6 +29,16 @@
 //! naks). A claim asks every queue at once and, within a queue, fetches band by band from the
 //! highest. Work-queue retention drops a message once acked, and nothing else drops one: a
 //! job's message stays until the job succeeds, dies or is cancelled.
+//!
+//! **Tenant lanes and flow control.** A job with a tenant waits in its tenant's lane: its own
+//! subject and its own consumer per band (created on first use, deleted by the server after a
+//! day unused), so a claim can take from every tenant in turn. A claim lists the lanes with
+//! messages (one stream-info request, kept half a second) and gives the shared band and each
+//! tenant lane of a band an even share of what it wants. Group locks, concurrency slots and
+//! rate buckets live in `spool-flow` (see `flow.rs`): a job whose group runs waits as a
+//! delayed nak (a quarter second more each time it finds the group busy, up to five); slots
+//! are reserved before fetching and swapped for the jobs taken, and lapse with the lease of
+//! a worker that died.
 //!
 //! **Records start at the first claim.** Enqueueing publishes the job's message and nothing
 //! else (its idempotency key aside): until a worker first claims it, the message is the job,
@@ -176,7 +187,12 @@
 //! Any NATS client can enqueue a job by publishing one message to `spool.jobs.<queue>` (or
 //! `.high` / `.low` for a positive / negative priority) with the payload as its body, as a
 //! JetStream publish (a request, whose reply `{"stream":"SPOOL_JOBS","seq":N}` carries the
-//! job's id `N`). Queue names are letters, digits, `-` and `_`. Optional headers:
+//! job's id `N`). Queue names are letters, digits, `-` and `_`. A job with a tenant belongs on
+//! its tenant's lane, `spool.jobs.<queue>.t.<token>` (`.high` / `.low` appended for those
+//! bands), where the token is the tenant itself if it is letters, digits, `-` and `_` (at most
+//! 64, not starting with `_x`), otherwise `_x` and the first 32 hex digits of its SHA-256
+//! ([`tenant_token`]); published on the queue's own subject it runs all the same, outside
+//! tenant limits and shares. Optional headers:
 //!
 //! | header | meaning |
 //! |---|---|
@@ -186,6 +202,7 @@
 //! | `Spool-Tenant` | the tenant |
 //! | `Spool-Key` | idempotency key (with Spool's client: held until the job finishes) |
 //! | `Spool-Metadata` | JSON array of `[key, value]` string pairs |
+//! | `Spool-Group` | the job's group: it never runs while another job of its queue and group runs |
 //! | `Nats-Msg-Id` | the server drops a repeat within the duplicate window (2 min) |
 //!
 //! A message with a `Spool-Job: <id>` header is not a new job: it names an existing job to
