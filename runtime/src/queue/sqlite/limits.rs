@@ -13,6 +13,10 @@
 //! order, and hands out jobs one at a time to the tenant with the fewest running and picked,
 //! so a tenant with ten jobs is served in the first claims whatever another tenant's backlog.
 //! Without `fair`, tenant limits still hold, and jobs go in claim order across tenants.
+//!
+//! The tenant indexes leave out jobs without a tenant, so a queue that has none pays nothing
+//! for them; such jobs count as one more tenant here, found by walking `jobs_claimable` (past
+//! other tenants' jobs: give every job of a fair queue a tenant).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -27,13 +31,18 @@ use crate::queue::{QueueClaim, Timestamp};
 /// The most tenants one claim looks at.
 pub(super) const MAX_TENANTS: usize = 512;
 
-/// The queue's running jobs by tenant (`None`: jobs with no tenant).
+/// The queue's running jobs by tenant.
 pub(super) const RUNNING: &str = "SELECT tenant, count(*) FROM jobs \
-    WHERE queue = ?1 AND state = 'running' GROUP BY tenant";
+    WHERE queue = ?1 AND state = 'running' AND tenant IS NOT NULL GROUP BY tenant";
+
+/// The queue's running jobs without a tenant (through `jobs_leased`: running jobs are few).
+pub(super) const RUNNING_UNTENANTED: &str = "SELECT count(*) FROM jobs \
+    WHERE state = 'running' AND queue = ?1 AND tenant IS NULL";
 
 /// The next tenant with claimable jobs after `?2` (one seek of `jobs_tenant_claimable`).
 pub(super) const NEXT_TENANT: &str = "SELECT tenant FROM jobs \
-    WHERE queue = ?1 AND state IN ('ready', 'scheduled') AND tenant > ?2 \
+    WHERE queue = ?1 AND state IN ('ready', 'scheduled') AND tenant IS NOT NULL \
+      AND tenant > ?2 \
     ORDER BY tenant LIMIT 1";
 
 /// The first tenant with claimable jobs.
@@ -41,19 +50,33 @@ pub(super) const FIRST_TENANT: &str = "SELECT tenant FROM jobs \
     WHERE queue = ?1 AND state IN ('ready', 'scheduled') AND tenant IS NOT NULL \
     ORDER BY tenant LIMIT 1";
 
-/// A tenant's (`?2`, `NULL` for none) claimable jobs in claim order, as many as `?4`.
+/// A tenant's (`?2`) claimable jobs in claim order, as many as `?4`.
 pub(super) const TENANT_HEADS: &str = concat!(
     "SELECT id, group_key, priority, run_at FROM jobs AS j \
-    WHERE queue = ?1 AND tenant IS ?2 AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
+    WHERE queue = ?1 AND tenant IS NOT NULL AND tenant = ?2 \
+      AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
       AND ",
     group_free!(),
     " ORDER BY priority DESC, run_at, id LIMIT ?4"
 );
 
-/// The queue's claimable jobs in claim order, as many as `?4` (no per-tenant counting).
+/// The queue's claimable jobs in claim order, as many as `?4` (no per-tenant counting; `?2`
+/// unused).
 pub(super) const HEADS: &str = concat!(
     "SELECT id, group_key, priority, run_at FROM jobs AS j \
     WHERE queue = ?1 AND ?2 IS NULL AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
+      AND ",
+    group_free!(),
+    " ORDER BY priority DESC, run_at, id LIMIT ?4"
+);
+
+/// The claimable jobs without a tenant in claim order, as many as `?4` (`?2` unused). They
+/// have no index of their own (so that a queue without tenants pays nothing for fair shares):
+/// this walks `jobs_claimable` past other tenants' jobs.
+pub(super) const UNTENANTED_HEADS: &str = concat!(
+    "SELECT id, group_key, priority, run_at FROM jobs AS j \
+    WHERE queue = ?1 AND ?2 IS NULL AND tenant IS NULL \
+      AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
       AND ",
     group_free!(),
     " ORDER BY priority DESC, run_at, id LIMIT ?4"
@@ -164,7 +187,12 @@ fn per_tenant(
         if tenant_room == 0 {
             continue;
         }
-        let heads = heads(tx, TENANT_HEADS, queue, name.as_deref(), now, tenant_room)?;
+        let sql = if name.is_some() {
+            TENANT_HEADS
+        } else {
+            UNTENANTED_HEADS
+        };
+        let heads = heads(tx, sql, queue, name.as_deref(), now, tenant_room)?;
         let mut heads = heads.into_iter();
         let next = heads.next();
         if next.is_some() {
@@ -217,6 +245,12 @@ fn running(tx: &Connection, queue: &str) -> Result<HashMap<Option<String>, usize
         let (tenant, n) = row?;
         out.insert(tenant, usize::try_from(n).unwrap_or(0));
     }
+    let untenanted: i64 = tx
+        .prepare_cached(RUNNING_UNTENANTED)?
+        .query_row(params![queue], |row| row.get(0))?;
+    if untenanted > 0 {
+        out.insert(None, usize::try_from(untenanted).unwrap_or(0));
+    }
     Ok(out)
 }
 
@@ -230,7 +264,7 @@ fn tenants_with_work(
 ) -> Result<Vec<Option<String>>, Failure> {
     let mut out = Vec::new();
     let untenanted = tx
-        .prepare_cached(TENANT_HEADS)?
+        .prepare_cached(UNTENANTED_HEADS)?
         .query_row(
             params![queue, Option::<&str>::None, Timestamp::MAX, 1],
             |_| Ok(()),

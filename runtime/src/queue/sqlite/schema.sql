@@ -153,15 +153,17 @@ CREATE INDEX IF NOT EXISTS jobs_group_claimable
     ON jobs (queue, group_key, priority DESC, run_at, id)
     WHERE state IN ('ready', 'scheduled') AND group_key IS NOT NULL;
 
--- Concurrency limits: running jobs of a queue by tenant (also counts the whole queue).
+-- Concurrency limits: running jobs of a queue by tenant. Jobs without a tenant are left out
+-- (they cost nothing here; running jobs without a tenant are counted through `jobs_leased`,
+-- of which there are never more than the workers run).
 CREATE INDEX IF NOT EXISTS jobs_tenant_running
     ON jobs (queue, tenant)
-    WHERE state = 'running';
+    WHERE state = 'running' AND tenant IS NOT NULL;
 
 -- Fair claims: each tenant's claimable jobs in claim order, and the tenants that have any.
 CREATE INDEX IF NOT EXISTS jobs_tenant_claimable
     ON jobs (queue, tenant, priority DESC, run_at, id)
-    WHERE state IN ('ready', 'scheduled');
+    WHERE state IN ('ready', 'scheduled') AND tenant IS NOT NULL;
 
 -- Rate limits: one token bucket per queue (`q:<queue>`) and per queue and tenant
 -- (`t:<queue>:<tenant>`), refilled on read.
