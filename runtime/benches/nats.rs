@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo bench -p spool-runtime --bench nats` (`-- quick` for a tenth of the work;
 //! `-- enqueue`, `-- throughput` or `-- latency` for only those sections;
-//! `SPOOL_BENCH_PREFETCH=N` sets the workers' prefetch, 1000 by default). Each figure gets a
+//! `SPOOL_BENCH_PREFETCH=N` sets the workers' prefetch, 1000 by default; `SPOOL_BENCH_SPOOL=PATH`
+//! runs the workers from another `spool` binary). Each figure gets a
 //! fresh `nats-server -js` (from `PATH` or `/usr/sbin/nats-server`) on a free 127.0.0.1 port
 //! with its own store in a temporary directory, killed afterwards. Figures go into
 //! BENCHMARKS.md.
@@ -40,7 +41,10 @@ fn main() {
         .and_then(|p| p.parse().ok())
         .unwrap_or(1000);
     let noop = xtask::plugin("noop").unwrap();
-    let spool = PathBuf::from(env!("CARGO_BIN_EXE_spool"));
+    // `SPOOL_BENCH_SPOOL=PATH` runs the workers from another build (to compare two builds in
+    // one sitting: the machine's speed drifts over hours).
+    let spool = std::env::var_os("SPOOL_BENCH_SPOOL")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spool")), PathBuf::from);
     let version = Command::new(xtask::nats_server::binary())
         .arg("--version")
         .output()
