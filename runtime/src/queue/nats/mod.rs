@@ -218,6 +218,7 @@
 //! `spool.dlq.<queue>.<job id>`.
 
 mod admin;
+mod cancel;
 mod children;
 mod enqueue;
 mod flow;
@@ -244,9 +245,9 @@ pub use self::record::{
 };
 use self::store::Inner;
 use super::{
-    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
-    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
-    Settle, Timestamp,
+    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
+    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
+    QueueCounts, QueueError, Settle,
 };
 
 /// Where JetStream keeps Spool's streams.
@@ -392,8 +393,20 @@ impl Backend for NatsBackend {
         lease::expire(&self.inner, default_max_attempts).await
     }
 
-    async fn cancel(&self, id: &JobId) -> Result<bool, QueueError> {
-        lease::cancel(&self.inner, id).await
+    async fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError> {
+        cancel::cancel(&self.inner, id, reason).await
+    }
+
+    async fn cancel_matching(
+        &self,
+        filter: &CancelFilter,
+        reason: &str,
+    ) -> Result<Vec<JobId>, QueueError> {
+        cancel::cancel_matching(&self.inner, filter, reason).await
+    }
+
+    async fn revoked(&self, leases: &[Lease], timeout: Duration) -> Result<Vec<JobId>, QueueError> {
+        cancel::revoked(&self.inner, leases, timeout).await
     }
 
     async fn record(&self, event: NewEvent) -> Result<(), QueueError> {
@@ -428,7 +441,7 @@ impl Backend for NatsBackend {
         admin::purge(&self.inner, filter).await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, QueueError> {
-        admin::prune(&self.inner, before).await
+    async fn prune(&self, prune: Prune) -> Result<u64, QueueError> {
+        admin::prune(&self.inner, prune).await
     }
 }

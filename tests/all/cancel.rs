@@ -1,0 +1,166 @@
+//! Cancellation end to end, on both backends: a real `spool worker` runs a job that hangs
+//! (its timeout a minute away), `spool cancel <id>` from the real binary aborts it within a
+//! few seconds with no retry, the worker goes on serving, and a queued job cancelled by a
+//! filter never runs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xtask::nats_server::NatsServer;
+
+use crate::support::{Setup, event_kinds, state, stop};
+
+const CONFIG: &str = r#"
+[worker]
+concurrency = 4
+lease = "30s"
+
+[queues.email]
+plugin = "EMAIL"
+timeout = "60s"
+max_attempts = 3
+concurrency = 2
+"#;
+
+/// How long the abort may take once `spool cancel` returned (generous: a debug build on a
+/// shared machine; the renewal that would otherwise find the lease gone is 10 s away).
+const ABORT_BOUND: Duration = Duration::from_secs(3);
+
+fn count(job: &Value, kind: &str) -> usize {
+    event_kinds(job).iter().filter(|k| **k == kind).count()
+}
+
+fn cancel_end_to_end(s: &Setup) {
+    let mut worker = s.worker(&[]);
+    let hung = s.enqueue(
+        "email",
+        r#"{"to": "a@example.com", "mode": "hang", "delay_ms": 60000}"#,
+    );
+    // Running, past its checkpoint: the guest sleeps inside the host.
+    s.wait_for(&hung, Duration::from_secs(60), |j| {
+        count(j, "checkpointed") == 1
+    });
+
+    // A queued job, not due for a few seconds, cancelled by a filter.
+    let (code, stdout, stderr) = s.run(&[
+        "enqueue",
+        "email",
+        r#"{"to": "b@example.com"}"#,
+        "--delay",
+        "2s",
+        "--tenant",
+        "acme",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let queued = stdout.split_whitespace().next().unwrap().to_owned();
+
+    // An empty filter is refused rather than cancelling everything.
+    let (code, _, stderr) = s.run(&["cancel"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("refusing to cancel every unfinished job"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = s.run(&[
+        "cancel", "--queue", "email", "--state", "queued", "--tenant", "acme",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "cancelled 1 job(s)");
+
+    let (code, stdout, stderr) = s.run(&["cancel", &hung]);
+    let cancelled_at = Instant::now();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("job {hung}: cancelled")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cancelled 1 of 1 job(s)"), "{stdout}");
+
+    // The worker aborts the attempt (its instance goes with the task) at once.
+    let aborted = loop {
+        let logs = s.worker_logs();
+        if logs.lines().any(|l| {
+            l.contains("job cancelled: aborting the attempt") && l.contains(&format!("job={hung}"))
+        }) {
+            break cancelled_at.elapsed();
+        }
+        assert!(
+            cancelled_at.elapsed() < ABORT_BOUND,
+            "the worker did not abort job {hung} within {ABORT_BOUND:?}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("the worker aborted the cancelled attempt {aborted:?} after `spool cancel` returned");
+
+    // The worker goes on serving.
+    let ok = s.enqueue("email", r#"{"to": "c@example.com"}"#);
+    s.wait_for(&ok, Duration::from_secs(30), |j| state(j) == "succeeded");
+    // Past the filtered job's run-at, with the worker idle: it never ran.
+    std::thread::sleep(Duration::from_millis(2500));
+    s.assert_running(std::slice::from_mut(&mut worker));
+
+    let job = s.job(&hung);
+    assert_eq!(state(&job), "cancelled", "{job:#}");
+    assert_eq!(count(&job, "started"), 1, "no retry: {job:#}");
+    for kind in ["failed", "retry-scheduled", "lease-expired", "succeeded"] {
+        assert_eq!(count(&job, kind), 0, "{kind}: {job:#}");
+    }
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{job:#}");
+    assert_eq!(attempts[0]["outcome"], "cancelled");
+    assert_eq!(attempts[0]["error"], "cancelled by operator");
+    let event = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "cancelled")
+        .unwrap();
+    assert_eq!(event["message"], "cancelled by operator");
+    assert!(
+        event["worker"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("worker-")),
+        "{event:#}"
+    );
+
+    let job = s.job(&queued);
+    assert_eq!(state(&job), "cancelled", "{job:#}");
+    assert_eq!(event_kinds(&job), ["enqueued", "cancelled"], "it never ran");
+
+    // Per id: cancelled, already finished, unknown (exit status 2).
+    let (code, stdout, _) = s.run(&["cancel", &ok, "999999999"]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains(&format!("job {ok}: already finished (succeeded)")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("job 999999999: unknown id"), "{stdout}");
+    assert!(stdout.contains("cancelled 0 of 2 job(s)"), "{stdout}");
+
+    // `spool queues` shows every state and the retention in force.
+    let (code, stdout, stderr) = s.run(&["queues"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("retention: succeeded 1day, cancelled 1day, dead until purged"),
+        "{stdout}"
+    );
+    let row = stdout.lines().find(|l| l.starts_with("email")).unwrap();
+    let numbers: Vec<&str> = row.split_whitespace().skip(1).take(7).collect();
+    // scheduled ready running waiting succeeded dead cancelled
+    assert_eq!(numbers, ["0", "0", "0", "0", "1", "0", "2"], "{stdout}");
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn on_sqlite_spool_cancel_aborts_a_running_attempt_at_once_and_a_queued_job_never_runs() {
+    let s = Setup::new(CONFIG);
+    cancel_end_to_end(&s);
+}
+
+#[test]
+fn on_nats_spool_cancel_aborts_a_running_attempt_at_once_and_a_queued_job_never_runs() {
+    let server = NatsServer::start();
+    let s = Setup::nats(CONFIG, &server.url());
+    cancel_end_to_end(&s);
+}
