@@ -78,19 +78,7 @@ fn cancel_end_to_end(s: &Setup) {
     assert!(stdout.contains("cancelled 1 of 1 job(s)"), "{stdout}");
 
     // The worker aborts the attempt (its instance goes with the task) at once.
-    let aborted = loop {
-        let logs = s.worker_logs();
-        if logs.lines().any(|l| {
-            l.contains("job cancelled: aborting the attempt") && l.contains(&format!("job={hung}"))
-        }) {
-            break cancelled_at.elapsed();
-        }
-        assert!(
-            cancelled_at.elapsed() < ABORT_BOUND,
-            "the worker did not abort job {hung} within {ABORT_BOUND:?}:\n{logs}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let aborted = wait_for_abort(s, &hung, cancelled_at);
     eprintln!("the worker aborted the cancelled attempt {aborted:?} after `spool cancel` returned");
 
     // The worker goes on serving.
@@ -163,4 +151,155 @@ fn on_nats_spool_cancel_aborts_a_running_attempt_at_once_and_a_queued_job_never_
     let server = NatsServer::start();
     let s = Setup::nats(CONFIG, &server.url());
     cancel_end_to_end(&s);
+}
+
+/// A guest that spins forever in its handler, built from inline WAT with the Spool world
+/// embedded: only the epoch machinery (a yield, or the deadline) ever stops it.
+fn spinning_component(dir: &std::path::Path) -> std::path::PathBuf {
+    const CORE: &str = r#"
+        (module
+          (memory (export "memory") 1)
+          (global $next (mut i32) (i32.const 1024))
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $at i32)
+            (local.set $at
+              (i32.and
+                (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
+                (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $next (i32.add (local.get $at) (local.get 3)))
+            (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+              (then (drop (memory.grow
+                (i32.add (i32.div_u (global.get $next) (i32.const 65536)) (i32.const 1))))))
+            (local.get $at))
+          (func (export "spool:job/handler@0.2.0#handle") (param i32) (result i32)
+            (loop $spin (br $spin))
+            (unreachable)))
+    "#;
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/job.wit");
+    let package = resolve.push_file(&wit).unwrap();
+    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
+    let mut module = wat::parse_str(CORE).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap();
+    let path = dir.join("spin.wasm");
+    std::fs::write(&path, component).unwrap();
+    path
+}
+
+fn spin_config(plugin: &std::path::Path) -> String {
+    format!(
+        r#"
+[worker]
+concurrency = 4
+lease = "30s"
+
+[queues.spin]
+plugin = "{}"
+timeout = "60s"
+max_attempts = 3
+concurrency = 2
+"#,
+        plugin.display()
+    )
+}
+
+/// A spinning guest never yields on its own: the worker still aborts it at once.
+fn cancel_spinning(s: &Setup) {
+    let mut worker = s.worker(&[]);
+    let spinning = s.enqueue("spin", "{}");
+    s.wait_for(&spinning, Duration::from_secs(60), |j| {
+        state(j) == "running"
+    });
+    // Let it spin a little inside the guest.
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stdout, stderr) = s.run(&["cancel", &spinning, "--reason", "stuck"]);
+    let cancelled_at = Instant::now();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("job {spinning}: cancelled")),
+        "{stdout}"
+    );
+    let aborted = wait_for_abort(s, &spinning, cancelled_at);
+    eprintln!("the worker aborted the spinning attempt {aborted:?} after `spool cancel` returned");
+    // Both of the queue's slots serve the next spinning job: the cancelled one holds none.
+    let next = s.enqueue("spin", "{}");
+    let other = s.enqueue("spin", "{}");
+    for id in [&next, &other] {
+        s.wait_for(id, Duration::from_secs(30), |j| state(j) == "running");
+    }
+    s.assert_running(std::slice::from_mut(&mut worker));
+    let (code, stdout, stderr) = s.run(&["cancel", "--queue", "spin", "--state", "running"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "cancelled 2 job(s)");
+    for id in [&next, &other] {
+        wait_for_abort(s, id, Instant::now());
+    }
+    let job = s.job(&spinning);
+    assert_eq!(state(&job), "cancelled", "{job:#}");
+    assert_eq!(count(&job, "started"), 1, "no retry: {job:#}");
+    assert_eq!(job["attempts"][0]["outcome"], "cancelled");
+    assert_eq!(job["attempts"][0]["error"], "stuck");
+    stop(worker, "-TERM");
+}
+
+/// `text` without its terminal colour codes (`ESC [ ... m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Wait until the worker logs that it aborted `id`'s attempt; how long after `since`.
+fn wait_for_abort(s: &Setup, id: &str, since: Instant) -> Duration {
+    loop {
+        let logs = plain(&s.worker_logs());
+        if logs.lines().any(|l| {
+            l.contains("job cancelled: aborting the attempt") && l.contains(&format!("job={id} "))
+        }) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < ABORT_BOUND,
+            "the worker did not abort job {id} within {ABORT_BOUND:?}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn on_sqlite_a_spinning_guest_is_aborted_at_once_when_its_job_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Setup::new(&spin_config(&spinning_component(dir.path())));
+    cancel_spinning(&s);
+}
+
+#[test]
+fn on_nats_a_spinning_guest_is_aborted_at_once_when_its_job_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let s = Setup::nats(&spin_config(&spinning_component(dir.path())), &server.url());
+    cancel_spinning(&s);
 }

@@ -75,6 +75,9 @@ impl Sandbox {
         if self.config.epoch_interruption {
             // A spinning guest yields to the executor every so often, so that dropping the
             // attempt (a cancelled job, a shutdown) takes effect at once, not at the timeout.
+            // Through tokio's own yield, which lets the worker thread poll its timers and
+            // sockets first: a task that wakes itself would run again before them, and with
+            // every thread spinning a guest, timers would fire only every few seconds.
             let tick = self.config.epoch_tick;
             let yield_ticks = ticks_in(YIELD_EVERY, tick);
             match deadline {
@@ -86,8 +89,9 @@ impl Sandbox {
                     store.set_epoch_deadline(ticks_until(deadline, tick).min(yield_ticks));
                     store.epoch_deadline_callback(move |_| {
                         Ok(match deadline.checked_duration_since(Instant::now()) {
-                            Some(left) if !left.is_zero() => UpdateDeadline::Yield(
+                            Some(left) if !left.is_zero() => UpdateDeadline::YieldCustom(
                                 ticks_until(Instant::now() + left, tick).min(yield_ticks),
+                                Box::pin(tokio::task::yield_now()),
                             ),
                             _ => UpdateDeadline::Interrupt,
                         })
@@ -95,7 +99,12 @@ impl Sandbox {
                 }
                 None => {
                     store.set_epoch_deadline(yield_ticks);
-                    store.epoch_deadline_callback(move |_| Ok(UpdateDeadline::Yield(yield_ticks)));
+                    store.epoch_deadline_callback(move |_| {
+                        Ok(UpdateDeadline::YieldCustom(
+                            yield_ticks,
+                            Box::pin(tokio::task::yield_now()),
+                        ))
+                    });
                 }
             }
         }
