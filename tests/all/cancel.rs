@@ -276,6 +276,12 @@ fn cancel_spinning(s: &Setup) {
     assert_eq!(row("spin"), ["0", "0", "0", "0", "0", "0", "3"], "{stdout}");
     assert_eq!(row("ok"), ["0", "0", "0", "0", "1", "0", "1"], "{stdout}");
     stop(worker, "-TERM");
+    let logs = s.worker_logs();
+    assert!(
+        logs.contains("1 succeeded, 0 retried, 0 delayed, 0 dead")
+            && logs.contains("3 cancelled while running"),
+        "{logs}"
+    );
 }
 
 /// `text` without its terminal colour codes (`ESC [ ... m`).
@@ -326,4 +332,55 @@ fn on_nats_a_spinning_guest_is_aborted_at_once_when_its_job_is_cancelled() {
     let server = NatsServer::start();
     let s = Setup::nats(&spin_config(dir.path()), &server.url());
     cancel_spinning(&s);
+}
+
+/// A spinning guest still times out at its deadline, not before and not much after: the
+/// yields that let a cancel drop it do not move the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_that_yields_still_times_out_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_millis(300);
+    let limits = spool::Limits {
+        timeout: Some(deadline),
+        ..crate::support::limits()
+    };
+    let spin = crate::support::sandbox()
+        .load_plugin(&component(dir.path(), "spin", SPIN), limits)
+        .unwrap();
+    let started = Instant::now();
+    let report = crate::support::sandbox()
+        .run(&spin, &crate::support::job(serde_json::json!({})))
+        .await
+        .unwrap();
+    let wall = started.elapsed();
+    let spool::Outcome::TimedOut { elapsed } = report.outcome else {
+        panic!("expected a timeout, got {:?}", report.outcome);
+    };
+    assert!(elapsed >= deadline, "aborted early: {elapsed:?}");
+    assert!(wall < deadline * 2, "aborted late: {wall:?}");
+}
+
+/// Dropping a spinning guest's run (what a worker does to a cancelled attempt) stops it at
+/// once, with no timeout at all: its thread is free again for other work.
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_a_spinning_guests_run_stops_it_at_once_without_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = spool::Limits {
+        timeout: None,
+        ..crate::support::limits()
+    };
+    let spin = crate::support::sandbox()
+        .load_plugin(&component(dir.path(), "spin", SPIN), limits)
+        .unwrap();
+    let input = crate::support::job(serde_json::json!({}));
+    let started = Instant::now();
+    // One thread: the timer below can only fire if the guest yields it the thread.
+    let run = tokio::time::timeout(
+        Duration::from_millis(200),
+        crate::support::sandbox().run(&spin, &input),
+    )
+    .await;
+    let wall = started.elapsed();
+    assert!(run.is_err(), "the guest cannot finish: {run:?}");
+    assert!(wall < Duration::from_secs(1), "dropped late: {wall:?}");
 }

@@ -104,7 +104,7 @@ pub async fn cancel_by_filter_touches_only_matching_unfinished_jobs<B: Backend>(
     };
     assert_eq!(
         b.cancel_matching(&scheduled, REASON).await.unwrap(),
-        [later.clone()]
+        std::slice::from_ref(&later)
     );
     let by_group = CancelFilter {
         group: Some("g".into()),
@@ -112,7 +112,7 @@ pub async fn cancel_by_filter_touches_only_matching_unfinished_jobs<B: Backend>(
     };
     assert_eq!(
         b.cancel_matching(&by_group, REASON).await.unwrap(),
-        [grouped.clone()]
+        std::slice::from_ref(&grouped)
     );
     assert_eq!(state(&b, &t2).await, JobState::Ready);
 
@@ -123,7 +123,7 @@ pub async fn cancel_by_filter_touches_only_matching_unfinished_jobs<B: Backend>(
     };
     assert_eq!(
         b.cancel_matching(&running_only, REASON).await.unwrap(),
-        [running.clone()]
+        std::slice::from_ref(&running)
     );
     assert_eq!(state(&b, &ready_r).await, JobState::Ready, "not running");
     assert_eq!(
@@ -149,7 +149,7 @@ pub async fn cancel_by_filter_touches_only_matching_unfinished_jobs<B: Backend>(
     };
     assert_eq!(
         b.cancel_matching(&all_q, REASON).await.unwrap(),
-        [t2.clone()]
+        std::slice::from_ref(&t2)
     );
     assert!(b.cancel_matching(&all_q, REASON).await.unwrap().is_empty());
     assert!(claim(&b, "q", 10, LEASE).await.is_empty());
@@ -234,7 +234,11 @@ pub async fn cancelling_a_running_job_records_the_attempt_and_frees_its_group_an
             .await
             .unwrap();
     }
-    assert_eq!(told, [first.clone()], "the worker holding it is told");
+    assert_eq!(
+        told,
+        std::slice::from_ref(&first),
+        "the worker holding it is told"
+    );
 
     let d = detail(&b, &first).await;
     assert_eq!(d.summary.state, JobState::Cancelled);

@@ -17,6 +17,7 @@
 //! | the event log | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
+//! | cancel notices | core NATS, no stream | `spool.cancel` (`<job id> <token>`, see `cancel.rs`) |
 //! | flow control | KV bucket `spool-flow` | group locks `g.<queue>.<base64url(group)>`, slots `c.<queue>[.t.<tenant>]`, rate buckets `r.<queue>[.t.<tenant>]` |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
@@ -48,6 +49,13 @@
 //! reads the record and decides again. A cancel of a job nobody claimed yet creates its
 //! record the same way. So a job's first attempt costs one read-free write to start and one
 //! write to settle.
+//!
+//! **Cancels.** A cancel writes the record first (a running attempt recorded as cancelled),
+//! frees what the claim held, terms the held message (or deletes a message nobody holds),
+//! cancels the job's unfinished children, and publishes a notice on `spool.cancel` that every
+//! worker listens to ([`Backend::revoked`]), so the attempt is dropped at once; a worker that
+//! misses it finds the lease gone at its next renewal. A message fetched for a cancelled job
+//! finds its record finished and is acked without running.
 //!
 //! **Leases.** A claimed job's message stays unacked while its attempt runs: the consumer's
 //! ack wait is the server-side lease, and every renewal sends the message an ack-progress. The

@@ -30,6 +30,12 @@
 //! it, settling it or cancelling the job moves the job out of `running`, so the old token can
 //! never match again and a late or stale attempt commits nothing.
 //!
+//! **Cancels** (`cancel.rs`) move the job to `cancelled` keeping its token, record a running
+//! attempt as cancelled and cancel the job's unfinished children, in one transaction. A
+//! worker learns of it by polling its in-flight leases every 200 ms ([`Backend::revoked`]:
+//! one indexed read per lease, on a read connection, for "cancelled with this token"), so
+//! no schema change and no notice table are needed.
+//!
 //! **Durability.** The database runs in WAL mode. With [`Synchronous::Full`] (the default) a
 //! write is on disk once it returns; [`Synchronous::Normal`] trades the last few commits on a
 //! power loss for fewer fsyncs.
