@@ -70,13 +70,13 @@ fn cancel_end_to_end(s: &Setup) {
 }
 
 #[test]
-fn on_sqlite_spool_cancel_aborts_a_running_attempt_at_once_and_a_queued_job_never_runs() {
+fn on_sqlite_spool_cancel_aborts_an_attempt_sleeping_in_the_host_at_once_with_no_retry() {
     let s = Setup::new(CONFIG);
     cancel_end_to_end(&s);
 }
 
 #[test]
-fn on_nats_spool_cancel_aborts_a_running_attempt_at_once_and_a_queued_job_never_runs() {
+fn on_nats_spool_cancel_aborts_an_attempt_sleeping_in_the_host_at_once_with_no_retry() {
     let server = NatsServer::start();
     let s = Setup::nats(CONFIG, &server.url());
     cancel_end_to_end(&s);
