@@ -7,7 +7,9 @@
 //! threads = 0               # async runtime threads; 0 = one per CPU
 //! lease = "30s"             # how long a claim lasts unless renewed
 //! shutdown_grace = "30s"    # how long SIGINT/SIGTERM lets runs finish
-//! retention = "24h"         # succeeded and cancelled jobs are pruned after this
+//! retention = "24h"         # succeeded and cancelled jobs are pruned after this, or per
+//!                           # state: retention = { succeeded = "1h", cancelled = "7d" }
+//!                           # (dead jobs are kept until `spool dlq purge`)
 //! synchronous = "full"      # or "normal": see `SqliteOptions`
 //!
 //! [queues.email]
@@ -94,9 +96,9 @@ pub struct WorkerSettings {
     /// How long shutdown lets running attempts finish before releasing them.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
-    /// How long succeeded and cancelled jobs are kept.
-    #[serde(deserialize_with = "duration")]
-    pub retention: Duration,
+    /// How long succeeded and cancelled jobs are kept: `retention = "24h"` for both, or a
+    /// table (`[worker.retention]`, `retention = { succeeded = "1h", cancelled = "7d" }`).
+    pub retention: Retention,
     /// SQLite durability: `full` (the default) or `normal`.
     pub synchronous: Synchronous,
     /// How often an idle worker looks for new work.
@@ -120,12 +122,110 @@ impl Default for WorkerSettings {
             concurrency: 64,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
-            retention: Duration::from_secs(24 * 3600),
+            retention: Retention::default(),
             synchronous: Synchronous::Full,
             poll_interval: Duration::from_millis(50),
             prefetch: 0,
             threads: 0,
         }
+    }
+}
+
+/// How long finished jobs are kept, per state, before the sweeper prunes them. Dead jobs have
+/// no retention: they are kept until `spool dlq purge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Succeeded jobs; 24 h by default.
+    pub succeeded: Duration,
+    /// Cancelled jobs; 24 h by default.
+    pub cancelled: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention::all(Duration::from_secs(24 * 3600))
+    }
+}
+
+impl Retention {
+    /// The same retention for every finished state that has one.
+    pub fn all(keep: Duration) -> Retention {
+        Retention {
+            succeeded: keep,
+            cancelled: keep,
+        }
+    }
+
+    /// What to prune at `now`.
+    pub fn prune(&self, now: crate::queue::Timestamp) -> crate::queue::Prune {
+        let before = |keep: Duration| {
+            now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+        };
+        crate::queue::Prune {
+            succeeded: Some(before(self.succeeded)),
+            cancelled: Some(before(self.cancelled)),
+        }
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "succeeded {}, cancelled {}, dead until purged",
+            humantime::format_duration(self.succeeded),
+            humantime::format_duration(self.cancelled)
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Retention;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a duration (\"24h\") or a table of durations by state (succeeded, cancelled)",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Retention, E> {
+                crate::units::parse_duration(text)
+                    .map(Retention::all)
+                    .map_err(E::custom)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Retention, A::Error> {
+                use serde::de::Error as _;
+                let mut retention = Retention::default();
+                while let Some(state) = map.next_key::<String>()? {
+                    let text: String = map.next_value()?;
+                    let keep = crate::units::parse_duration(&text)
+                        .map_err(|e| A::Error::custom(format!("retention.{state}: {e}")))?;
+                    match state.as_str() {
+                        "succeeded" => retention.succeeded = keep,
+                        "cancelled" => retention.cancelled = keep,
+                        "dead" => {
+                            return Err(A::Error::custom(
+                                "retention.dead: dead jobs cannot be given a retention; they are kept until `spool dlq purge`",
+                            ));
+                        }
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "retention.{other}: no retention for `{other}`; finished states with one are `succeeded` and `cancelled`"
+                            )));
+                        }
+                    }
+                }
+                Ok(retention)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -445,6 +545,46 @@ mod tests {
         assert_eq!(email.memory, 64 << 20);
         assert_eq!(email.backoff.initial, Duration::from_millis(250));
         assert_eq!(email.backoff.max, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retention_reads_as_one_duration_or_per_state() {
+        let one = Config::parse("[worker]\nretention = \"2h\"").unwrap();
+        assert_eq!(
+            one.worker.retention,
+            Retention::all(Duration::from_secs(7200))
+        );
+        let inline =
+            Config::parse("[worker]\nretention = { succeeded = \"1h\", cancelled = \"7d\" }")
+                .unwrap();
+        assert_eq!(inline.worker.retention.succeeded, Duration::from_secs(3600));
+        assert_eq!(
+            inline.worker.retention.cancelled,
+            Duration::from_secs(7 * 86_400)
+        );
+        let table = Config::parse("[worker.retention]\ncancelled = \"10m\"").unwrap();
+        assert_eq!(
+            table.worker.retention.succeeded,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(table.worker.retention.cancelled, Duration::from_secs(600));
+        let prune = table.worker.retention.prune(1_000_000_000);
+        assert_eq!(prune.succeeded, Some(1_000_000_000 - 86_400_000));
+        assert_eq!(prune.cancelled, Some(1_000_000_000 - 600_000));
+    }
+
+    #[test]
+    fn dead_jobs_cannot_be_given_a_retention() {
+        let err = Config::parse("[worker.retention]\ndead = \"30d\"").unwrap_err();
+        assert!(
+            err.contains("dead jobs cannot be given a retention"),
+            "{err}"
+        );
+        assert!(err.contains("spool dlq purge"), "{err}");
+        let err = Config::parse("[worker]\nretention = { running = \"1h\" }").unwrap_err();
+        assert!(err.contains("no retention for `running`"), "{err}");
+        let err = Config::parse("[worker]\nretention = { succeeded = \"soon\" }").unwrap_err();
+        assert!(err.contains("retention.succeeded"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! task that commits whatever has accumulated in one transaction (group commit). Beside it:
 //! - the renewer extends every in-flight lease at a third of the lease time, and aborts an
 //!   attempt whose lease was lost (its instance is destroyed);
+//! - the cancel watcher asks the backend which in-flight jobs were cancelled
+//!   ([`Backend::revoked`]: a cheap poll on SQLite, notices on NATS) and aborts their attempts
+//!   at once, without waiting for the next renewal;
 //! - the sweeper returns jobs whose lease expired (another worker died) and prunes finished
 //!   jobs past their retention;
 //! - the reloader notices a changed plugin file and swaps in the new component without a
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::config::{QueueConfig, WorkerSettings};
+use crate::config::{QueueConfig, Retention, WorkerSettings};
 use crate::events::{EventKind, NewEvent};
 use crate::job::JobInput;
 use crate::queue::{
@@ -71,6 +74,8 @@ pub struct WorkerStats {
     pub lease_lost: u64,
     /// Jobs released at shutdown.
     pub released: u64,
+    /// Attempts aborted because their job was cancelled.
+    pub cancelled: u64,
 }
 
 struct QueueSlot {
@@ -198,7 +203,7 @@ impl<B: Backend + Clone> Worker<B> {
     /// A human-readable start-up summary: queues, plugins and digests, limits.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "worker {}: concurrency {}, prefetch {}, threads {}, lease {}, grace {}, retention {}\n",
+            "worker {}: concurrency {}, prefetch {}, threads {}, lease {}, grace {}, retention: {}\n",
             self.id,
             self.settings.concurrency,
             self.settings.prefetch,
@@ -208,7 +213,7 @@ impl<B: Backend + Clone> Worker<B> {
             },
             humantime::format_duration(self.settings.lease),
             humantime::format_duration(self.settings.shutdown_grace),
-            humantime::format_duration(self.settings.retention),
+            self.settings.retention,
         );
         for q in &self.queues {
             let plugin = q.plugin();
@@ -252,6 +257,11 @@ impl<B: Backend + Clone> Worker<B> {
             self.backend.clone(),
             inflight.clone(),
             self.settings.lease,
+        ));
+        background.spawn(cancel_loop(
+            self.backend.clone(),
+            inflight.clone(),
+            stats.clone(),
         ));
         let default_max = self
             .queues
@@ -633,8 +643,47 @@ async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration)
     }
 }
 
+/// How long one [`Backend::revoked`] call waits: how late, at most, a cancelled attempt is
+/// aborted (plus the call itself) when the backend polls.
+const CANCEL_WATCH: Duration = Duration::from_millis(200);
+
+/// Abort the attempts whose job was cancelled, as soon as the backend tells: the instance is
+/// destroyed with the task, and no settle is sent (the cancel recorded the attempt).
+async fn cancel_loop<B: Backend>(backend: B, inflight: InFlight, stats: Arc<Mutex<WorkerStats>>) {
+    loop {
+        let leases: Vec<Lease> = lock(&inflight).values().map(|(l, _)| l.clone()).collect();
+        match backend.revoked(&leases, CANCEL_WATCH).await {
+            Ok(revoked) => {
+                let mut inflight = lock(&inflight);
+                for id in revoked {
+                    let asked = leases.iter().find(|l| l.job_id == id).map(|l| l.token);
+                    // Only the attempt asked about: not a later claim of the same job.
+                    if inflight.get(&id).map(|(l, _)| l.token) != asked {
+                        continue;
+                    }
+                    if let Some((lease, handle)) = inflight.remove(&id) {
+                        tracing::warn!(
+                            job = %id,
+                            token = lease.token,
+                            "job cancelled: aborting the attempt"
+                        );
+                        if let Some(handle) = handle {
+                            handle.abort();
+                        }
+                        lock(&stats).cancelled += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot learn of cancelled jobs");
+                tokio::time::sleep(CANCEL_WATCH).await;
+            }
+        }
+    }
+}
+
 /// Return jobs whose lease expired, and prune finished jobs past retention.
-async fn sweep_loop<B: Backend>(backend: B, lease: Duration, retention: Duration, max: u32) {
+async fn sweep_loop<B: Backend>(backend: B, lease: Duration, retention: Retention, max: u32) {
     let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -646,8 +695,7 @@ async fn sweep_loop<B: Backend>(backend: B, lease: Duration, retention: Duration
         }
         if last_prune.elapsed() >= Duration::from_secs(60) {
             last_prune = Instant::now();
-            let before = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            match backend.prune(before).await {
+            match backend.prune(retention.prune(now())).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
                 Err(e) => tracing::error!(error = %e, "prune failed"),

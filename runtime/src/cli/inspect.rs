@@ -283,6 +283,9 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     }
     println!("store {store}");
+    if let Some(config) = &config {
+        println!("retention: {}", config.worker.retention);
+    }
     println!(
         "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
         "queue", "scheduled", "ready", "running", "waiting", "succeeded", "dead", "cancelled"

@@ -2,6 +2,7 @@
 //! attempt succeeded), 1 when an attempt ran and did not succeed, 2 for bad input, a refused
 //! plugin or any other error.
 
+mod cancel;
 mod demo;
 mod dlq;
 mod enqueue;
@@ -52,6 +53,8 @@ enum Command {
     Jobs(inspect::JobsArgs),
     /// Job counts per queue and state, each queue's plugin, and queues with no handler.
     Queues(inspect::QueuesArgs),
+    /// Cancel jobs by id, or the unfinished jobs a filter matches.
+    Cancel(cancel::CancelArgs),
     /// The dead-letter queue: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
             Command::Job(args) => inspect::job(store, args).await,
             Command::Jobs(args) => inspect::jobs(store, args).await,
             Command::Queues(args) => inspect::queues(store, args).await,
+            Command::Cancel(args) => cancel::run(store, args).await,
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,
             Command::Demo(args) => demo::run(store, args).await,

@@ -63,14 +63,15 @@ pub async fn run(store_args: &StoreArgs, args: WorkerArgs) -> anyhow::Result<Exi
     eprintln!("  store {store} ({layout})");
     let stats = worker.run(shutdown_signal()).await?;
     eprintln!(
-        "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released",
+        "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released, {} cancelled while running",
         stats.attempts,
         stats.succeeded,
         stats.retried,
         stats.delayed,
         stats.dead,
         stats.lease_lost,
-        stats.released
+        stats.released,
+        stats.cancelled
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,9 +26,9 @@ use std::time::Duration;
 use super::nats::NatsBackend;
 use super::sqlite::SqliteBackend;
 use super::{
-    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
-    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
-    Settle, Timestamp,
+    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
+    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
+    QueueCounts, QueueError, Settle,
 };
 
 /// A queue backend chosen at run time.
@@ -79,7 +79,10 @@ forward! {
     fn child_id(&self, lease: &Lease, index: u32) -> Result<JobId, QueueError>;
     fn release(&self, leases: &[Lease]) -> Result<u64, QueueError>;
     fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError>;
-    fn cancel(&self, id: &JobId) -> Result<bool, QueueError>;
+    fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError>;
+    fn cancel_matching(&self, filter: &CancelFilter, reason: &str)
+        -> Result<Vec<JobId>, QueueError>;
+    fn revoked(&self, leases: &[Lease], timeout: Duration) -> Result<Vec<JobId>, QueueError>;
     fn wait_for_jobs(&self, queues: &[String], timeout: Duration) -> ();
     fn record(&self, event: NewEvent) -> Result<(), QueueError>;
     fn job(&self, id: &JobId) -> Result<Option<JobDetail>, QueueError>;
@@ -89,5 +92,5 @@ forward! {
     fn dead(&self, filter: &DlqFilter) -> Result<Vec<JobSummary>, QueueError>;
     fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
     fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
-    fn prune(&self, before: Timestamp) -> Result<u64, QueueError>;
+    fn prune(&self, prune: Prune) -> Result<u64, QueueError>;
 }

@@ -10,11 +10,13 @@
 //! or the job cancelled): a stale attempt can commit nothing.
 
 pub mod any;
+pub mod cancel;
 pub mod flow;
 pub mod nats;
 pub mod sqlite;
 
 pub use self::any::AnyBackend;
+pub use self::cancel::{CancelFilter, Prune};
 
 use std::time::Duration;
 
@@ -73,12 +75,14 @@ pub enum JobState {
     /// Leased by a worker that is running an attempt. Moved out by that attempt's settle, by
     /// the worker's release on shutdown, or by the sweeper once the lease has expired.
     Running,
-    /// Finished with output. Kept for the retention period (24 h by default), then pruned.
+    /// Finished with output. Kept for its retention period (24 h by default,
+    /// `[worker.retention] succeeded`), then pruned.
     Succeeded,
     /// In the dead-letter queue: failed for good or out of attempts. Kept, with its whole
     /// envelope, until a person replays or purges it.
     Dead,
-    /// Cancelled before it finished. Kept like succeeded jobs.
+    /// Cancelled before it finished, by an operator (`spool cancel`) or with its parent.
+    /// Kept for its retention period (24 h by default, `[worker.retention] cancelled`).
     Cancelled,
     /// Parked until every child it enqueued is finished (the attempt returned
     /// `wait-for-children`); then ready again, without spending an attempt. A child that dies
@@ -598,9 +602,35 @@ pub trait Backend: Send + Sync + 'static {
         default_max_attempts: u32,
     ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
 
-    /// Cancel an unfinished job: it never starts again, and a running attempt's lease is
-    /// revoked so its settle is refused. Returns whether it was unfinished.
-    fn cancel(&self, id: &JobId) -> impl Future<Output = Result<bool, QueueError>> + Send;
+    /// Cancel an unfinished job (event `cancelled` with `reason` as its message): it never
+    /// starts again, even if its message was already delivered; a running attempt's lease is
+    /// revoked, so its settle is refused, the attempt is recorded with outcome `cancelled`
+    /// (no attempt spent) and what it held (its group, concurrency slots) is free at once.
+    /// Its unfinished children are cancelled with it, down the tree. Returns whether it was
+    /// unfinished; [`QueueError::NotFound`] for an unknown id.
+    fn cancel(
+        &self,
+        id: &JobId,
+        reason: &str,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Cancel every unfinished job matching `filter` at the time of the call, as
+    /// [`cancel`](Backend::cancel) does one. Returns the jobs cancelled (children cancelled
+    /// with their parents included).
+    fn cancel_matching(
+        &self,
+        filter: &CancelFilter,
+        reason: &str,
+    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
+
+    /// Wait up to `timeout` for a cancel to revoke one of `leases`, and return the jobs whose
+    /// lease among `leases` a cancel revoked (possibly none). A worker calls it in a loop to
+    /// abort cancelled attempts at once; renewing leases finds the same, later.
+    fn revoked(
+        &self,
+        leases: &[Lease],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
 
     /// Record an event that belongs to no transition (plugin loaded or reloaded, ...).
     fn record(&self, event: NewEvent) -> impl Future<Output = Result<(), QueueError>> + Send;
@@ -637,7 +667,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Delete dead jobs matching `filter` with their history. Returns how many.
     fn purge(&self, filter: &DlqFilter) -> impl Future<Output = Result<u64, QueueError>> + Send;
 
-    /// Delete succeeded and cancelled jobs that finished before `before`, with their history.
-    /// Dead jobs are never pruned. Returns how many.
-    fn prune(&self, before: Timestamp) -> impl Future<Output = Result<u64, QueueError>> + Send;
+    /// Delete succeeded and cancelled jobs that finished before their state's cutoff in
+    /// `prune`, with their history. Dead jobs are never pruned. Returns how many.
+    fn prune(&self, prune: Prune) -> impl Future<Output = Result<u64, QueueError>> + Send;
 }

@@ -73,24 +73,39 @@ impl Sandbox {
                 .map_err(|e| RunError::Setup(format!("{e:#}")))?;
         }
         if self.config.epoch_interruption {
+            // A spinning guest yields to the executor every so often, so that dropping the
+            // attempt (a cancelled job, a shutdown) takes effect at once, not at the timeout.
+            // Through tokio's own yield, which lets the worker thread poll its timers and
+            // sockets first: a task that wakes itself would run again before them, and with
+            // every thread spinning a guest, timers would fire only every few seconds.
+            let tick = self.config.epoch_tick;
+            let yield_ticks = ticks_in(YIELD_EVERY, tick);
             match deadline {
                 Some(deadline) => {
                     // The epoch counts ticks, and a ticker woken late catches up several at once,
                     // so reaching the deadline in ticks can come a little before the deadline in
-                    // time. The callback checks the clock: early, it waits the remaining ticks;
-                    // due, it interrupts. It runs only when the tick deadline is reached.
-                    let tick = self.config.epoch_tick;
-                    store.set_epoch_deadline(ticks_until(deadline, tick));
+                    // time. The callback checks the clock: early, it yields and waits the
+                    // remaining ticks (at most `YIELD_EVERY` of them); due, it interrupts.
+                    store.set_epoch_deadline(ticks_until(deadline, tick).min(yield_ticks));
                     store.epoch_deadline_callback(move |_| {
                         Ok(match deadline.checked_duration_since(Instant::now()) {
-                            Some(left) if !left.is_zero() => {
-                                UpdateDeadline::Continue(ticks_until(Instant::now() + left, tick))
-                            }
+                            Some(left) if !left.is_zero() => UpdateDeadline::YieldCustom(
+                                ticks_until(Instant::now() + left, tick).min(yield_ticks),
+                                Box::pin(tokio::task::yield_now()),
+                            ),
                             _ => UpdateDeadline::Interrupt,
                         })
                     });
                 }
-                None => store.set_epoch_deadline(u64::MAX),
+                None => {
+                    store.set_epoch_deadline(yield_ticks);
+                    store.epoch_deadline_callback(move |_| {
+                        Ok(UpdateDeadline::YieldCustom(
+                            yield_ticks,
+                            Box::pin(tokio::task::yield_now()),
+                        ))
+                    });
+                }
             }
         }
 
@@ -182,6 +197,16 @@ impl Sandbox {
         drop(store);
         Ok(report)
     }
+}
+
+/// How often a running guest yields to the executor between its deadline checks.
+const YIELD_EVERY: Duration = Duration::from_millis(50);
+
+/// Ticks in `span`, rounded up, at least one.
+fn ticks_in(span: Duration, tick: Duration) -> u64 {
+    u64::try_from(span.as_nanos().div_ceil(tick.as_nanos().max(1)))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Ticks from now until `deadline`, rounded up, at least one.

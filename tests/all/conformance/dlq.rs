@@ -198,7 +198,7 @@ pub async fn prune_removes_old_finished_jobs_but_never_dead_ones<B: Backend>(b: 
     let claimed = claim_one(&b, "q").await;
     settle_ok(&b, succeeded(&claimed, b"")).await;
     let cancelled = enqueue_one(&b, job("q", b"c")).await;
-    assert!(b.cancel(&cancelled).await.unwrap());
+    assert!(b.cancel(&cancelled, "test").await.unwrap());
     let dead_id = kill(&b, "q", Phase::Run, "d").await;
     let ready = enqueue_one(&b, job("q", b"r")).await;
     let later = enqueue_one(
@@ -212,11 +212,11 @@ pub async fn prune_removes_old_finished_jobs_but_never_dead_ones<B: Backend>(b: 
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     assert_eq!(
-        b.prune(now() - 60_000).await.unwrap(),
+        b.prune(Prune::before(now() - 60_000)).await.unwrap(),
         0,
         "nothing that old"
     );
-    assert_eq!(b.prune(now() + 1).await.unwrap(), 2);
+    assert_eq!(b.prune(Prune::before(now() + 1)).await.unwrap(), 2);
     assert!(b.job(&succeeded_id).await.unwrap().is_none());
     assert!(b.job(&cancelled).await.unwrap().is_none());
     let events = b.events(&EventFilter::default()).await.unwrap();
@@ -229,7 +229,7 @@ pub async fn prune_removes_old_finished_jobs_but_never_dead_ones<B: Backend>(b: 
     assert_eq!(state(&b, &dead_id).await, JobState::Dead);
     assert_eq!(state(&b, &ready).await, JobState::Ready);
     assert_eq!(state(&b, &later).await, JobState::Scheduled);
-    assert_eq!(b.prune(now() + 1).await.unwrap(), 0);
+    assert_eq!(b.prune(Prune::before(now() + 1)).await.unwrap(), 0);
 }
 
 pub async fn ids_and_event_seqs_are_never_reused_after_a_purge<B: Backend>(b: B) {

@@ -254,7 +254,7 @@ pub async fn idempotency_key_returns_the_unfinished_job_and_is_free_once_it_fini
     assert_ne!(second, first);
 
     // Cancelled and dead jobs free their key as well.
-    assert!(b.cancel(&second).await.unwrap());
+    assert!(b.cancel(&second, "test").await.unwrap());
     let third = enqueue_one(&b, keyed("q", "k1")).await;
     assert_ne!(third, second);
     let c = claim(&b, "q", 10, LEASE).await;

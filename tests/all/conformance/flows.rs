@@ -24,7 +24,7 @@ fn step(name: &str, output: &[u8]) -> Save {
     }
 }
 
-async fn child<B: Backend>(
+pub(super) async fn child<B: Backend>(
     b: &B,
     parent: &Claimed,
     index: u32,
@@ -38,7 +38,7 @@ async fn child<B: Backend>(
     }
 }
 
-fn wait(claimed: &Claimed, children: Vec<NewChild>) -> Settle {
+pub(super) fn wait(claimed: &Claimed, children: Vec<NewChild>) -> Settle {
     Settle {
         next: Next::Wait,
         attempt: record(claimed, "wait-for-children", None, None),

@@ -266,18 +266,21 @@ pub async fn release_returns_jobs_without_spending_an_attempt<B: Backend>(b: B) 
 
 pub async fn cancel_stops_a_job_and_revokes_its_lease<B: Backend>(b: B) {
     let waiting = enqueue_one(&b, job("q", b"a")).await;
-    assert!(b.cancel(&waiting).await.unwrap());
+    assert!(b.cancel(&waiting, "test").await.unwrap());
     assert_eq!(state(&b, &waiting).await, JobState::Cancelled);
     assert_eq!(
         timeline(&b, &waiting).await,
         [EventKind::Enqueued, EventKind::Cancelled]
     );
     assert!(claim(&b, "q", 10, LEASE).await.is_empty());
-    assert!(!b.cancel(&waiting).await.unwrap(), "already finished");
+    assert!(
+        !b.cancel(&waiting, "test").await.unwrap(),
+        "already finished"
+    );
 
     let running = enqueue_one(&b, job("q", b"b")).await;
     let claimed = claim_one(&b, "q").await;
-    assert!(b.cancel(&running).await.unwrap());
+    assert!(b.cancel(&running, "test").await.unwrap());
     assert_eq!(
         b.settle(vec![succeeded(&claimed, b"late")]).await.unwrap(),
         [lost(&claimed.lease)]
@@ -296,11 +299,11 @@ pub async fn cancel_stops_a_job_and_revokes_its_lease<B: Backend>(b: B) {
     let done = enqueue_one(&b, job("q", b"c")).await;
     let claimed = claim_one(&b, "q").await;
     settle_ok(&b, succeeded(&claimed, b"")).await;
-    assert!(!b.cancel(&done).await.unwrap());
+    assert!(!b.cancel(&done, "test").await.unwrap());
     assert_eq!(state(&b, &done).await, JobState::Succeeded);
 
     for missing in ["999999999", "no-such-job"] {
-        let err = b.cancel(&JobId(missing.into())).await.unwrap_err();
+        let err = b.cancel(&JobId(missing.into()), "test").await.unwrap_err();
         assert!(matches!(err, QueueError::NotFound(_)), "got {err:?}");
     }
 }

@@ -27,7 +27,7 @@ pub async fn queues_counts_jobs_per_state<B: Backend>(b: B) {
     settle_ok(&b, succeeded(&claimed[0], b"")).await;
     settle_ok(&b, dead(&claimed[1], Phase::Run, "x")).await;
     let cancelled = enqueue_one(&b, job("q1", b"cancel")).await;
-    assert!(b.cancel(&cancelled).await.unwrap());
+    assert!(b.cancel(&cancelled, "test").await.unwrap());
 
     let mut counts = b.queues().await.unwrap();
     counts.sort_by(|x, y| x.queue.cmp(&y.queue));

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use spool::queue::{
     AttemptRecord, Backend, Claimed, DlqFilter, Enqueued, EventFilter, EventKind, JobDetail,
-    JobFilter, JobId, JobState, Lease, LeaseLost, NewEvent, NewJob, Next, Phase, QueueClaim,
+    JobFilter, JobId, JobState, Lease, LeaseLost, NewEvent, NewJob, Next, Phase, Prune, QueueClaim,
     QueueCounts, QueueError, Settle, Timestamp, now,
 };
 use spool::{LogLevel, LogLine, LogSource};
 
 mod attempts;
+mod cancel;
 mod dlq;
 mod enqueue;
 mod flow_control;
@@ -27,6 +28,7 @@ mod leases;
 mod listing;
 
 pub use self::attempts::*;
+pub use self::cancel::*;
 pub use self::dlq::*;
 pub use self::enqueue::*;
 pub use self::flow_control::*;
@@ -81,6 +83,11 @@ macro_rules! backend_conformance {
             a_rate_limit_spreads_starts_over_its_interval,
             a_tenant_rate_limit_holds_each_tenant_to_its_own_rate,
             fair_claims_serve_a_small_tenant_ahead_of_a_big_backlog,
+            cancel_by_filter_touches_only_matching_unfinished_jobs,
+            a_cancelled_job_is_never_claimed_even_if_already_delivered,
+            cancelling_a_running_job_records_the_attempt_and_frees_its_group_and_slot,
+            cancelling_a_parent_cancels_its_unfinished_children,
+            prune_per_state_keeps_the_other_states_and_never_dead_ones,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {

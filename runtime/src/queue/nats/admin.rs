@@ -7,7 +7,9 @@ use super::record::Wire;
 use super::setup::store;
 use super::spawn::wake;
 use super::store::Inner;
-use crate::queue::{DlqFilter, EventKind, JobId, JobState, NewEvent, QueueError, Timestamp, now};
+use crate::queue::{
+    DlqFilter, EventKind, JobId, JobState, NewEvent, Prune, QueueError, Timestamp, now,
+};
 
 pub async fn record(inner: &Inner, event: NewEvent) -> Result<(), QueueError> {
     let wire = match event.job_id.clone() {
@@ -87,16 +89,22 @@ pub async fn purge(inner: &Inner, filter: &DlqFilter) -> Result<u64, QueueError>
     Ok(n)
 }
 
-pub async fn prune(inner: &Inner, before: Timestamp) -> Result<u64, QueueError> {
+pub async fn prune(inner: &Inner, prune: Prune) -> Result<u64, QueueError> {
     let mut n = 0;
     for (id, r) in inner.records().await? {
-        if matches!(r.state, JobState::Succeeded | JobState::Cancelled) && r.updated_at < before {
+        if prune
+            .cutoff(r.state)
+            .is_some_and(|before| r.updated_at < before)
+        {
             delete(inner, &id).await?;
             n += 1;
         }
     }
-    super::spawn::prune_stage(inner, before).await?;
-    trim_log(inner, before).await?;
+    // The stage and the log are kept as long as the longest retention asks.
+    if let Some(before) = prune.earliest() {
+        super::spawn::prune_stage(inner, before).await?;
+        trim_log(inner, before).await?;
+    }
     Ok(n)
 }
 

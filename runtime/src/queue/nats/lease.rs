@@ -1,4 +1,4 @@
-//! Claims and leases: claim, renew, release, the lease sweeper, cancel.
+//! Claims and leases: claim, renew, release, the lease sweeper.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 
 use super::children;
 use super::flow;
-use super::names::{Band, Lane, check_queue, is_job_id};
+use super::names::{Band, Lane, check_queue};
 use super::record::{self, Held, Record, WAKE, Wire};
 use super::setup::store;
 use super::store::{Answer, Inner, TableEntry};
@@ -857,58 +857,4 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
         inner.purge_through(&inner.s.leases, subject, seq).await?;
     }
     Ok(returned)
-}
-
-pub async fn cancel(inner: &Inner, id: &JobId) -> Result<bool, QueueError> {
-    if !is_job_id(id) {
-        return Err(QueueError::NotFound(id.clone()));
-    }
-    let now = now();
-    let mut was_running = None;
-    let known = match inner.get(id).await? {
-        Some(found) => Some(found),
-        None => super::read::unclaimed(inner, id).await?.map(|r| (r, 0)),
-    };
-    let Some(known) = known else {
-        return Err(QueueError::NotFound(id.clone()));
-    };
-    let cancelled = inner
-        .update(id, Some(known), |r| {
-            if r.is_finished() {
-                return None;
-            }
-            was_running = r
-                .lease
-                .take()
-                .map(|held| (held, r.token, std::mem::take(&mut r.slots)));
-            r.state = JobState::Cancelled;
-            r.updated_at = now;
-            let worker = was_running.as_ref().map(|(held, _, _)| held.worker.clone());
-            let event = r.note(
-                id,
-                now,
-                NewEvent {
-                    worker,
-                    ..NewEvent::new(EventKind::Cancelled)
-                },
-            );
-            Some((was_running.clone(), event))
-        })
-        .await?;
-    let Some(((running, event), r, _)) = cancelled else {
-        return Ok(false);
-    };
-    inner.hold(id, None);
-    let mut events = vec![event];
-    // Before the message goes: until then it would come back and tell the parent.
-    events.append(&mut children::ended(inner, id, &r).await?);
-    if let Some((held, token, slots)) = running {
-        inner.table_drop(id, token);
-        flow::let_go(inner, &r.queue, id, token, &slots, r.group.as_deref()).await?;
-        inner.answer(&held.reply, Answer::Term).await?;
-    } else {
-        super::admin::drop_message(inner, id).await;
-    }
-    inner.publish_events(events).await?;
-    Ok(true)
 }

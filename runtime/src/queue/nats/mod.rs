@@ -17,6 +17,7 @@
 //! | the event log | stream `SPOOL_EVENTS`, limits retention | `spool.events.<queue>` (`_` for none) |
 //! | dead letters | stream `SPOOL_DLQ` | `spool.dlq.<queue>.<job id>` |
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
+//! | cancel notices | core NATS, no stream | `spool.cancel` (`<job id> <token>`, see `cancel.rs`) |
 //! | flow control | KV bucket `spool-flow` | group locks `g.<queue>.<base64url(group)>`, slots `c.<queue>[.t.<tenant>]`, rate buckets `r.<queue>[.t.<tenant>]` |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
@@ -48,6 +49,13 @@
 //! reads the record and decides again. A cancel of a job nobody claimed yet creates its
 //! record the same way. So a job's first attempt costs one read-free write to start and one
 //! write to settle.
+//!
+//! **Cancels.** A cancel writes the record first (a running attempt recorded as cancelled),
+//! frees what the claim held, terms the held message (or deletes a message nobody holds),
+//! cancels the job's unfinished children, and publishes a notice on `spool.cancel` that every
+//! worker listens to ([`Backend::revoked`]), so the attempt is dropped at once; a worker that
+//! misses it finds the lease gone at its next renewal. A message fetched for a cancelled job
+//! finds its record finished and is acked without running.
 //!
 //! **Leases.** A claimed job's message stays unacked while its attempt runs: the consumer's
 //! ack wait is the server-side lease, and every renewal sends the message an ack-progress. The
@@ -218,6 +226,7 @@
 //! `spool.dlq.<queue>.<job id>`.
 
 mod admin;
+mod cancel;
 mod children;
 mod enqueue;
 mod flow;
@@ -244,9 +253,9 @@ pub use self::record::{
 };
 use self::store::Inner;
 use super::{
-    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
-    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
-    Settle, Timestamp,
+    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
+    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
+    QueueCounts, QueueError, Settle,
 };
 
 /// Where JetStream keeps Spool's streams.
@@ -392,8 +401,20 @@ impl Backend for NatsBackend {
         lease::expire(&self.inner, default_max_attempts).await
     }
 
-    async fn cancel(&self, id: &JobId) -> Result<bool, QueueError> {
-        lease::cancel(&self.inner, id).await
+    async fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError> {
+        cancel::cancel(&self.inner, id, reason).await
+    }
+
+    async fn cancel_matching(
+        &self,
+        filter: &CancelFilter,
+        reason: &str,
+    ) -> Result<Vec<JobId>, QueueError> {
+        cancel::cancel_matching(&self.inner, filter, reason).await
+    }
+
+    async fn revoked(&self, leases: &[Lease], timeout: Duration) -> Result<Vec<JobId>, QueueError> {
+        cancel::revoked(&self.inner, leases, timeout).await
     }
 
     async fn record(&self, event: NewEvent) -> Result<(), QueueError> {
@@ -428,7 +449,7 @@ impl Backend for NatsBackend {
         admin::purge(&self.inner, filter).await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, QueueError> {
-        admin::prune(&self.inner, before).await
+    async fn prune(&self, prune: Prune) -> Result<u64, QueueError> {
+        admin::prune(&self.inner, prune).await
     }
 }

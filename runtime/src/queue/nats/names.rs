@@ -136,6 +136,12 @@ impl Names {
         format!("$KV.{}.{key}", self.staging_bucket())
     }
 
+    /// The core-NATS subject of cancel notices (`<job id> <token>`): every worker listens,
+    /// to abort a cancelled attempt at once. Not stored by any stream.
+    pub fn cancel_notices(&self) -> String {
+        format!("{}.cancel", self.prefix)
+    }
+
     /// Every job subject.
     pub fn jobs_all(&self) -> String {
         format!("{}.jobs.>", self.prefix)

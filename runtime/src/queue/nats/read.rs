@@ -67,7 +67,7 @@ fn from_message(
 }
 
 /// Every job: the records, and the jobs whose messages no worker has seen yet.
-async fn every(inner: &Inner) -> Result<Vec<(JobId, Record)>, QueueError> {
+pub async fn every(inner: &Inner) -> Result<Vec<(JobId, Record)>, QueueError> {
     let mut records = inner.records().await?;
     let known: std::collections::HashSet<JobId> =
         records.iter().map(|(id, _)| id.clone()).collect();

@@ -73,6 +73,8 @@ pub struct Inner {
     table_publish: tokio::sync::Mutex<()>,
     /// When this connection's lease table was last published.
     table_published: Mutex<Option<std::time::Instant>>,
+    /// Cancel notices heard by this connection.
+    pub notices: super::cancel::Notices,
 }
 
 /// One lease in a lease table: what the sweeper needs to find a lapsed lease.
@@ -133,6 +135,7 @@ impl Inner {
             table_subject: names.lease_table(&format!("{:016x}", fastrand::u64(..))),
             table_publish: tokio::sync::Mutex::new(()),
             table_published: Mutex::new(None),
+            notices: super::cancel::Notices::default(),
             names,
         }
     }

@@ -348,12 +348,12 @@ async fn nested_deaths_climb_and_keys_cancel_and_child_ids_work_everywhere() {
     let (m, _) = b.inner.get(&mid.lease.job_id).await.unwrap().unwrap();
     assert_eq!(m.children, vec![0]);
     // Cancel by child id.
-    assert!(b.cancel(&leaf.lease.job_id).await.unwrap());
+    assert!(b.cancel(&leaf.lease.job_id, "test").await.unwrap());
     let (m, _) = b.inner.get(&mid.lease.job_id).await.unwrap().unwrap();
     assert_eq!(m.children, vec![3]);
     // Purge and prune with child ids.
     assert!(b.purge(&DlqFilter::default()).await.unwrap() >= 2);
-    b.prune(now() + 1).await.unwrap();
+    b.prune(Prune::before(now() + 1)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,9 +5,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Failure;
-use super::columns::{int, len, name, row_id};
+use super::columns::{int, len, row_id};
 use super::journal::{Journal, Subject};
-use crate::queue::{DlqFilter, EventKind, JobId, JobState, NewEvent, QueueError};
+use crate::queue::{DlqFilter, EventKind, JobId, NewEvent, Prune, QueueError};
 
 /// The `WHERE` clause selecting the dead jobs a [`DlqFilter`] matches, with parameters
 /// `?1`..`?5` from [`dlq_params`]. A macro so that whole statements stay literals.
@@ -39,12 +39,6 @@ pub(super) fn dlq_params(filter: &DlqFilter) -> Option<[Value; 5]> {
     ])
 }
 
-const CANCEL_FIND: &str = "SELECT state, lease_worker, queue, tenant FROM jobs WHERE id = ?1";
-
-const CANCEL: &str = "UPDATE jobs SET \
-        state = 'cancelled', lease_worker = NULL, lease_expires_at = NULL, updated_at = ?2 \
-    WHERE id = ?1";
-
 /// `OR IGNORE`: a dead job whose idempotency key an unfinished job now holds stays dead
 /// rather than break the key's uniqueness (and is not counted).
 const REPLAY: &str = concat!(
@@ -57,44 +51,27 @@ const REPLAY: &str = concat!(
 
 const PURGE: &str = concat!("DELETE FROM jobs WHERE ", dead_matching!(), " RETURNING id");
 
+/// `?1`/`?2`: the succeeded and cancelled cutoffs (`i64::MIN` for none), `?3` the later one
+/// (so the `jobs_finished` index bounds the walk).
 pub(super) const PRUNE: &str = "DELETE FROM jobs WHERE id IN ( \
         SELECT id FROM jobs \
-        WHERE state IN ('succeeded', 'cancelled') AND updated_at < ?1 \
-        LIMIT ?2) \
+        WHERE state IN ('succeeded', 'cancelled') AND updated_at < ?3 \
+          AND ((state = 'succeeded' AND updated_at < ?1) \
+            OR (state = 'cancelled' AND updated_at < ?2)) \
+        LIMIT ?4) \
     RETURNING id";
 
 const EXISTS: &str = "SELECT 1 FROM jobs WHERE id = ?1";
 
-pub(super) fn cancel(tx: &Connection, journal: &mut Journal, id: &JobId) -> Result<bool, Failure> {
+pub(super) fn cancel(
+    tx: &Connection,
+    journal: &mut Journal,
+    id: &JobId,
+    reason: &str,
+) -> Result<bool, Failure> {
     let not_found = || Failure::Queue(QueueError::NotFound(id.clone()));
     let row = row_id(id).ok_or_else(not_found)?;
-    let found = tx
-        .prepare_cached(CANCEL_FIND)?
-        .query_row(params![row], |r| {
-            Ok((
-                name::<JobState>(r, 0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })
-        .optional()?;
-    let (state, worker, queue, tenant) = found.ok_or_else(not_found)?;
-    if state.is_finished() {
-        return Ok(false);
-    }
-    tx.prepare_cached(CANCEL)?
-        .execute(params![row, journal.now()])?;
-    let subject = Subject {
-        id: row,
-        queue: &queue,
-        tenant: tenant.as_deref(),
-    };
-    journal.job_event(tx, &subject, EventKind::Cancelled, |event| {
-        event.worker = worker;
-    })?;
-    super::flow::child_finished(tx, journal, row)?;
-    Ok(true)
+    super::cancel::cancel(tx, journal, row, reason)?.ok_or_else(not_found)
 }
 
 pub(super) fn record(
@@ -163,11 +140,18 @@ pub(super) fn purge(tx: &Connection, filter: &DlqFilter) -> Result<u64, Failure>
     Ok(len(ids.len()))
 }
 
-/// Delete up to `chunk` succeeded or cancelled jobs that finished before `before`.
-pub(super) fn prune(tx: &Connection, before: i64, chunk: usize) -> Result<u64, Failure> {
+/// Delete up to `chunk` succeeded or cancelled jobs that finished before their state's cutoff.
+pub(super) fn prune(tx: &Connection, prune: Prune, chunk: usize) -> Result<u64, Failure> {
+    let Some(latest) = prune.latest() else {
+        return Ok(0);
+    };
+    let succeeded = prune.succeeded.unwrap_or(i64::MIN);
+    let cancelled = prune.cancelled.unwrap_or(i64::MIN);
     let ids = tx
         .prepare_cached(PRUNE)?
-        .query_map(params![before, int(chunk)], |r| r.get::<_, i64>(0))?
+        .query_map(params![succeeded, cancelled, latest, int(chunk)], |r| {
+            r.get::<_, i64>(0)
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     delete_history(tx, &ids)?;
     Ok(len(ids.len()))

@@ -30,6 +30,12 @@
 //! it, settling it or cancelling the job moves the job out of `running`, so the old token can
 //! never match again and a late or stale attempt commits nothing.
 //!
+//! **Cancels** (`cancel.rs`) move the job to `cancelled` keeping its token, record a running
+//! attempt as cancelled and cancel the job's unfinished children, in one transaction. A
+//! worker learns of it by polling its in-flight leases every 200 ms ([`Backend::revoked`]:
+//! one indexed read per lease, on a read connection, for "cancelled with this token"), so
+//! no schema change and no notice table are needed.
+//!
 //! **Durability.** The database runs in WAL mode. With [`Synchronous::Full`] (the default) a
 //! write is on disk once it returns; [`Synchronous::Normal`] trades the last few commits on a
 //! power loss for fewer fsyncs.
@@ -80,6 +86,7 @@
 //! ```
 
 mod admin;
+mod cancel;
 mod columns;
 mod enqueue;
 mod flow;
@@ -101,9 +108,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::journal::Journal;
 use super::{
-    AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
-    JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
-    Settle, Timestamp, now,
+    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
+    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
+    QueueCounts, QueueError, Settle, Timestamp, now,
 };
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`).
@@ -155,6 +162,9 @@ const IDLE_READERS: usize = 4;
 /// Rows deleted per transaction by [`Backend::prune`], so a large prune never holds the write
 /// lock for long.
 const PRUNE_CHUNK: usize = 2_000;
+
+/// Jobs matched per transaction by [`Backend::cancel_matching`] (each with its children).
+const CANCEL_CHUNK: usize = 500;
 
 /// A [`Backend`] on one SQLite database file. Cheap to clone: clones share the connections.
 /// Its calls run on tokio's blocking pool, so they must be made inside a tokio runtime.
@@ -441,9 +451,47 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn cancel(&self, id: &JobId) -> Result<bool, QueueError> {
+    async fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError> {
         let id = id.clone();
-        self.write("cancel", move |tx, journal| admin::cancel(tx, journal, &id))
+        let reason = reason.to_owned();
+        self.write("cancel", move |tx, journal| {
+            admin::cancel(tx, journal, &id, &reason)
+        })
+        .await
+    }
+
+    async fn cancel_matching(
+        &self,
+        filter: &CancelFilter,
+        reason: &str,
+    ) -> Result<Vec<JobId>, QueueError> {
+        // In chunks, so that a large cancel never holds the write lock for long; jobs
+        // enqueued after the call began are left alone.
+        let started = now();
+        let mut cancelled = Vec::new();
+        loop {
+            let filter = filter.clone();
+            let reason = reason.to_owned();
+            let done = self
+                .write("cancel", move |tx, journal| {
+                    cancel::cancel_matching(tx, journal, &filter, &reason, started, CANCEL_CHUNK)
+                })
+                .await?;
+            if done.is_empty() {
+                return Ok(cancelled);
+            }
+            cancelled.extend(done);
+        }
+    }
+
+    async fn revoked(&self, leases: &[Lease], timeout: Duration) -> Result<Vec<JobId>, QueueError> {
+        // Polling: one indexed read per lease, on a read connection.
+        tokio::time::sleep(timeout).await;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases = leases.to_vec();
+        self.read("revoked", move |tx, _| cancel::revoked(tx, &leases))
             .await
     }
 
@@ -496,11 +544,11 @@ impl Backend for SqliteBackend {
             .await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, QueueError> {
+    async fn prune(&self, prune: Prune) -> Result<u64, QueueError> {
         let mut pruned = 0;
         loop {
             let deleted = self
-                .write("prune", move |tx, _| admin::prune(tx, before, PRUNE_CHUNK))
+                .write("prune", move |tx, _| admin::prune(tx, prune, PRUNE_CHUNK))
                 .await?;
             pruned += deleted;
             if deleted < PRUNE_CHUNK as u64 {
