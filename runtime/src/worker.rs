@@ -10,6 +10,8 @@
 //!   attempt whose lease was lost (its instance is destroyed);
 //! - the sweeper returns jobs whose lease expired (another worker died) and prunes finished
 //!   jobs past their retention;
+//! - the scheduler fires due schedules while this worker holds the leader lock (see
+//!   [`scheduler`](crate::scheduler));
 //! - the reloader notices a changed plugin file and swaps in the new component without a
 //!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event).
 //!
@@ -185,6 +187,22 @@ impl<B: Backend + Clone> Worker<B> {
         })
     }
 
+    /// Create or update `schedules` in the backend (the configuration's; see
+    /// [`Backend::put_schedule`]: a schedule whose spec is unchanged keeps its next tick).
+    pub async fn upsert_schedules(
+        &self,
+        schedules: Vec<crate::schedule::Schedule>,
+    ) -> Result<(), WorkerError> {
+        for schedule in schedules {
+            let next = schedule
+                .spec
+                .next_after(now())
+                .map_err(|e| WorkerError::Queues(format!("schedule `{}`: {e}", schedule.name)))?;
+            self.backend.put_schedule(schedule, next).await?;
+        }
+        Ok(())
+    }
+
     /// A handle that reads the worker's counts while it runs.
     pub fn stats(&self) -> StatsHandle {
         StatsHandle(self.stats.clone())
@@ -264,6 +282,11 @@ impl<B: Backend + Clone> Worker<B> {
             self.settings.lease,
             self.settings.retention,
             default_max,
+        ));
+        background.spawn(crate::scheduler::run(
+            self.backend.clone(),
+            self.id.clone(),
+            self.settings.lease,
         ));
         background.spawn(reload_loop(
             self.backend.clone(),
@@ -394,6 +417,7 @@ impl<B: Backend + Clone> Worker<B> {
             tracing::error!(error = %e, "settler task failed");
         }
         background.abort_all();
+        crate::scheduler::resign(&self.backend, &self.id).await;
         let leftover: Vec<Lease> = lock(&inflight)
             .drain()
             .map(|(_, (lease, _))| lease)

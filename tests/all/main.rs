@@ -13,6 +13,7 @@ mod hostile;
 mod nats;
 mod outcomes;
 mod refusals;
+mod schedules;
 mod sqlite;
 mod support;
 mod worker;

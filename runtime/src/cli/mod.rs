@@ -8,6 +8,7 @@ mod enqueue;
 mod exec;
 mod inspect;
 mod plugin;
+mod schedule;
 mod store;
 mod util;
 mod worker;
@@ -57,6 +58,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Print events, optionally following new ones.
     Events(inspect::EventsArgs),
+    /// Repeating jobs: add, list and remove schedules kept in the backend.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Run the email demo job in four modes through an embedded worker.
     Demo(demo::DemoArgs),
 }
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Queues(args) => inspect::queues(store, args).await,
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,
+            Command::Schedule(command) => schedule::run(store, command).await,
             Command::Demo(args) => demo::run(store, args).await,
         }
     });

@@ -24,6 +24,7 @@
 use std::time::Duration;
 
 use super::nats::NatsBackend;
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 use super::sqlite::SqliteBackend;
 use super::{
     AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
@@ -90,4 +91,10 @@ forward! {
     fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
     fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
     fn prune(&self, before: Timestamp) -> Result<u64, QueueError>;
+    fn put_schedule(&self, schedule: Schedule, next_run_at: Timestamp) -> Result<bool, QueueError>;
+    fn remove_schedule(&self, name: &str) -> Result<bool, QueueError>;
+    fn schedules(&self) -> Result<Vec<ScheduleState>, QueueError>;
+    fn take_leadership(&self, holder: &str, ttl: Duration, now: Timestamp)
+        -> Result<bool, QueueError>;
+    fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError>;
 }

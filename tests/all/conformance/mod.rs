@@ -25,6 +25,7 @@ mod flow_control;
 mod flows;
 mod leases;
 mod listing;
+mod schedules;
 
 pub use self::attempts::*;
 pub use self::dlq::*;
@@ -33,6 +34,7 @@ pub use self::flow_control::*;
 pub use self::flows::*;
 pub use self::leases::*;
 pub use self::listing::*;
+pub use self::schedules::*;
 
 /// One `#[tokio::test]` per case, each on a backend from `$factory`: an async fn returning
 /// `(backend, guard)`, where the guard (a temporary directory, a server) lives as long as the
@@ -81,6 +83,10 @@ macro_rules! backend_conformance {
             a_rate_limit_spreads_starts_over_its_interval,
             a_tenant_rate_limit_holds_each_tenant_to_its_own_rate,
             fair_claims_serve_a_small_tenant_ahead_of_a_big_backlog,
+            a_tick_fires_exactly_once_when_schedulers_race,
+            the_leader_lock_is_exclusive_and_passes_on_after_expiry,
+            missed_ticks_are_skipped_or_caught_up_once,
+            an_unchanged_spec_keeps_its_tick_and_a_removed_schedule_fires_no_more,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {
