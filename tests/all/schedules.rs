@@ -211,6 +211,12 @@ async fn on_nats_two_workers_fire_each_tick_once_and_the_survivor_carries_on() {
     two_workers_fire_each_tick_once_and_survive_the_leader(backend, &s).await;
 }
 
+/// For the commands that never load a plugin.
+const CLI_CONFIG: &str = r#"
+[queues.noop]
+plugin = "noop.wasm"
+"#;
+
 fn cli_add_list_remove(s: &Setup) {
     let (code, out, err) = s.run(&[
         "schedule", "add", "nightly", "--queue", "noop", "--cron", "0 3 * * *", "--payload",
@@ -274,14 +280,14 @@ fn cli_add_list_remove(s: &Setup) {
 
 #[test]
 fn schedule_add_list_and_remove_work_on_sqlite() {
-    let s = Setup::new(CONFIG);
+    let s = Setup::new(CLI_CONFIG);
     cli_add_list_remove(&s);
 }
 
 #[test]
 fn schedule_add_list_and_remove_work_on_nats() {
     let server = NatsServer::start();
-    let s = Setup::nats(CONFIG, &server.url());
+    let s = Setup::nats(CLI_CONFIG, &server.url());
     cli_add_list_remove(&s);
 }
 
@@ -292,7 +298,7 @@ fn a_worker_refuses_a_config_with_a_bad_schedule_naming_it() {
         ("queue = \"noop\"\ncron = \"* * *\"", "bad cron expression `* * *`"),
     ] {
         let s = Setup::new(&format!(
-            "[queues.noop]\nplugin = \"NOOP\"\n[schedules.broken]\n{body}\n"
+            "[queues.noop]\nplugin = \"noop.wasm\"\n[schedules.broken]\n{body}\n"
         ));
         let (code, _, err) = s.run(&["worker"]);
         assert_eq!(code, Some(2), "{err}");
