@@ -682,13 +682,28 @@ mod tests {
     #[test]
     fn bad_schedules_are_refused_naming_the_schedule_and_the_problem() {
         let cases = [
-            ("queue = \"email\"\ncron = \"61 * * * *\"", "bad cron expression `61 * * * *`"),
+            (
+                "queue = \"email\"\ncron = \"61 * * * *\"",
+                "bad cron expression `61 * * * *`",
+            ),
             ("queue = \"sms\"\nevery = \"1m\"", "unknown queue `sms`"),
             ("queue = \"email\"", "give `cron"),
-            ("queue = \"email\"\ncron = \"* * * * *\"\nevery = \"1m\"", "not both"),
-            ("queue = \"email\"\nevery = \"100ms\"", "every second at most"),
-            ("queue = \"email\"\nevery = \"1m\"\npayload = \"{oops\"", "not JSON"),
-            ("queue = \"email\"\nevery = \"1m\"\nmissed = \"later\"", "later"),
+            (
+                "queue = \"email\"\ncron = \"* * * * *\"\nevery = \"1m\"",
+                "not both",
+            ),
+            (
+                "queue = \"email\"\nevery = \"100ms\"",
+                "every second at most",
+            ),
+            (
+                "queue = \"email\"\nevery = \"1m\"\npayload = \"{oops\"",
+                "not JSON",
+            ),
+            (
+                "queue = \"email\"\nevery = \"1m\"\nmissed = \"later\"",
+                "later",
+            ),
         ];
         for (body, expected) in cases {
             let text = format!("[queues.email]\nplugin = \"e.wasm\"\n[schedules.tick]\n{body}\n");

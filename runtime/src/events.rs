@@ -80,9 +80,7 @@ impl EventKind {
             EventKind::DeadLettered
             | EventKind::RetryScheduled
             | EventKind::LeaseExpired
-            | EventKind::ScheduleSkipped => {
-                tracing::Level::WARN
-            }
+            | EventKind::ScheduleSkipped => tracing::Level::WARN,
             EventKind::Started
             | EventKind::Succeeded
             | EventKind::Checkpointed

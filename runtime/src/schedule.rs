@@ -102,7 +102,7 @@ impl Spec {
     /// A fixed interval of at least one second.
     pub fn every(interval: Duration) -> Result<Spec, ScheduleError> {
         let ms = u64::try_from(interval.as_millis()).map_err(|_| ScheduleError::Every(interval))?;
-        if ms < 1000 || interval.subsec_nanos() % 1_000_000 != 0 {
+        if ms < 1000 || !interval.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(ScheduleError::Every(interval));
         }
         Ok(Spec::EveryMs(ms))
@@ -314,7 +314,10 @@ pub fn plan(
         Spec::EveryMs(ms) => {
             let ms = i64::try_from(ms).unwrap_or(i64::MAX);
             let later = (now - next_run_at) / ms;
-            (u64::try_from(later).unwrap_or(0) + 1, next_run_at + later * ms)
+            (
+                u64::try_from(later).unwrap_or(0) + 1,
+                next_run_at + later * ms,
+            )
         }
         Spec::Cron(_) => {
             let (mut count, mut latest) = (1, next_run_at);

@@ -63,7 +63,10 @@ async fn ticks<B: Backend>(backend: &B) -> BTreeMap<Timestamp, String> {
     for summary in backend.jobs(&filter).await.unwrap() {
         let job = backend.job(&summary.id).await.unwrap().unwrap();
         let meta: BTreeMap<_, _> = job.metadata.iter().cloned().collect();
-        assert_eq!(meta.get(SCHEDULE_METADATA).map(String::as_str), Some("pulse"));
+        assert_eq!(
+            meta.get(SCHEDULE_METADATA).map(String::as_str),
+            Some("pulse")
+        );
         assert_eq!(job.payload, br#"{"beat":true}"#);
         let tick: Timestamp = meta[TICK_METADATA].parse().unwrap();
         assert_eq!(tick % 1000, 0, "ticks fall on whole seconds");
@@ -99,10 +102,7 @@ async fn wait_fired<B: Backend>(
     }
 }
 
-async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(
-    backend: B,
-    s: &Setup,
-) {
+async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(backend: B, s: &Setup) {
     let mut workers = vec![s.worker(&[]), s.worker(&[])];
     // A few seconds with both running.
     let events = wait_fired(&backend, s, &mut workers, "both workers", |e| e.len() >= 5).await;
@@ -143,7 +143,10 @@ async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(
                 .all(|e| pid_of(e.worker.as_deref().unwrap()) != leader)
     })
     .await;
-    eprintln!("the survivor fired 3 ticks {:?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "the survivor fired 3 ticks {:?} after the kill",
+        killed_at.elapsed()
+    );
     let survivor = workers[0].id();
     assert!(
         events[before..]
@@ -219,12 +222,23 @@ plugin = "noop.wasm"
 
 fn cli_add_list_remove(s: &Setup) {
     let (code, out, err) = s.run(&[
-        "schedule", "add", "nightly", "--queue", "noop", "--cron", "0 3 * * *", "--payload",
-        r#"{"a":1}"#, "--missed", "catch-up",
+        "schedule",
+        "add",
+        "nightly",
+        "--queue",
+        "noop",
+        "--cron",
+        "0 3 * * *",
+        "--payload",
+        r#"{"a":1}"#,
+        "--missed",
+        "catch-up",
     ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("added schedule nightly"), "{out}");
-    let (code, _, err) = s.run(&["schedule", "add", "pulse", "--queue", "noop", "--every", "1m"]);
+    let (code, _, err) = s.run(&[
+        "schedule", "add", "pulse", "--queue", "noop", "--every", "1m",
+    ]);
     assert_eq!(code, Some(0), "{err}");
 
     let (code, out, err) = s.run(&["schedule", "list", "--json"]);
@@ -261,11 +275,20 @@ fn cli_add_list_remove(s: &Setup) {
 
     // Bad input is refused with the problem named.
     for (args, expected) in [
-        (&["--cron", "61 * * * *"][..], "bad cron expression `61 * * * *`"),
+        (
+            &["--cron", "61 * * * *"][..],
+            "bad cron expression `61 * * * *`",
+        ),
         (&["--every", "200ms"][..], "every second at most"),
         (&["--every", "1m", "--payload", "{oops"][..], "not JSON"),
-        (&["--every", "1m", "--missed", "later"][..], "use `skip` or `catch-up`"),
-        (&["--every", "1m", "--cron", "* * * * *"][..], "cannot be used with"),
+        (
+            &["--every", "1m", "--missed", "later"][..],
+            "use `skip` or `catch-up`",
+        ),
+        (
+            &["--every", "1m", "--cron", "* * * * *"][..],
+            "cannot be used with",
+        ),
     ] {
         let mut all = vec!["schedule", "add", "bad", "--queue", "noop"];
         all.extend_from_slice(args);
@@ -295,7 +318,10 @@ fn schedule_add_list_and_remove_work_on_nats() {
 fn a_worker_refuses_a_config_with_a_bad_schedule_naming_it() {
     for (body, expected) in [
         ("queue = \"nope\"\nevery = \"1s\"", "unknown queue `nope`"),
-        ("queue = \"noop\"\ncron = \"* * *\"", "bad cron expression `* * *`"),
+        (
+            "queue = \"noop\"\ncron = \"* * *\"",
+            "bad cron expression `* * *`",
+        ),
     ] {
         let s = Setup::new(&format!(
             "[queues.noop]\nplugin = \"noop.wasm\"\n[schedules.broken]\n{body}\n"

@@ -24,13 +24,13 @@
 use std::time::Duration;
 
 use super::nats::NatsBackend;
-use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 use super::sqlite::SqliteBackend;
 use super::{
     AttemptSave, Backend, Claimed, DlqFilter, Enqueued, Event, EventFilter, JobDetail, JobFilter,
     JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, QueueClaim, QueueCounts, QueueError,
     Settle, Timestamp,
 };
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// A queue backend chosen at run time.
 #[derive(Clone, Debug)]

@@ -652,8 +652,7 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
     /// Delete a schedule: it fires no more. Returns whether it existed.
-    fn remove_schedule(&self, name: &str)
-    -> impl Future<Output = Result<bool, QueueError>> + Send;
+    fn remove_schedule(&self, name: &str) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
     /// Every schedule, by name.
     fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleState>, QueueError>> + Send;

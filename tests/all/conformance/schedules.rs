@@ -79,7 +79,11 @@ pub async fn a_tick_fires_exactly_once_when_schedulers_race<B: Backend>(b: B) {
         for racer in racers {
             fired.extend(racer.await.unwrap());
         }
-        assert_eq!(fired.len(), 1, "round {round}: one scheduler fires the tick");
+        assert_eq!(
+            fired.len(),
+            1,
+            "round {round}: one scheduler fires the tick"
+        );
         let state = state_of(&*b, "race").await;
         assert_eq!(state.next_run_at, t0 + (round + 1) * 1000);
         assert_eq!(state.last_run_at, Some(t0 + round * 1000));
@@ -95,7 +99,10 @@ pub async fn a_tick_fires_exactly_once_when_schedulers_race<B: Backend>(b: B) {
     let fired = events_of(&*b, EventKind::ScheduleFired).await;
     assert_eq!(fired.len(), 2, "one schedule-fired event per tick");
     for event in &fired {
-        assert!(jobs.iter().any(|j| Some(&j.summary.id) == event.job_id.as_ref()));
+        assert!(
+            jobs.iter()
+                .any(|j| Some(&j.summary.id) == event.job_id.as_ref())
+        );
         assert!(event.message.as_deref().unwrap().contains("schedule race"));
     }
     // The jobs run like any other.
@@ -135,7 +142,11 @@ pub async fn the_leader_lock_is_exclusive_and_passes_on_after_expiry<B: Backend>
     for n in 0..8 {
         let name = format!("r{n}");
         if b.take_leadership(&name, ttl, at + 1).await.unwrap() {
-            assert!(b.take_leadership(&name, Duration::ZERO, at + 2).await.unwrap());
+            assert!(
+                b.take_leadership(&name, Duration::ZERO, at + 2)
+                    .await
+                    .unwrap()
+            );
             resigned = true;
         }
     }
@@ -172,16 +183,28 @@ pub async fn missed_ticks_are_skipped_or_caught_up_once<B: Backend>(b: B) {
         assert_eq!(fire.next, t0 + 6_000);
         match (&*state.schedule.name, &fire.action) {
             ("skipper", FireAction::Skip { ticks: 6 }) => {}
-            ("catcher", FireAction::Enqueue { tick, caught_up: 5, .. }) => {
+            (
+                "catcher",
+                FireAction::Enqueue {
+                    tick, caught_up: 5, ..
+                },
+            ) => {
                 assert_eq!(*tick, t0 + 5_000);
             }
             other => panic!("unexpected plan {other:?}"),
         }
         b.fire_schedule(fire).await.unwrap();
     }
-    assert!(jobs_on(&b, "skipper").await.is_empty(), "skip fires nothing");
+    assert!(
+        jobs_on(&b, "skipper").await.is_empty(),
+        "skip fires nothing"
+    );
     let caught = jobs_on(&b, "catcher").await;
-    assert_eq!(caught.len(), 1, "catch-up fires once, not once per missed tick");
+    assert_eq!(
+        caught.len(),
+        1,
+        "catch-up fires once, not once per missed tick"
+    );
     assert_eq!(tick_of(&caught[0]), t0 + 5_000);
     let skipped = events_of(&b, EventKind::ScheduleSkipped).await;
     assert_eq!(skipped.len(), 1);
@@ -195,7 +218,10 @@ pub async fn missed_ticks_are_skipped_or_caught_up_once<B: Backend>(b: B) {
         let fire = schedule::plan(&state.schedule, state.next_run_at, t0 + 6_010)
             .unwrap()
             .unwrap();
-        assert!(matches!(fire.action, FireAction::Enqueue { caught_up: 0, .. }));
+        assert!(matches!(
+            fire.action,
+            FireAction::Enqueue { caught_up: 0, .. }
+        ));
         assert!(b.fire_schedule(fire).await.unwrap().is_some());
     }
     assert_eq!(jobs_on(&b, "skipper").await.len(), 1);
@@ -231,7 +257,10 @@ pub async fn an_unchanged_spec_keeps_its_tick_and_a_removed_schedule_fires_no_mo
     assert!(!b.remove_schedule("gone").await.unwrap());
     assert!(b.schedules().await.unwrap().is_empty());
     assert_eq!(b.fire_schedule(fire).await.unwrap(), None);
-    assert!(jobs_on(&b, "gone").await.is_empty(), "a removed schedule fired");
+    assert!(
+        jobs_on(&b, "gone").await.is_empty(),
+        "a removed schedule fired"
+    );
     let (leader, earliest) = scheduler::round(&b, "w", LEASE, now()).await;
     assert!(leader);
     assert_eq!(earliest, None);

@@ -102,12 +102,9 @@ pub(super) fn take_leadership(
     ttl: Duration,
     now: Timestamp,
 ) -> Result<bool, Failure> {
-    let changed = tx.prepare_cached(TAKE)?.execute(params![
-        SCHEDULER_LOCK,
-        holder,
-        after(now, ttl),
-        now
-    ])?;
+    let changed =
+        tx.prepare_cached(TAKE)?
+            .execute(params![SCHEDULER_LOCK, holder, after(now, ttl), now])?;
     Ok(changed > 0)
 }
 
@@ -138,12 +135,11 @@ pub(super) fn fire(
             caught_up,
         } => {
             let enqueued = super::enqueue::enqueue(tx, journal, std::slice::from_ref(&job))?;
-            let id = enqueued
-                .first()
-                .map(|e| e.id.clone())
-                .ok_or_else(|| Failure::Queue(crate::queue::QueueError::Store(
+            let id = enqueued.first().map(|e| e.id.clone()).ok_or_else(|| {
+                Failure::Queue(crate::queue::QueueError::Store(
                     "a schedule's enqueue returned no job".into(),
-                )))?;
+                ))
+            })?;
             tx.prepare_cached(FIRED)?
                 .execute(params![fire.name, tick, row_id(&id)])?;
             let event = NewEvent {
