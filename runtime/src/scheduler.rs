@@ -7,6 +7,10 @@
 //! The leader sleeps until the earliest next tick (or the next renewal), then fires every
 //! schedule that is due through [`Backend::fire_schedule`], which applies a tick at most once
 //! whoever else tries it.
+//!
+//! The lock's expiry is compared with the clock of the worker trying to take it, so the
+//! workers' clocks should agree to well within a lease; should two workers both believe they
+//! lead, each tick still fires once.
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! Schedules end to end, on both backends: two real `spool worker` processes share a schedule
 //! `every = "1s"` from the config (one job per tick, whichever of them is the leader), the
-//! leader is SIGKILLed and the other carries on; and `spool schedule add/list/remove` through
-//! the real binary.
+//! leader is SIGKILLed and the other carries on; a schedule added with `spool schedule add`
+//! fires through a worker until `spool schedule remove`; and the commands' output and refusals
+//! through the real binary.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Child;
@@ -331,4 +332,88 @@ fn a_worker_refuses_a_config_with_a_bad_schedule_naming_it() {
         assert!(err.contains("schedules.broken"), "{err}");
         assert!(err.contains(expected), "{err}");
     }
+}
+
+/// A worker with no schedule in its config, for schedules added from the command line.
+const PLAIN_CONFIG: &str = r#"
+[worker]
+lease = "2s"
+shutdown_grace = "1s"
+
+[nats]
+ack-wait = "2s"
+
+[queues.noop]
+plugin = "NOOP"
+"#;
+
+/// `spool events --json`: the schedule-fired events, as `spool events` prints them.
+fn fired_via_cli(s: &Setup) -> Vec<serde_json::Value> {
+    let (code, out, err) = s.run(&["events", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "schedule-fired")
+        .collect()
+}
+
+fn a_schedule_added_from_the_cli_fires_until_removed(s: &Setup) {
+    let (code, _, err) = s.run(&[
+        "schedule",
+        "add",
+        "beat",
+        "--queue",
+        "noop",
+        "--every",
+        "1s",
+        "--payload",
+        "[1]",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut worker = [s.worker(&[])];
+    let start = Instant::now();
+    let fired = loop {
+        s.assert_running(&mut worker);
+        let fired = fired_via_cli(s);
+        if fired.len() >= 2 {
+            break fired;
+        }
+        assert!(start.elapsed() < BOUND, "no fires\n{}", s.worker_logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let message = fired[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("schedule beat fired for tick "),
+        "{message}"
+    );
+    let job = s.job(fired[0]["job_id"].as_str().unwrap());
+    assert_eq!(job["queue"], "noop");
+    let (code, out, _) = s.run(&["schedule", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(listed["last_job"].is_string(), "{listed}");
+
+    let (code, _, err) = s.run(&["schedule", "remove", "beat"]);
+    assert_eq!(code, Some(0), "{err}");
+    // A fire already under way when the schedule went may still land; nothing after it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let settled = fired_via_cli(s).len();
+    std::thread::sleep(Duration::from_millis(2500));
+    s.assert_running(&mut worker);
+    assert_eq!(fired_via_cli(s).len(), settled, "a removed schedule fired");
+    let [worker] = worker;
+    stop(worker, "-TERM");
+}
+
+#[test]
+fn on_sqlite_a_schedule_added_from_the_cli_fires_until_removed() {
+    let s = Setup::new(PLAIN_CONFIG);
+    a_schedule_added_from_the_cli_fires_until_removed(&s);
+}
+
+#[test]
+fn on_nats_a_schedule_added_from_the_cli_fires_until_removed() {
+    let server = NatsServer::start();
+    let s = Setup::nats(PLAIN_CONFIG, &server.url());
+    a_schedule_added_from_the_cli_fires_until_removed(&s);
 }
