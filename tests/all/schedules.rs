@@ -241,6 +241,23 @@ fn cli_add_list_remove(s: &Setup) {
         "schedule", "add", "pulse", "--queue", "noop", "--every", "1m",
     ]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (code, _, err) = s.run(&[
+        "schedule",
+        "add",
+        "elsewhere",
+        "--queue",
+        "sms",
+        "--every",
+        "1m",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: spool.toml has no [queues.sms]"),
+        "{err}"
+    );
+    let (code, _, _) = s.run(&["schedule", "remove", "elsewhere"]);
+    assert_eq!(code, Some(0));
 
     let (code, out, err) = s.run(&["schedule", "list", "--json"]);
     assert_eq!(code, Some(0), "{err}");

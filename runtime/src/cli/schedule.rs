@@ -108,6 +108,18 @@ async fn add(store: &StoreArgs, args: AddArgs) -> anyhow::Result<ExitCode> {
     schedule
         .check()
         .with_context(|| format!("cannot add schedule {}", args.name))?;
+    // The workers' config may live elsewhere: a queue it does not name is worth a warning,
+    // not a refusal.
+    if let Some(config) = store.config()?
+        && !config.queues.is_empty()
+        && !config.queues.contains_key(&schedule.queue)
+    {
+        eprintln!(
+            "warning: {} has no [queues.{}]: its jobs wait until a worker serves that queue",
+            store.config_path().display(),
+            schedule.queue
+        );
+    }
     let next = schedule.spec.next_after(now())?;
     let spec = schedule.spec.to_string();
     let backend = store.open(Synchronous::Full).await?;
