@@ -9,6 +9,11 @@
 //! a publish deduplicated on `schedule:<name>:<tick>`), so two schedulers racing for one tick
 //! enqueue one job.
 //!
+//! Cron expressions are read by the `croner` crate: crontab's five fields with POSIX/Vixie
+//! semantics (so a line from a crontab means the same here), an optional seconds field first,
+//! and `L`, `W` and `#`. (The `cron` crate, the other common choice, requires the seconds
+//! field, so crontab lines would not read as written.)
+//!
 //! [`plan`] decides what a due schedule does. Ticks normally come one at a time; when more
 //! than one has passed since `next_run_at` (no worker ran, or the leader died and its lock had
 //! to expire), the schedule's [`Missed`] policy applies: `skip` fires none of them (event
