@@ -103,7 +103,12 @@ async fn wait_fired<B: Backend>(
     }
 }
 
-async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(backend: B, s: &Setup) {
+/// `orphans`: how many jobs may lack a `schedule-fired` event at the end (see below).
+async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(
+    backend: B,
+    s: &Setup,
+    orphans: usize,
+) {
     let mut workers = vec![s.worker(&[]), s.worker(&[])];
     // A few seconds with both running.
     let events = wait_fired(&backend, s, &mut workers, "both workers", |e| e.len() >= 5).await;
@@ -169,8 +174,10 @@ async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(back
         stop(worker, "-TERM");
     }
 
-    // Every fire's job, one per tick; at most one more job than fires: the killed leader's,
-    // had it died between enqueueing a tick's job and recording the fire.
+    // Every fire's job, one per tick. On SQLite a job and its fire are one transaction; on
+    // NATS a scheduler stopped between publishing a tick's job and recording the fire (the
+    // killed leader, the survivor at its shutdown) leaves that job without a `schedule-fired`
+    // event: at most one each.
     let events = fired(&backend).await;
     let by_tick = ticks(&backend).await;
     for event in &events {
@@ -181,7 +188,7 @@ async fn two_workers_fire_each_tick_once_and_survive_the_leader<B: Backend>(back
         );
     }
     assert!(
-        (events.len()..=events.len() + 1).contains(&by_tick.len()),
+        (events.len()..=events.len() + orphans).contains(&by_tick.len()),
         "{} jobs for {} fires",
         by_tick.len(),
         events.len()
@@ -209,7 +216,7 @@ async fn on_sqlite_two_workers_fire_each_tick_once_and_the_survivor_carries_on()
     let s = Setup::new(CONFIG);
     // The test's connection creates the file; the workers share it.
     let backend = SqliteBackend::open(&s.db(), SqliteOptions::default()).unwrap();
-    two_workers_fire_each_tick_once_and_survive_the_leader(backend, &s).await;
+    two_workers_fire_each_tick_once_and_survive_the_leader(backend, &s, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +230,7 @@ async fn on_nats_two_workers_fire_each_tick_once_and_the_survivor_carries_on() {
         ..NatsOptions::default()
     };
     let backend = NatsBackend::connect(&server.url(), options).await.unwrap();
-    two_workers_fire_each_tick_once_and_survive_the_leader(backend, &s).await;
+    two_workers_fire_each_tick_once_and_survive_the_leader(backend, &s, 2).await;
 }
 
 /// For the commands that never load a plugin.
