@@ -12,7 +12,10 @@
 //! workers' clocks should agree to well within a lease; should two workers both believe they
 //! lead, each tick still fires once.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::queue::{Backend, Timestamp, now};
 use crate::schedule::plan;
@@ -69,8 +72,10 @@ pub async fn round<B: Backend>(
     (true, earliest)
 }
 
-/// Fire schedules for as long as the worker runs (see the module docs).
-pub async fn run<B: Backend>(backend: B, worker: String, ttl: Duration) {
+/// Fire schedules until `stop` is notified (see the module docs); then give up the lock if
+/// this worker holds it, so another worker takes over at once. A round under way when `stop`
+/// comes is finished first.
+pub async fn run<B: Backend>(backend: B, worker: String, ttl: Duration, stop: Arc<Notify>) {
     let renew = (ttl / 3).clamp(Duration::from_millis(50), MAX_SLEEP);
     loop {
         let at = now();
@@ -80,8 +85,12 @@ pub async fn run<B: Backend>(backend: B, worker: String, ttl: Duration) {
             let until = u64::try_from(earliest.saturating_sub(now())).unwrap_or(0);
             sleep = sleep.min(Duration::from_millis(until));
         }
-        tokio::time::sleep(sleep.max(Duration::from_millis(5))).await;
+        tokio::select! {
+            () = stop.notified() => break,
+            () = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
+        }
     }
+    resign(&backend, &worker).await;
 }
 
 /// Give up the leader lock if `worker` holds it, so another worker takes over at once.

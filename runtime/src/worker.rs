@@ -15,8 +15,9 @@
 //! - the reloader notices a changed plugin file and swaps in the new component without a
 //!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event).
 //!
-//! Shutdown stops claiming, lets running attempts finish for the grace period, aborts the rest
-//! and releases their leases so nothing waits for a lease to expire.
+//! Shutdown stops claiming and scheduling (giving up the scheduler lock), lets running attempts
+//! finish for the grace period, aborts the rest and releases their leases so nothing waits for
+//! a lease to expire.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -283,10 +284,13 @@ impl<B: Backend + Clone> Worker<B> {
             self.settings.retention,
             default_max,
         ));
-        background.spawn(crate::scheduler::run(
+        // Stopped at shutdown between rounds, never aborted in the middle of a fire.
+        let stop_scheduler = Arc::new(Notify::new());
+        let scheduler = tokio::spawn(crate::scheduler::run(
             self.backend.clone(),
             self.id.clone(),
             self.settings.lease,
+            stop_scheduler.clone(),
         ));
         background.spawn(reload_loop(
             self.backend.clone(),
@@ -400,6 +404,11 @@ impl<B: Backend + Clone> Worker<B> {
         }
         // Claimed jobs still waiting for a slot do not start now; they are released below.
         stopping.store(true, Ordering::Relaxed);
+        // Hand the schedules over to another worker now rather than after the grace period.
+        stop_scheduler.notify_one();
+        if let Err(e) = scheduler.await {
+            tracing::error!(error = %e, "scheduler task failed");
+        }
 
         // Shutdown: no more claims; let attempts finish for the grace period, then abort the
         // rest (destroying their instances) and give their jobs back.
@@ -417,7 +426,6 @@ impl<B: Backend + Clone> Worker<B> {
             tracing::error!(error = %e, "settler task failed");
         }
         background.abort_all();
-        crate::scheduler::resign(&self.backend, &self.id).await;
         let leftover: Vec<Lease> = lock(&inflight)
             .drain()
             .map(|(_, (lease, _))| lease)
