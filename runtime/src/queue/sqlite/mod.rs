@@ -7,7 +7,8 @@
 //! one row per job, keyed by an integer id (a [`JobId`] is its decimal string); `attempts`
 //! holds one row per finished attempt, keyed by `(job_id, token)`; `events` is the event log,
 //! keyed by its sequence number; `counters` hands out job ids and event sequence numbers, so
-//! neither is ever reused, even once the newest rows are deleted. Partial indexes keep every
+//! neither is ever reused, even once the newest rows are deleted; `schedules` and
+//! `leader_locks` hold the schedules and the schedulers' leader lock (see `schedule.rs`). Partial indexes keep every
 //! hot statement a short index walk whatever the table size: the claimable jobs of a queue
 //! in claim order (`queue, priority DESC, run_at, id WHERE state IN ('ready', 'scheduled')`),
 //! running jobs by lease expiry, unfinished jobs by idempotency key (unique), dead jobs and
