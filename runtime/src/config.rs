@@ -25,6 +25,13 @@
 //! memory = "64MiB"
 //! backoff = { initial = "1s", factor = 2.0, max = "10m", jitter = 0.2 }
 //!
+//! [schedules.nightly]             # a job at every tick
+//! queue = "email"
+//! cron = "0 3 * * *"              # UTC; or every = "30s" (exactly one of the two)
+//! payload = { to = "ops@example.com" }   # or a JSON string; default empty
+//! missed = "skip"                 # or "catch-up": ticks missed while no worker ran
+//! priority = 0                    # tenant, group, max_attempts as for enqueue
+//!
 //! [nats]                          # optional: keep the jobs in NATS JetStream, not SQLite
 //! url = "nats://127.0.0.1:4222"   # `--nats`/`SPOOL_NATS_URL` override it
 //! prefix = "spool"                # streams and buckets of one installation
@@ -45,6 +52,7 @@ use crate::queue::flow::{Flow, Rate};
 use crate::queue::nats::{NatsOptions, Storage};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sandbox::Limits;
+use crate::schedule::{Missed, Schedule, Spec};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +89,77 @@ pub struct Config {
     /// The NATS JetStream backend's settings (used when a NATS URL is given).
     #[serde(default)]
     pub nats: NatsConfig,
+    /// Schedules, by name: the worker stores them in the backend when it starts.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// One `[schedules.NAME]` table: a job enqueued at every tick.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// The queue, one of the `[queues]`.
+    pub queue: String,
+    /// A cron expression (UTC; five fields, or six with seconds first). Exactly one of
+    /// `cron` and `every`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// A fixed interval, at least `1s`; ticks fall on multiples of it since the Unix epoch.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub every: Option<Duration>,
+    /// The payload: a string of JSON, or a TOML table (sent as JSON). Default: empty.
+    #[serde(default)]
+    pub payload: Option<toml::Value>,
+    /// What happens to ticks missed while no worker ran: `skip` (default) or `catch-up`.
+    #[serde(default)]
+    pub missed: Missed,
+    /// The jobs' priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// The jobs' tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The jobs' group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The jobs' max attempts (default: the queue's).
+    #[serde(default, deserialize_with = "positive_opt")]
+    pub max_attempts: Option<u32>,
+}
+
+impl ScheduleConfig {
+    /// The schedule this table describes, named `name`; the error says what is wrong.
+    pub fn schedule(&self, name: &str) -> Result<Schedule, String> {
+        let spec = match (&self.cron, self.every) {
+            (Some(expr), None) => Spec::cron(expr).map_err(|e| e.to_string())?,
+            (None, Some(every)) => Spec::every(every).map_err(|e| e.to_string())?,
+            (Some(_), Some(_)) => return Err("give either `cron` or `every`, not both".into()),
+            (None, None) => return Err("give `cron = \"...\"` or `every = \"...\"`".into()),
+        };
+        let payload = match &self.payload {
+            None => Vec::new(),
+            Some(toml::Value::String(json)) => {
+                serde_json::from_str::<serde_json::Value>(json)
+                    .map_err(|e| format!("payload is not JSON: {e}"))?;
+                json.clone().into_bytes()
+            }
+            Some(value) => serde_json::to_vec(value)
+                .map_err(|e| format!("payload cannot be sent as JSON: {e}"))?,
+        };
+        let schedule = Schedule {
+            name: name.to_owned(),
+            spec,
+            queue: self.queue.clone(),
+            payload,
+            missed: self.missed,
+            priority: self.priority,
+            tenant: self.tenant.clone(),
+            group: self.group.clone(),
+            max_attempts: self.max_attempts,
+        };
+        schedule.check().map_err(|e| e.to_string())?;
+        Ok(schedule)
+    }
 }
 
 /// Worker-wide settings.
@@ -452,7 +531,30 @@ impl Config {
                 ));
             }
         }
+        for (name, table) in &config.schedules {
+            table
+                .schedule(name)
+                .map_err(|e| format!("schedules.{name}: {e}"))?;
+            if !config.queues.contains_key(&table.queue) {
+                return Err(format!(
+                    "schedules.{name}: unknown queue `{}` (add a [queues.{}] section)",
+                    table.queue, table.queue
+                ));
+            }
+        }
         Ok(config)
+    }
+
+    /// The configured schedules (checked by [`Config::parse`]).
+    pub fn schedules(&self) -> Result<Vec<Schedule>, String> {
+        self.schedules
+            .iter()
+            .map(|(name, table)| {
+                table
+                    .schedule(name)
+                    .map_err(|e| format!("schedules.{name}: {e}"))
+            })
+            .collect()
     }
 }
 
@@ -475,6 +577,10 @@ fn default_memory() -> usize {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     crate::units::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -681,6 +787,71 @@ mod tests {
             let err = Config::parse(&format!("[nats]\n{line}\n")).unwrap_err();
             assert!(err.contains(expected), "{line}: {err}");
             assert!(err.contains("line 2"), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn schedules_read_with_json_or_table_payloads() {
+        let config = Config::parse(
+            r#"
+            [queues.email]
+            plugin = "e.wasm"
+            [schedules.nightly]
+            queue = "email"
+            cron = "0 3 * * *"
+            payload = { to = "ops", n = 2 }
+            missed = "catch-up"
+            [schedules.pulse]
+            queue = "email"
+            every = "30s"
+            payload = '{"ping": true}'
+            max_attempts = 1
+            "#,
+        )
+        .unwrap();
+        let schedules = config.schedules().unwrap();
+        assert_eq!(schedules[0].name, "nightly");
+        assert_eq!(schedules[0].missed, Missed::CatchUp);
+        let payload: serde_json::Value = serde_json::from_slice(&schedules[0].payload).unwrap();
+        assert_eq!(payload, serde_json::json!({"to": "ops", "n": 2}));
+        assert_eq!(schedules[1].spec, Spec::EveryMs(30_000));
+        assert_eq!(schedules[1].payload, br#"{"ping": true}"#);
+        assert_eq!(schedules[1].max_attempts, Some(1));
+    }
+
+    #[test]
+    fn bad_schedules_are_refused_naming_the_schedule_and_the_problem() {
+        let cases = [
+            (
+                "queue = \"email\"\ncron = \"61 * * * *\"",
+                "bad cron expression `61 * * * *`",
+            ),
+            ("queue = \"sms\"\nevery = \"1m\"", "unknown queue `sms`"),
+            ("queue = \"email\"", "give `cron"),
+            (
+                "queue = \"email\"\ncron = \"* * * * *\"\nevery = \"1m\"",
+                "not both",
+            ),
+            (
+                "queue = \"email\"\nevery = \"100ms\"",
+                "every second at most",
+            ),
+            (
+                "queue = \"email\"\nevery = \"1m\"\npayload = \"{oops\"",
+                "not JSON",
+            ),
+            (
+                "queue = \"email\"\nevery = \"1m\"\nmissed = \"later\"",
+                "later",
+            ),
+        ];
+        for (body, expected) in cases {
+            let text = format!("[queues.email]\nplugin = \"e.wasm\"\n[schedules.tick]\n{body}\n");
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+            if !expected.contains("later") {
+                assert!(err.contains("schedules.tick"), "{body}: {err}");
+            }
         }
     }
 

@@ -2,9 +2,9 @@
 //! transaction as the transition (the job's timeline), and emitted through `tracing` once
 //! committed.
 //!
-//! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled` and `lease-expired` are
-//! warnings; `started`, `succeeded`, `checkpointed` and `step-completed` are debug; the rest
-//! info.
+//! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled`, `lease-expired` and
+//! `schedule-skipped` are warnings; `started`, `succeeded`, `checkpointed` and
+//! `step-completed` are debug; the rest info.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,11 @@ pub enum EventKind {
     PluginReloaded,
     /// A worker could not load a queue's plugin.
     PluginRefused,
+    /// A schedule enqueued its job for a tick (the job is the event's; the message names the
+    /// schedule and the tick).
+    ScheduleFired,
+    /// A schedule's missed ticks were skipped (the message says how many and the next tick).
+    ScheduleSkipped,
 }
 
 impl EventKind {
@@ -72,9 +77,10 @@ impl EventKind {
     pub fn level(self) -> tracing::Level {
         match self {
             EventKind::Failed | EventKind::PluginRefused => tracing::Level::ERROR,
-            EventKind::DeadLettered | EventKind::RetryScheduled | EventKind::LeaseExpired => {
-                tracing::Level::WARN
-            }
+            EventKind::DeadLettered
+            | EventKind::RetryScheduled
+            | EventKind::LeaseExpired
+            | EventKind::ScheduleSkipped => tracing::Level::WARN,
             EventKind::Started
             | EventKind::Succeeded
             | EventKind::Checkpointed

@@ -12,6 +12,8 @@ pub mod outcome;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;
+pub mod schedule;
+pub mod scheduler;
 pub mod units;
 pub mod worker;
 

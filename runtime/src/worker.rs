@@ -13,11 +13,14 @@
 //!   at once, without waiting for the next renewal;
 //! - the sweeper returns jobs whose lease expired (another worker died) and prunes finished
 //!   jobs past their retention;
+//! - the scheduler fires due schedules while this worker holds the leader lock (see
+//!   [`scheduler`](crate::scheduler));
 //! - the reloader notices a changed plugin file and swaps in the new component without a
 //!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event).
 //!
-//! Shutdown stops claiming, lets running attempts finish for the grace period, aborts the rest
-//! and releases their leases so nothing waits for a lease to expire.
+//! Shutdown stops claiming and scheduling (giving up the scheduler lock), lets running attempts
+//! finish for the grace period, aborts the rest and releases their leases so nothing waits for
+//! a lease to expire.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -190,6 +193,22 @@ impl<B: Backend + Clone> Worker<B> {
         })
     }
 
+    /// Create or update `schedules` in the backend (the configuration's; see
+    /// [`Backend::put_schedule`]: a schedule whose spec is unchanged keeps its next tick).
+    pub async fn upsert_schedules(
+        &self,
+        schedules: Vec<crate::schedule::Schedule>,
+    ) -> Result<(), WorkerError> {
+        for schedule in schedules {
+            let next = schedule
+                .spec
+                .next_after(now())
+                .map_err(|e| WorkerError::Queues(format!("schedule `{}`: {e}", schedule.name)))?;
+            self.backend.put_schedule(schedule, next).await?;
+        }
+        Ok(())
+    }
+
     /// A handle that reads the worker's counts while it runs.
     pub fn stats(&self) -> StatsHandle {
         StatsHandle(self.stats.clone())
@@ -274,6 +293,14 @@ impl<B: Backend + Clone> Worker<B> {
             self.settings.lease,
             self.settings.retention,
             default_max,
+        ));
+        // Stopped at shutdown between rounds, never aborted in the middle of a fire.
+        let stop_scheduler = Arc::new(Notify::new());
+        let scheduler = tokio::spawn(crate::scheduler::run(
+            self.backend.clone(),
+            self.id.clone(),
+            self.settings.lease,
+            stop_scheduler.clone(),
         ));
         background.spawn(reload_loop(
             self.backend.clone(),
@@ -387,6 +414,11 @@ impl<B: Backend + Clone> Worker<B> {
         }
         // Claimed jobs still waiting for a slot do not start now; they are released below.
         stopping.store(true, Ordering::Relaxed);
+        // Hand the schedules over to another worker now rather than after the grace period.
+        stop_scheduler.notify_one();
+        if let Err(e) = scheduler.await {
+            tracing::error!(error = %e, "scheduler task failed");
+        }
 
         // Shutdown: no more claims; let attempts finish for the grace period, then abort the
         // rest (destroying their instances) and give their jobs back.

@@ -15,6 +15,7 @@ mod hostile;
 mod nats;
 mod outcomes;
 mod refusals;
+mod schedules;
 mod sqlite;
 mod support;
 mod worker;

@@ -9,6 +9,7 @@ mod enqueue;
 mod exec;
 mod inspect;
 mod plugin;
+mod schedule;
 mod store;
 mod util;
 mod worker;
@@ -60,6 +61,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Print events, optionally following new ones.
     Events(inspect::EventsArgs),
+    /// Repeating jobs: add, list and remove schedules kept in the backend.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Run the email demo job in four modes through an embedded worker.
     Demo(demo::DemoArgs),
 }
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Cancel(args) => cancel::run(store, args).await,
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,
+            Command::Schedule(command) => schedule::run(store, command).await,
             Command::Demo(args) => demo::run(store, args).await,
         }
     });

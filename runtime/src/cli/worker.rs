@@ -58,8 +58,14 @@ pub async fn run(store_args: &StoreArgs, args: WorkerArgs) -> anyhow::Result<Exi
         Store::Sqlite(_) => format!("synchronous = {:?}", config.worker.synchronous),
         Store::Nats { options, .. } => nats_layout(options),
     };
+    let schedules = config.schedules().map_err(anyhow::Error::msg)?;
+    let scheduled = schedules.len();
     let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
+    worker.upsert_schedules(schedules).await?;
     eprint!("{}", worker.summary());
+    if scheduled > 0 {
+        eprintln!("  {scheduled} schedule(s) from the config stored in the backend");
+    }
     eprintln!("  store {store} ({layout})");
     let stats = worker.run(shutdown_signal()).await?;
     eprintln!(

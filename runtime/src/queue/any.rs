@@ -28,8 +28,9 @@ use super::sqlite::SqliteBackend;
 use super::{
     AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
     JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
-    QueueCounts, QueueError, Settle,
+    QueueCounts, QueueError, Settle, Timestamp,
 };
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// A queue backend chosen at run time.
 #[derive(Clone, Debug)]
@@ -93,4 +94,10 @@ forward! {
     fn replay(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
     fn purge(&self, filter: &DlqFilter) -> Result<u64, QueueError>;
     fn prune(&self, prune: Prune) -> Result<u64, QueueError>;
+    fn put_schedule(&self, schedule: Schedule, next_run_at: Timestamp) -> Result<bool, QueueError>;
+    fn remove_schedule(&self, name: &str) -> Result<bool, QueueError>;
+    fn schedules(&self) -> Result<Vec<ScheduleState>, QueueError>;
+    fn take_leadership(&self, holder: &str, ttl: Duration, now: Timestamp)
+        -> Result<bool, QueueError>;
+    fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError>;
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::events::{Event, EventFilter, EventKind, NewEvent};
 use crate::outcome::LogLine;
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// Milliseconds since the Unix epoch.
 pub type Timestamp = i64;
@@ -670,4 +671,39 @@ pub trait Backend: Send + Sync + 'static {
     /// Delete succeeded and cancelled jobs that finished before their state's cutoff in
     /// `prune`, with their history. Dead jobs are never pruned. Returns how many.
     fn prune(&self, prune: Prune) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Create a schedule, or replace one of the same name. Its next tick becomes
+    /// `next_run_at`, unless a schedule of that name with the same spec exists: that one keeps
+    /// its next and last ticks. Returns whether it was new.
+    fn put_schedule(
+        &self,
+        schedule: Schedule,
+        next_run_at: Timestamp,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Delete a schedule: it fires no more. Returns whether it existed.
+    fn remove_schedule(&self, name: &str) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Every schedule, by name.
+    fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleState>, QueueError>> + Send;
+
+    /// Take or keep the schedulers' leader lock for `holder` until `now + ttl`: granted when
+    /// nobody holds it, `holder` holds it, or the holder's expiry has passed at `now`. A
+    /// `ttl` of zero gives it up (it is free at once). Returns whether `holder` holds it.
+    fn take_leadership(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Apply one step of a schedule ([`plan`](crate::schedule::plan)) if its `next_run_at` is still
+    /// `fire.due`: move it to `fire.next` and, in the same atomic step, enqueue the job
+    /// (event `schedule-fired`, with the job) or record the skip (`schedule-skipped`).
+    /// Returns the job enqueued, `Ok(None)` when nothing was (a skip, or the schedule moved
+    /// on or was removed meanwhile: another scheduler fired the tick).
+    fn fire_schedule(
+        &self,
+        fire: ScheduleFire,
+    ) -> impl Future<Output = Result<Option<JobId>, QueueError>> + Send;
 }

@@ -26,6 +26,7 @@ mod flow_control;
 mod flows;
 mod leases;
 mod listing;
+mod schedules;
 
 pub use self::attempts::*;
 pub use self::cancel::*;
@@ -35,6 +36,7 @@ pub use self::flow_control::*;
 pub use self::flows::*;
 pub use self::leases::*;
 pub use self::listing::*;
+pub use self::schedules::*;
 
 /// One `#[tokio::test]` per case, each on a backend from `$factory`: an async fn returning
 /// `(backend, guard)`, where the guard (a temporary directory, a server) lives as long as the
@@ -88,6 +90,10 @@ macro_rules! backend_conformance {
             cancelling_a_running_job_records_the_attempt_and_frees_its_group_and_slot,
             cancelling_a_parent_cancels_its_unfinished_children,
             prune_per_state_keeps_the_other_states_and_never_dead_ones,
+            a_tick_fires_exactly_once_when_schedulers_race,
+            the_leader_lock_is_exclusive_and_passes_on_after_expiry,
+            missed_ticks_are_skipped_or_caught_up_once,
+            an_unchanged_spec_keeps_its_tick_and_a_removed_schedule_fires_no_more,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {

@@ -19,6 +19,7 @@
 //! | running leases | stream `SPOOL_LEASES`, one message per subject | `spool.leases.<connection>` (one lease table per connection) |
 //! | cancel notices | core NATS, no stream | `spool.cancel` (`<job id> <token>`, see `cancel.rs`) |
 //! | flow control | KV bucket `spool-flow` | group locks `g.<queue>.<base64url(group)>`, slots `c.<queue>[.t.<tenant>]`, rate buckets `r.<queue>[.t.<tenant>]` |
+//! | schedules | KV bucket `spool-schedules` | schedules `s.<name>`, the schedulers' leader lock `leader` |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
 //! stream sequence; a child job's id is its parent's and its index, `<parent>-<i>` counting
@@ -190,6 +191,15 @@
 //! claim order (priority, then run-at): exact priorities inside a band do not overtake jobs
 //! already queued. The SQLite backend orders by exact priority.
 //!
+//! **Schedules** live in the KV bucket `spool-schedules` (see `schedule.rs`): `s.<name>` holds a
+//! schedule and its next and last tick, `leader` the schedulers' leader lock. The lock is taken
+//! and renewed with a compare-and-set on its revision, and is free to take once its recorded
+//! expiry has passed. A fire publishes the job with `Nats-Msg-Id: schedule:<name>:<tick>`, then
+//! moves the schedule on with a compare-and-set: of several schedulers firing one tick, the
+//! stream keeps one message and one compare-and-set lands (only that one logs
+//! `schedule-fired`). A scheduler whose compare-and-set fails because the schedule was removed
+//! or replaced meanwhile has still published that one job.
+//!
 //! # Wire format
 //!
 //! Any NATS client can enqueue a job by publishing one message to `spool.jobs.<queue>` (or
@@ -224,6 +234,14 @@
 //! for events about no queue); subscribe to `spool.events.>` to follow them. A dead letter is
 //! the job's whole envelope (the JSON of `spool job --json`, timeline included) on
 //! `spool.dlq.<queue>.<job id>`.
+//!
+//! The schedules bucket `spool-schedules` holds, under `s.<name>`, the JSON object `{"name",
+//! "spec", "queue", "payload", "missed", "priority", "tenant", "group", "max_attempts",
+//! "next_run_at", "last_run_at", "last_job"}`, where `spec` is `{"cron": "<expr>"}` or
+//! `{"every-ms": <n>}`, `payload` an array of bytes, `missed` `skip` or `catch-up`, and times are
+//! milliseconds since the Unix epoch; and under `leader` the lock `{"holder", "expires_at"}`. A
+//! scheduled job's message carries the metadata `spool-schedule` and `spool-tick` (in
+//! `Spool-Metadata`) and `Nats-Msg-Id: schedule:<name>:<tick>`.
 
 mod admin;
 mod cancel;
@@ -234,6 +252,7 @@ mod lease;
 mod names;
 mod read;
 mod record;
+mod schedule;
 mod settle;
 mod setup;
 mod spawn;
@@ -255,8 +274,9 @@ use self::store::Inner;
 use super::{
     AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
     JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
-    QueueCounts, QueueError, Settle,
+    QueueCounts, QueueError, Settle, Timestamp,
 };
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// Where JetStream keeps Spool's streams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,5 +471,38 @@ impl Backend for NatsBackend {
 
     async fn prune(&self, prune: Prune) -> Result<u64, QueueError> {
         admin::prune(&self.inner, prune).await
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: Schedule,
+        next_run_at: Timestamp,
+    ) -> Result<bool, QueueError> {
+        schedule
+            .check()
+            .map_err(|e| QueueError::BadRequest(e.to_string()))?;
+        schedule::put(&self.inner, schedule, next_run_at).await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, QueueError> {
+        crate::schedule::check_name(name).map_err(|e| QueueError::BadRequest(e.to_string()))?;
+        schedule::remove(&self.inner, name).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, QueueError> {
+        schedule::list(&self.inner).await
+    }
+
+    async fn take_leadership(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool, QueueError> {
+        schedule::take_leadership(&self.inner, holder, ttl, now).await
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError> {
+        schedule::fire(&self.inner, fire).await
     }
 }

@@ -223,6 +223,11 @@ impl Names {
         format!("{}-flow", self.prefix)
     }
 
+    /// The bucket of schedules and the schedulers' leader lock.
+    pub fn schedules_bucket(&self) -> String {
+        format!("{}-schedules", self.prefix)
+    }
+
     /// Every event subject.
     pub fn events_all(&self) -> String {
         format!("{}.events.>", self.prefix)

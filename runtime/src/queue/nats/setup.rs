@@ -43,6 +43,7 @@ pub struct Streams {
     pub staging: kv::Store,
     pub staging_stream: stream::Stream,
     pub flow: kv::Store,
+    pub schedules: kv::Store,
 }
 
 pub async fn streams(
@@ -105,6 +106,7 @@ pub async fn streams(
     let staging = ensure_bucket(js, &names.staging_bucket(), options).await?;
     let staging_stream = staging.stream.clone();
     let flow = ensure_bucket(js, &names.flow_bucket(), options).await?;
+    let schedules = ensure_bucket(js, &names.schedules_bucket(), options).await?;
     Ok(Streams {
         jobs,
         events,
@@ -116,6 +118,7 @@ pub async fn streams(
         staging,
         staging_stream,
         flow,
+        schedules,
     })
 }
 

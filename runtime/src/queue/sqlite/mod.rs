@@ -7,7 +7,8 @@
 //! one row per job, keyed by an integer id (a [`JobId`] is its decimal string); `attempts`
 //! holds one row per finished attempt, keyed by `(job_id, token)`; `events` is the event log,
 //! keyed by its sequence number; `counters` hands out job ids and event sequence numbers, so
-//! neither is ever reused, even once the newest rows are deleted. Partial indexes keep every
+//! neither is ever reused, even once the newest rows are deleted; `schedules` and
+//! `leader_locks` hold the schedules and the schedulers' leader lock (see `schedule.rs`). Partial indexes keep every
 //! hot statement a short index walk whatever the table size: the claimable jobs of a queue
 //! in claim order (`queue, priority DESC, run_at, id WHERE state IN ('ready', 'scheduled')`),
 //! running jobs by lease expiry, unfinished jobs by idempotency key (unique), dead jobs and
@@ -94,6 +95,7 @@ mod journal;
 mod lease;
 mod limits;
 mod read;
+mod schedule;
 mod schema;
 mod settle;
 
@@ -112,6 +114,7 @@ use super::{
     JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
     QueueCounts, QueueError, Settle, Timestamp, now,
 };
+use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// How hard SQLite works to make each commit survive a power loss (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -555,5 +558,51 @@ impl Backend for SqliteBackend {
                 return Ok(pruned);
             }
         }
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: Schedule,
+        next_run_at: Timestamp,
+    ) -> Result<bool, QueueError> {
+        schedule
+            .check()
+            .map_err(|e| QueueError::BadRequest(e.to_string()))?;
+        self.write("put a schedule", move |tx, _| {
+            schedule::put(tx, &schedule, next_run_at)
+        })
+        .await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, QueueError> {
+        let name = name.to_owned();
+        self.write("remove a schedule", move |tx, _| {
+            schedule::remove(tx, &name)
+        })
+        .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>, QueueError> {
+        self.read("schedules", |tx, _| schedule::list(tx)).await
+    }
+
+    async fn take_leadership(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool, QueueError> {
+        let holder = holder.to_owned();
+        self.write("take the scheduler lock", move |tx, _| {
+            schedule::take_leadership(tx, &holder, ttl, now)
+        })
+        .await
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError> {
+        self.write("fire a schedule", move |tx, journal| {
+            schedule::fire(tx, journal, fire)
+        })
+        .await
     }
 }

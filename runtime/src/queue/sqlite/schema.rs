@@ -6,7 +6,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 4;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -33,6 +33,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         // from the schema itself).
         tx.execute_batch("ALTER TABLE jobs ADD COLUMN group_key TEXT;")?;
     }
+    // Version 4 added schedules and leader locks: new tables only, which the schema creates.
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;

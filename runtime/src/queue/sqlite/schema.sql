@@ -172,3 +172,21 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     tokens REAL    NOT NULL,
     at     INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Schedules (version 4): one row per schedule, its definition as JSON beside the columns the
+-- scheduler compares (`spec`: an upsert with the same spec keeps the next tick).
+CREATE TABLE IF NOT EXISTS schedules (
+    name        TEXT    PRIMARY KEY,
+    spec        TEXT    NOT NULL,
+    definition  TEXT    NOT NULL,
+    next_run_at INTEGER NOT NULL,
+    last_run_at INTEGER,
+    last_job_id INTEGER
+) WITHOUT ROWID;
+
+-- Leader locks: the schedulers' (`scheduler`) is held by `holder` until `expires_at`.
+CREATE TABLE IF NOT EXISTS leader_locks (
+    name       TEXT    PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
