@@ -14,6 +14,8 @@ const { component } = await componentize({
   sourcePath: join(here, "email.js"),
   witPath: join(here, "..", "..", "wit"),
   worldName: "plugin",
+  // Spool grants no outgoing HTTP: leave out the engine's `fetch` and its wasi:http imports.
+  disableFeatures: ["http", "fetch-event"],
 });
 await mkdir(dirname(out), { recursive: true });
 await writeFile(out, component);
