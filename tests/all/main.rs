@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
 mod cli;
 mod conformance;
 mod flow_control;
@@ -12,6 +13,7 @@ mod flows;
 mod hostile;
 mod nats;
 mod outcomes;
+mod polyglot;
 mod refusals;
 mod sqlite;
 mod support;
