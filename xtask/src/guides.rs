@@ -6,7 +6,8 @@
 //! - ```` ```<lang> file=<path> ```` is a file the reader writes, shown in full.
 //!
 //! [`run`] turns the marked blocks, in order, into one shell script (each file block becomes a
-//! `cat > path` of its text) and runs it with `sh -eu` in a new empty folder, as a reader
+//! `cat > path` of its text) and runs it with `sh -eu` in a new empty folder (each step is
+//! one line, and the script exits at the first that fails), as a reader
 //! would in one terminal: a `cd` in one step holds for the next. Other fenced blocks are prose.
 //! The script gets `SPOOL_REPO` (this repository: where the WIT and the Rust SDK are) and finds
 //! `spool` on its `PATH`; the guides tell the reader to set up both the same way.
@@ -68,7 +69,11 @@ pub fn script(blocks: &[Block]) -> String {
     let mut script = String::new();
     for block in blocks {
         match block {
-            Block::Step(commands) => script.push_str(commands),
+            // `sh -e` does not stop at a failure inside `a && b`: the exit does.
+            Block::Step(command) => {
+                script.push_str(command.trim_end());
+                script.push_str(" || exit $?\n");
+            }
             Block::File { path, text } => {
                 let quoted = path.replace('\'', r"'\''");
                 script.push_str(&format!(
@@ -106,7 +111,18 @@ pub fn run(name: &str, spool: &Path, env: &[(&str, &Path)]) -> Result<Ran, Strin
             "{name} has {steps} `sh step` blocks; a guide has 1 to {MAX_STEPS}"
         ));
     }
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    if let Some(Block::Step(long)) = blocks
+        .iter()
+        .find(|b| matches!(b, Block::Step(c) if c.trim_end().contains('\n')))
+    {
+        return Err(format!(
+            "{name}: a step is one command on one line, not {long:?}"
+        ));
+    }
+    let tmp = tempfile::tempdir().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    // An empty folder with an ordinary name (npm derives a package name from it).
+    let dir = tmp.path().join("my-plugin");
+    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let bin = spool
         .parent()
         .ok_or_else(|| format!("no folder in {}", spool.display()))?;
@@ -126,7 +142,7 @@ pub fn run(name: &str, spool: &Path, env: &[(&str, &Path)]) -> Result<Ran, Strin
     }
     let out = sh
         .args(["-eux", "-c", &script(&blocks)])
-        .current_dir(dir.path())
+        .current_dir(&dir)
         .env("PATH", path_var)
         .env("SPOOL_REPO", crate::root())
         .envs(env.iter().copied())
