@@ -135,10 +135,10 @@ pub fn run(name: &str, spool: &Path, env: &[(&str, &Path)]) -> Result<Ran, Strin
     let mut sh = Command::new("sh");
     // The folder is outside this repository, so its `rust-toolchain.toml` (the toolchain CI
     // installs the wasm target for) would not apply there on its own.
-    if std::env::var_os("RUSTUP_TOOLCHAIN").is_none() {
-        if let Some(channel) = toolchain_channel() {
-            sh.env("RUSTUP_TOOLCHAIN", channel);
-        }
+    if std::env::var_os("RUSTUP_TOOLCHAIN").is_none()
+        && let Some(channel) = toolchain_channel()
+    {
+        sh.env("RUSTUP_TOOLCHAIN", channel);
     }
     let out = sh
         .args(["-eux", "-c", &script(&blocks)])
