@@ -52,8 +52,12 @@ fn main() {
         };
         let (p50, p99, rate) = per_run(&sandbox, &plugin, payload, runs);
         println!(
-            "| {name} | {:.1} MB | {:.0} ms | {:.1} ms | {:.0} µs | {:.0} µs | {rate:.0} |",
-            size as f64 / 1e6,
+            "| {name} | {} | {:.0} ms | {:.1} ms | {:.0} µs | {:.0} µs | {rate:.0} |",
+            if size < 1_000_000 {
+                format!("{:.0} KB", size as f64 / 1e3)
+            } else {
+                format!("{:.1} MB", size as f64 / 1e6)
+            },
             ms(cold),
             ms(cached),
             us(p50),
