@@ -50,6 +50,8 @@ class Handler(exports.Handler):
             delay_ms = int(email.get("delay_ms", DEFAULT_HANG_MS))
         except (ValueError, KeyError, TypeError) as e:
             raise Err(JobError_InvalidPayload(f"bad payload: {e!r}"))
+        if not isinstance(to, str):
+            raise Err(JobError_InvalidPayload("to: not a string"))
         if mode not in MODES:
             raise Err(JobError_InvalidPayload(f"mode: unknown mode {mode!r}"))
 
