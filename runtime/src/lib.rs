@@ -20,5 +20,6 @@ pub mod worker;
 pub use job::JobInput;
 pub use outcome::{AttemptReport, LogLevel, LogLine, LogSource, Outcome, TrapKind};
 pub use sandbox::{
-    Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig,
+    CacheStatus, CompileCache, Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox,
+    SandboxConfig,
 };

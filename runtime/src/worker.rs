@@ -241,10 +241,11 @@ impl<B: Backend + Clone> Worker<B> {
                 None => "none".to_owned(),
             };
             out.push_str(&format!(
-                "  queue {:<12} plugin {} ({}) timeout {timeout}, memory {} MiB, max attempts {}, concurrency {}\n",
+                "  queue {:<12} plugin {} ({}, compile cache {}) timeout {timeout}, memory {} MiB, max attempts {}, concurrency {}\n",
                 q.name,
                 q.config.plugin.display(),
                 plugin.digest().short(),
+                plugin.cache_status(),
                 q.config.memory >> 20,
                 q.config.max_attempts,
                 q.config.concurrency,

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
 mod cancel;
 mod channels;
 mod cli;
@@ -14,6 +15,7 @@ mod flows;
 mod hostile;
 mod nats;
 mod outcomes;
+mod polyglot;
 mod refusals;
 mod schedules;
 mod sqlite;

@@ -76,9 +76,55 @@ pub fn job(payload: serde_json::Value) -> JobInput {
     }
 }
 
-/// The `spool` binary.
+/// The `spool` binary, with a compile cache of this test process's own (never the user's
+/// `~/.cache/spool`), shared by every `spool` command the tests run.
 pub fn spool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spool"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool"));
+    cmd.env("SPOOL_CACHE_DIR", cache_dir())
+        .env_remove("XDG_CACHE_HOME");
+    cmd
+}
+
+/// The compile cache the `spool` commands of this test process share.
+pub fn cache_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// A plugin written in another language, built by `plugins/<lang>/build.sh` and compiled into
+/// the tests' compile cache once (by `spool plugin check`), so the tests that run it in
+/// parallel do not all compile it at once.
+pub fn polyglot(lang: Lang) -> PathBuf {
+    static WARM: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    WARM[lang as usize]
+        .get_or_init(|| {
+            let path = match lang {
+                Lang::Python => xtask::build_python_plugin(),
+                Lang::JavaScript => xtask::build_js_plugin(),
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            let out = spool()
+                .args(["plugin", "check"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            path
+        })
+        .clone()
+}
+
+/// The languages besides Rust that plugins are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// `plugins/python`, componentize-py.
+    Python = 0,
+    /// `plugins/javascript`, ComponentizeJS.
+    JavaScript = 1,
 }
 
 /// Every log line's message, joined, for assertions.
@@ -102,7 +148,8 @@ pub struct Setup {
 
 impl Setup {
     /// `config` as `spool.toml` (`EMAIL`, `NOOP`, `STEPS`, `FANOUT` and `LEGACY` stand for
-    /// those plugins' paths), on SQLite.
+    /// those plugins' paths, `EMAIL_PY` and `EMAIL_JS` for the Python and JavaScript email
+    /// plugins'), on SQLite.
     pub fn new(config: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config.to_owned();
@@ -116,6 +163,12 @@ impl Setup {
             let quoted = format!("\"{placeholder}\"");
             if config.contains(&quoted) {
                 config = config.replace(&quoted, &format!("\"{}\"", plugin_path(plugin).display()));
+            }
+        }
+        for (placeholder, lang) in [("EMAIL_PY", Lang::Python), ("EMAIL_JS", Lang::JavaScript)] {
+            let quoted = format!("\"{placeholder}\"");
+            if config.contains(&quoted) {
+                config = config.replace(&quoted, &format!("\"{}\"", polyglot(lang).display()));
             }
         }
         std::fs::write(dir.path().join("spool.toml"), config).unwrap();

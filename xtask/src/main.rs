@@ -1,5 +1,7 @@
-//! `cargo xtask plugins` builds the plugin components; `cargo xtask demo` builds them and
-//! `spool`, then runs `spool demo`.
+//! `cargo xtask plugins` builds the Rust plugin components; `cargo xtask polyglot` the Python
+//! and JavaScript ones; `cargo xtask guides` runs the author guides' commands
+//! (`docs/guides/`) in temporary folders; `cargo xtask demo` builds the plugins and `spool`,
+//! then runs `spool demo`.
 
 use std::process::{Command, ExitCode};
 
@@ -9,8 +11,16 @@ fn main() -> ExitCode {
         Some("plugins") => xtask::build_plugins().map(|dir| {
             println!("plugins built in {}", dir.display());
         }),
+        Some("polyglot") => xtask::build_python_plugin()
+            .and_then(|py| Ok((py, xtask::build_js_plugin()?)))
+            .map(|(py, js)| println!("built {} and {}", py.display(), js.display())),
+        Some("guides") => xtask::guides::run_all().map(|ran| {
+            for guide in ran {
+                println!("{guide}: ok");
+            }
+        }),
         Some("demo") => demo(),
-        _ => Err("usage: cargo xtask <plugins|demo>".to_owned()),
+        _ => Err("usage: cargo xtask <plugins|polyglot|guides|demo>".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

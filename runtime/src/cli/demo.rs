@@ -10,6 +10,7 @@ use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, EventFilter, EventKind, JobId, NewJob};
 use spool::worker::Worker;
 
+use super::cache::CacheArgs;
 use super::store::{Store, StoreArgs};
 use super::worker::sandbox_for;
 
@@ -20,7 +21,11 @@ pub struct DemoArgs {
     plugins: PathBuf,
 }
 
-pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    store_args: &StoreArgs,
+    cache: &CacheArgs,
+    args: DemoArgs,
+) -> anyhow::Result<ExitCode> {
     let plugin = args.plugins.join("email.wasm");
     if !plugin.exists() {
         anyhow::bail!(
@@ -86,7 +91,13 @@ pub async fn run(store_args: &StoreArgs, args: DemoArgs) -> anyhow::Result<ExitC
     }
     println!();
 
-    let worker = Worker::start(backend.clone(), sandbox_for(8, &queues)?, settings, queues).await?;
+    let worker = Worker::start(
+        backend.clone(),
+        cache.apply(sandbox_for(8, &queues)?),
+        settings,
+        queues,
+    )
+    .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::cache::CacheArgs;
 use anyhow::Context as _;
 use spool::units::{parse_duration, parse_size};
 use spool::{AttemptReport, JobInput, Limits, Sandbox, SandboxConfig};
@@ -41,7 +42,7 @@ pub struct ExecArgs {
     json: bool,
 }
 
-pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> {
     serde_json::from_str::<serde_json::Value>(&args.payload)
         .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
     let sandbox = Sandbox::new(SandboxConfig {
@@ -50,6 +51,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         fuel: args.fuel.is_some(),
         ..SandboxConfig::default()
     })?;
+    let sandbox = cache.apply(sandbox);
     let limits = Limits {
         timeout: (!args.timeout.is_zero()).then_some(args.timeout),
         memory: args.memory,

@@ -2,6 +2,7 @@
 //! attempt succeeded), 1 when an attempt ran and did not succeed, 2 for bad input, a refused
 //! plugin or any other error.
 
+mod cache;
 mod cancel;
 mod demo;
 mod dlq;
@@ -27,6 +28,8 @@ struct Cli {
     log_format: LogFormat,
     #[command(flatten)]
     store: store::StoreArgs,
+    #[command(flatten)]
+    cache: cache::CacheArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,12 +91,13 @@ pub fn main() -> ExitCode {
         }
     };
     let store = &cli.store;
+    let cache = &cli.cache;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Exec(args) => exec::run(args).await,
-            Command::Plugin(command) => plugin::run(command),
+            Command::Exec(args) => exec::run(cache, args).await,
+            Command::Plugin(command) => plugin::run(cache, command),
             Command::Enqueue(args) => enqueue::run(store, args).await,
-            Command::Worker(args) => worker::run(store, args).await,
+            Command::Worker(args) => worker::run(store, cache, args).await,
             Command::Job(args) => inspect::job(store, args).await,
             Command::Jobs(args) => inspect::jobs(store, args).await,
             Command::Queues(args) => inspect::queues(store, args).await,
@@ -101,7 +105,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,
             Command::Schedule(command) => schedule::run(store, command).await,
-            Command::Demo(args) => demo::run(store, args).await,
+            Command::Demo(args) => demo::run(store, cache, args).await,
         }
     });
     match result {

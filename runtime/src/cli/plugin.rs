@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::cache::CacheArgs;
 use spool::{Limits, Sandbox, SandboxConfig};
 
 #[derive(clap::Subcommand)]
@@ -17,12 +18,13 @@ pub enum PluginCommand {
     },
 }
 
-pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cache: &CacheArgs, command: PluginCommand) -> anyhow::Result<ExitCode> {
     let PluginCommand::Check { plugin: path, json } = command;
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 1,
         ..SandboxConfig::default()
     })?;
+    let sandbox = cache.apply(sandbox);
     match sandbox.load_plugin(&path, Limits::default()) {
         Ok(plugin) => {
             let info = plugin.info();

@@ -6,6 +6,7 @@ use spool::config::{Config, QueueConfig};
 use spool::worker::Worker;
 use spool::{Sandbox, SandboxConfig};
 
+use super::cache::CacheArgs;
 use super::store::{Store, StoreArgs, nats_layout};
 
 // The configuration file is the global `--config` (default `spool.toml`); the worker needs it.
@@ -37,7 +38,11 @@ pub fn synchronous(config: &Config) -> spool::queue::sqlite::Synchronous {
     }
 }
 
-pub async fn run(store_args: &StoreArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    store_args: &StoreArgs,
+    cache: &CacheArgs,
+    args: WorkerArgs,
+) -> anyhow::Result<ExitCode> {
     let config_path = store_args.config_path();
     let mut config = Config::load(config_path)?;
     if !args.queues.is_empty() {
@@ -51,7 +56,7 @@ pub async fn run(store_args: &StoreArgs, args: WorkerArgs) -> anyhow::Result<Exi
         }
         config.queues.retain(|name, _| args.queues.contains(name));
     }
-    let sandbox = sandbox_for(config.worker.concurrency, &config.queues)?;
+    let sandbox = cache.apply(sandbox_for(config.worker.concurrency, &config.queues)?);
     let store = store_args.store(Some(&config));
     let backend = store.open(synchronous(&config)).await?;
     let layout = match &store {

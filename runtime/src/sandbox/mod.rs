@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod engine;
 mod limits;
 mod log;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+pub use self::cache::{CacheStatus, CompileCache};
 pub use self::limits::Limits;
 pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
@@ -98,6 +100,8 @@ pub struct Sandbox {
     linker: Arc<Linker<RunState>>,
     config: SandboxConfig,
     slots: Arc<tokio::sync::Semaphore>,
+    /// The compile cache and this engine's key in it, if caching is on.
+    cache: Option<(Arc<CompileCache>, Arc<str>)>,
 }
 
 impl Sandbox {
@@ -114,7 +118,19 @@ impl Sandbox {
             engine,
             linker: Arc::new(linker),
             config,
+            cache: None,
         })
+    }
+
+    /// The same sandbox keeping compiled plugins in `cache` (none: compile every load).
+    pub fn with_cache(mut self, cache: Option<CompileCache>) -> Self {
+        self.cache = cache.map(|c| (Arc::new(c), cache::engine_key(&self.engine).into()));
+        self
+    }
+
+    /// The compile cache in use, if any.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref().map(|(c, _)| &**c)
     }
 
     /// The configuration the sandbox was built with.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::Component;
 
 use super::Sandbox;
+use super::cache::CacheStatus;
 use super::limits::Limits;
 use super::state::RunState;
 use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION, VERSIONS};
@@ -167,6 +167,7 @@ struct PluginInner {
     info: PluginInfo,
     limits: Limits,
     pre: Pre,
+    cache: CacheStatus,
 }
 
 /// A plugin pre-instantiated against the `spool:job` version it was built for.
@@ -192,6 +193,11 @@ impl Plugin {
     /// The limits each attempt of this plugin runs under.
     pub fn limits(&self) -> &Limits {
         &self.0.limits
+    }
+
+    /// Whether the plugin's compiled code was read from the compile cache.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.0.cache
     }
 
     pub(crate) fn pre(&self) -> &Pre {
@@ -237,6 +243,7 @@ impl Sandbox {
             info: plugin.0.info.clone(),
             limits,
             pre: plugin.0.pre.clone(),
+            cache: plugin.0.cache,
         })))
     }
 
@@ -249,9 +256,7 @@ impl Sandbox {
             _ => return Err(LoadError::NotWasm),
         }
         let digest = Digest::of(bytes);
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Malformed {
-            reason: format!("{e:#}"),
-        })?;
+        let (component, cache) = self.compile(bytes, &digest)?;
         let ty = component.component_type();
 
         let mut imports = Vec::new();
@@ -300,6 +305,7 @@ impl Sandbox {
             },
             limits,
             pre,
+            cache,
         })))
     }
 }

@@ -1,0 +1,84 @@
+"""`email-py`: the demo job in Python, a pretend mail sender whose payload picks how it behaves.
+
+The same modes as the Rust `email` plugin (`plugins/email`), against the same `wit/`:
+
+| mode     | what happens                                                                 |
+|----------|------------------------------------------------------------------------------|
+| `ok`     | succeeds on the first attempt                                                |
+| `flaky`  | attempt 1 is a retryable error, attempt 2 and later succeed                  |
+| `fail`   | every attempt is a retryable error ("smtp server unavailable")               |
+| `reject` | permanent error at once ("invalid recipient ...")                            |
+| `hang`   | saves checkpoint `{"stage": "connected", ..}`, then blocks in `time.sleep`   |
+|          | for `delay_ms` (default 8000)                                                |
+| `spin`   | saves the same checkpoint, then spins in a busy loop for `delay_ms`          |
+| `noop`   | payload `"noop"`: succeeds at once with empty output, for the benchmark      |
+
+Payload: `{"to": str, "mode"?: str, "delay_ms"?: int}`. Every run but `noop` first logs `info`
+"sending email" with fields `to`, `mode` and `attempt`. Success output:
+`{"sent_to": to, "attempt": n}`.
+"""
+
+import json
+import time
+
+from wit_world import exports
+from componentize_py_types import Err
+from wit_world.imports import host
+from wit_world.imports.types import (
+    Job,
+    JobError_Fail,
+    JobError_InvalidPayload,
+    JobError_Retry,
+    Level,
+    RetryError,
+)
+
+MODES = ("ok", "flaky", "fail", "reject", "hang", "spin")
+DEFAULT_HANG_MS = 8000
+# The benchmark's payload: the JSON string "noop".
+NOOP = b'"noop"'
+
+
+class Handler(exports.Handler):
+    def handle(self, job: Job) -> bytes:
+        if job.payload == NOOP:
+            return b""
+        try:
+            email = json.loads(job.payload)
+            to = email["to"]
+            mode = email.get("mode", "ok")
+            delay_ms = int(email.get("delay_ms", DEFAULT_HANG_MS))
+        except (ValueError, KeyError, TypeError) as e:
+            raise Err(JobError_InvalidPayload(f"bad payload: {e!r}"))
+        if not isinstance(to, str):
+            raise Err(JobError_InvalidPayload("to: not a string"))
+        if mode not in MODES:
+            raise Err(JobError_InvalidPayload(f"mode: unknown mode {mode!r}"))
+
+        host.log(
+            Level.INFO,
+            "sending email",
+            [("to", to), ("mode", mode), ("attempt", str(job.attempt))],
+        )
+        if mode == "flaky" and job.attempt <= 1:
+            raise Err(
+                JobError_Retry(
+                    RetryError("smtp connection reset (flaky: first attempt fails)", None)
+                )
+            )
+        if mode == "fail":
+            raise Err(JobError_Retry(RetryError("smtp server unavailable", None)))
+        if mode == "reject":
+            raise Err(JobError_Fail(f"invalid recipient {to!r}"))
+        if mode in ("hang", "spin"):
+            stage = {"stage": "connected", "attempt": job.attempt}
+            host.checkpoint(json.dumps(stage).encode())
+            host.log(Level.INFO, "waiting for the smtp server", [("delay_ms", str(delay_ms))])
+            if mode == "hang":
+                time.sleep(delay_ms / 1000)
+            else:
+                end = time.monotonic() + delay_ms / 1000
+                n = 0
+                while time.monotonic() < end:
+                    n += 1
+        return json.dumps({"sent_to": to, "attempt": job.attempt}).encode()
