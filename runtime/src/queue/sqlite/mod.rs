@@ -146,7 +146,10 @@ pub struct SqliteOptions {
     /// Durability of each commit; [`Synchronous::Full`] by default.
     pub synchronous: Synchronous,
     /// How long a write waits for another connection (or process) to release the database's
-    /// write lock before failing with [`QueueError::Store`]; 5 s by default.
+    /// write lock before failing with [`QueueError::Store`]; 30 s by default. SQLite's busy
+    /// handler polls rather than queues, so a writer in one process (an enqueue) can lose the
+    /// lock many times in a row to a worker in another committing back to back; the wait is
+    /// long so that such a run of bad luck on a loaded machine never fails the write.
     pub busy_timeout: Duration,
 }
 
@@ -154,7 +157,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             synchronous: Synchronous::Full,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(30),
         }
     }
 }
