@@ -14,9 +14,9 @@
 //! so a tenant with ten jobs is served in the first claims whatever another tenant's backlog.
 //! Without `fair`, tenant limits still hold, and jobs go in claim order across tenants.
 //!
-//! The tenant indexes leave out jobs without a tenant, so a queue that has none pays nothing
-//! for them; such jobs count as one more tenant here, found by walking `jobs_claimable` (past
-//! other tenants' jobs: give every job of a fair queue a tenant).
+//! Jobs without a tenant count as one more tenant here; the tenant indexes leave them out,
+//! and `jobs_untenanted_claimable` holds them instead, so whether a queue has any is one
+//! seek, whatever the other tenants' backlogs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,9 +70,8 @@ pub(super) const HEADS: &str = concat!(
     " ORDER BY priority DESC, run_at, id LIMIT ?4"
 );
 
-/// The claimable jobs without a tenant in claim order, as many as `?4` (`?2` unused). They
-/// have no index of their own (so that a queue without tenants pays nothing for fair shares):
-/// this walks `jobs_claimable` past other tenants' jobs.
+/// The claimable jobs without a tenant in claim order, as many as `?4` (`?2` unused), through
+/// `jobs_untenanted_claimable`.
 pub(super) const UNTENANTED_HEADS: &str = concat!(
     "SELECT id, group_key, priority, run_at FROM jobs AS j \
     WHERE queue = ?1 AND ?2 IS NULL AND tenant IS NULL \

@@ -68,7 +68,7 @@ fn the_dead_letter_listing_walks_the_dead_index() {
 fn flow_control_counts_and_lists_through_its_indexes() {
     assert_walks(limits::RUNNING, "jobs_tenant_running");
     assert_walks(limits::RUNNING_UNTENANTED, "jobs_leased");
-    assert_walks(limits::UNTENANTED_HEADS, "jobs_claimable");
+    assert_walks(limits::UNTENANTED_HEADS, "jobs_untenanted_claimable");
     assert_walks(limits::NEXT_TENANT, "jobs_tenant_claimable");
     assert_walks(limits::FIRST_TENANT, "jobs_tenant_claimable");
     assert_walks(limits::TENANT_HEADS, "jobs_tenant_claimable");

@@ -165,6 +165,13 @@ CREATE INDEX IF NOT EXISTS jobs_tenant_claimable
     ON jobs (queue, tenant, priority DESC, run_at, id)
     WHERE state IN ('ready', 'scheduled') AND tenant IS NOT NULL;
 
+-- Fair claims: the claimable jobs without a tenant (one more tenant to a fair claim), in claim
+-- order. Without it, asking whether a queue has any walked `jobs_claimable` past every other
+-- tenant's job: a whole backlog per claim.
+CREATE INDEX IF NOT EXISTS jobs_untenanted_claimable
+    ON jobs (queue, priority DESC, run_at, id)
+    WHERE state IN ('ready', 'scheduled') AND tenant IS NULL;
+
 -- Rate limits: one token bucket per queue (`q:<queue>`) and per queue and tenant
 -- (`t:<queue>:<tenant>`), refilled on read.
 CREATE TABLE IF NOT EXISTS rate_buckets (
