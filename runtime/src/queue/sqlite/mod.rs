@@ -146,10 +146,11 @@ pub struct SqliteOptions {
     /// Durability of each commit; [`Synchronous::Full`] by default.
     pub synchronous: Synchronous,
     /// How long a write waits for another connection (or process) to release the database's
-    /// write lock before failing with [`QueueError::Store`]; 30 s by default. SQLite's busy
-    /// handler polls rather than queues, so a writer in one process (an enqueue) can lose the
-    /// lock many times in a row to a worker in another committing back to back; the wait is
-    /// long so that such a run of bad luck on a loaded machine never fails the write.
+    /// write lock before failing with [`QueueError::Store`]; 30 s by default. A waiting
+    /// writer tries the lock every millisecond: SQLite's locks are polled rather than queued,
+    /// so a writer in one process (an enqueue) can lose the lock many times in a row to a
+    /// worker in another committing back to back; the wait is long so that such a run of bad
+    /// luck on a loaded machine never fails the write.
     pub busy_timeout: Duration,
 }
 
@@ -321,8 +322,8 @@ impl Inner {
 
 /// A connection with the per-connection settings.
 fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(options.busy_timeout)?;
+    let mut conn = Connection::open(path)?;
+    conn.busy_handler(Some(lock_poller(options.busy_timeout)))?;
     conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
     // 8 MiB of page cache (the default is 2 MiB) holds the pages every claim and settle
     // touch (the head of the claimable index, the tails of the event and attempt tables)
@@ -333,6 +334,28 @@ fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection>
     conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// How long a connection sleeps between tries at a lock another connection holds.
+const LOCK_POLL: Duration = Duration::from_millis(1);
+
+/// The busy handler: try the lock again every [`LOCK_POLL`] until `timeout` has passed since
+/// the first try. SQLite's own (`busy_timeout`) sleeps longer and longer between tries, up to
+/// 100 ms each, so a writer beside a worker in another process that commits back to back
+/// found the lock free only by luck, and an enqueue could wait for seconds; trying every
+/// millisecond, it gets in at one of the worker's next gaps.
+fn lock_poller(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut since = std::time::Instant::now();
+    move |tries| {
+        if tries == 0 {
+            since = std::time::Instant::now();
+        }
+        if since.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(LOCK_POLL);
+        true
+    }
 }
 
 /// Run `f` on tokio's blocking pool.
