@@ -76,8 +76,12 @@ fn jobs(queue: &str, payload: &str, n: usize) -> Vec<NewJob> {
         .collect()
 }
 
+/// How long [`wait_for_counts`] waits for one read of the counts.
+const READ_BOUND: Duration = Duration::from_secs(10);
+
 /// Poll `queue`'s counts until `done` holds; panic after `limit`, or as soon as a worker
-/// exits, with the workers' logs. A failed read (the server restarting) counts as not yet.
+/// exits, with the workers' logs. A failed or unanswered read (the server restarting) counts
+/// as not yet.
 fn wait_for_counts(
     rt: &tokio::runtime::Runtime,
     backend: &NatsBackend,
@@ -90,8 +94,12 @@ fn wait_for_counts(
     let start = Instant::now();
     loop {
         s.assert_running(workers);
-        let last = match rt.block_on(backend.queues()) {
-            Ok(all) => {
+        // Each read bounded: one that hangs across a server restart counts as "not yet".
+        let read = rt.block_on(async { tokio::time::timeout(READ_BOUND, backend.queues()).await });
+        let last = match read {
+            Err(_) => Err(format!("no answer in {READ_BOUND:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(all)) => {
                 let counts = all
                     .into_iter()
                     .find(|c| c.queue == queue)
@@ -101,7 +109,6 @@ fn wait_for_counts(
                 }
                 Ok(counts)
             }
-            Err(e) => Err(e.to_string()),
         };
         assert!(
             start.elapsed() < limit,

@@ -18,7 +18,7 @@ use super::children;
 use super::flow;
 use super::names::is_job_id;
 use super::read::{every, unclaimed};
-use super::setup::store;
+use super::setup::{REQUEST_TIMEOUT, store};
 use super::store::{Answer, Inner};
 use crate::queue::cancel::parent_cancelled;
 use crate::queue::{
@@ -134,8 +134,12 @@ async fn notify(inner: &Inner, id: &JobId, token: i64) {
         .publish(inner.names.cancel_notices(), notice.into())
         .await
     {
-        // Out now: the process that cancels (`spool cancel`) may exit next.
-        Ok(()) => inner.client.flush().await.map_err(|e| e.to_string()),
+        // Out now: the process that cancels (`spool cancel`) may exit next. A flush waits
+        // for the connection, which may be down: bounded like a request.
+        Ok(()) => match tokio::time::timeout(REQUEST_TIMEOUT, inner.client.flush()).await {
+            Ok(flushed) => flushed.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out flushing".to_owned()),
+        },
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = sent {

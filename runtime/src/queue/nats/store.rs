@@ -459,9 +459,11 @@ impl Inner {
         if expected == 0 || limit == 0 {
             return Ok(out);
         }
-        let mut messages = consumer
-            .messages()
+        // Starting the consumer's message stream subscribes through the client, which can
+        // wait without end while the connection is down: bound it like a request.
+        let mut messages = tokio::time::timeout(REQUEST_TIMEOUT, consumer.messages())
             .await
+            .map_err(|_| store("starting a scan", "timed out"))?
             .map_err(|e| store("starting a scan", e))?;
         loop {
             let next = tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
