@@ -25,18 +25,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv;
-use async_nats::jetstream::message::PublishMessage;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::names::Lane;
 use super::setup::store;
-use super::store::Inner;
+use super::store::{Inner, entry_at, put_at_revision};
 use crate::queue::flow::{Bucket, Rate};
 use crate::queue::{JobId, JobState, QueueError, Timestamp, now};
 
@@ -142,24 +138,17 @@ struct Slot {
     until: Timestamp,
 }
 
-/// A value of the flow bucket and its revision (0: none).
+/// A value of the flow bucket and its revision (0: none). A malformed value reads as none, so
+/// the next write replaces it.
 async fn read<T: for<'de> Deserialize<'de>>(
     inner: &Inner,
     key: &str,
 ) -> Result<(Option<T>, u64), QueueError> {
-    let entry = inner
-        .s
-        .flow
-        .entry(key)
-        .await
-        .map_err(|e| store("reading flow state", e))?;
-    Ok(match entry {
-        Some(e) if e.operation == kv::Operation::Put => {
-            (serde_json::from_slice(&e.value).ok(), e.revision)
-        }
-        Some(e) => (None, e.revision),
-        None => (None, 0),
-    })
+    let (value, revision) = entry_at(&inner.s.flow, key, "reading flow state").await?;
+    Ok((
+        value.and_then(|v| serde_json::from_slice(&v).ok()),
+        revision,
+    ))
 }
 
 /// Write a value of the flow bucket if its revision is still `revision`; `false` when another
@@ -171,20 +160,16 @@ async fn write<T: Serialize>(
     revision: u64,
 ) -> Result<bool, QueueError> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(body))
-        .expected_last_subject_sequence(revision);
-    let ack = inner
-        .js
-        .send_publish(format!("$KV.{}.{key}", inner.s.flow.name), publish)
-        .await
-        .map_err(|e| store("writing flow state", e))?
-        .await;
-    match ack {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-        Err(e) => Err(store("writing flow state", e)),
-    }
+    let written = put_at_revision(
+        &inner.js,
+        &inner.s.flow,
+        key,
+        body,
+        revision,
+        "writing flow state",
+    )
+    .await?;
+    Ok(written.is_some())
 }
 
 /// Read-modify-write a value of the flow bucket; `change` returns what to hand back, and

@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -21,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::names::{Lane, check_queue};
 use super::record::{Wire, headers};
 use super::setup::store;
-use super::store::Inner;
+use super::store::{Inner, entry_at, put_at_revision};
 use crate::queue::{EventKind, JobId, NewEvent, QueueError, Timestamp, now};
 use crate::schedule::{
     FireAction, Schedule, ScheduleFire, ScheduleState, fired_message, skipped_message,
@@ -49,21 +47,15 @@ async fn read<T: for<'de> Deserialize<'de>>(
     inner: &Inner,
     key: &str,
 ) -> Result<(Option<T>, u64), QueueError> {
-    let entry = inner
-        .s
-        .schedules
-        .entry(key)
-        .await
-        .map_err(|e| store("reading a schedule", e))?;
-    Ok(match entry {
-        Some(e) if e.operation == kv::Operation::Put => {
-            let value = serde_json::from_slice(&e.value)
-                .map_err(|e| store(&format!("malformed schedule entry {key}"), e))?;
-            (Some(value), e.revision)
-        }
-        Some(e) => (None, e.revision),
-        None => (None, 0),
-    })
+    let (value, revision) = entry_at(&inner.s.schedules, key, "reading a schedule").await?;
+    let value = match value {
+        Some(v) => Some(
+            serde_json::from_slice(&v)
+                .map_err(|e| store(&format!("malformed schedule entry {key}"), e))?,
+        ),
+        None => None,
+    };
+    Ok((value, revision))
 }
 
 /// Write a value if the key's revision is still `revision`; `false` when another writer got
@@ -75,20 +67,16 @@ async fn write<T: Serialize>(
     revision: u64,
 ) -> Result<bool, QueueError> {
     let body = serde_json::to_vec(value).map_err(|e| store("encoding a schedule", e))?;
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(body))
-        .expected_last_subject_sequence(revision);
-    let ack = inner
-        .js
-        .send_publish(format!("$KV.{}.{key}", inner.s.schedules.name), publish)
-        .await
-        .map_err(|e| store("writing a schedule", e))?
-        .await;
-    match ack {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-        Err(e) => Err(store("writing a schedule", e)),
-    }
+    let written = put_at_revision(
+        &inner.js,
+        &inner.s.schedules,
+        key,
+        body,
+        revision,
+        "writing a schedule",
+    )
+    .await?;
+    Ok(written.is_some())
 }
 
 pub async fn put(

@@ -22,6 +22,47 @@ use crate::queue::{JobId, NewEvent, QueueError};
 /// How often a compare-and-set is retried against concurrent writers before giving up.
 const CAS_ROUNDS: usize = 32;
 
+/// Write `body` to `key` of the KV bucket `bucket` if the key's revision is still `revision`
+/// (0: never written): JetStream's compare-and-set on the subject's last sequence. The new
+/// revision, or `None` when another writer got there first; `what` names the write in errors.
+pub async fn put_at_revision(
+    js: &jetstream::Context,
+    bucket: &kv::Store,
+    key: &str,
+    body: Vec<u8>,
+    revision: u64,
+    what: &str,
+) -> Result<Option<u64>, QueueError> {
+    let publish = PublishMessage::build()
+        .payload(Bytes::from(body))
+        .expected_last_subject_sequence(revision);
+    let ack = js
+        .send_publish(format!("$KV.{}.{key}", bucket.name), publish)
+        .await
+        .map_err(|e| store(what, e))?
+        .await;
+    match ack {
+        Ok(ack) => Ok(Some(ack.sequence)),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+        Err(e) => Err(store(what, e)),
+    }
+}
+
+/// The value of `key` in the KV bucket `bucket` and its revision: no value when the key was
+/// deleted (at that revision) or never written (revision 0); `what` names the read in errors.
+pub async fn entry_at(
+    bucket: &kv::Store,
+    key: &str,
+    what: &str,
+) -> Result<(Option<Bytes>, u64), QueueError> {
+    let entry = bucket.entry(key).await.map_err(|e| store(what, e))?;
+    Ok(match entry {
+        Some(e) if e.operation == kv::Operation::Put => (Some(e.value), e.revision),
+        Some(e) => (None, e.revision),
+        None => (None, 0),
+    })
+}
+
 /// Event-log messages sent and not yet confirmed, with the events each holds.
 type PendingEvents = (Vec<Wire>, async_nats::jetstream::context::PublishAckFuture);
 
@@ -166,17 +207,9 @@ impl Inner {
         if !super::names::is_job_id(id) {
             return Ok(None);
         }
-        let entry = self
-            .s
-            .records
-            .entry(id.0.as_str())
-            .await
-            .map_err(|e| store("reading a job record", e))?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                Ok(Some((Record::decode(&e.value)?, e.revision)))
-            }
-            _ => Ok(None),
+        match entry_at(&self.s.records, &id.0, "reading a job record").await? {
+            (Some(value), revision) => Ok(Some((Record::decode(&value)?, revision))),
+            (None, _) => Ok(None),
         }
     }
 
@@ -276,21 +309,15 @@ impl Inner {
         record: &Record,
         revision: u64,
     ) -> Result<Option<u64>, QueueError> {
-        let subject = format!("$KV.{}.{}", self.s.records.name, id);
-        let publish = PublishMessage::build()
-            .payload(Bytes::from(record.encode()))
-            .expected_last_subject_sequence(revision);
-        let ack = self
-            .js
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| store("writing a job record", e))?
-            .await;
-        match ack {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(e) => Err(store("writing a job record", e)),
-        }
+        put_at_revision(
+            &self.js,
+            &self.s.records,
+            &id.0,
+            record.encode(),
+            revision,
+            "writing a job record",
+        )
+        .await
     }
 
     /// Read-modify-write a job's record: `change` edits a copy and says whether to write it
