@@ -57,16 +57,21 @@ fn cancel_end_to_end(s: &Setup) {
     let ok = s.enqueue("email", r#"{"to": "c@example.com"}"#);
     s.wait_for(&ok, Duration::from_secs(30), |j| state(j) == "succeeded");
     s.assert_running(std::slice::from_mut(&mut worker));
-    let job = s.job(&hung);
-    assert_eq!(state(&job), "cancelled", "{job:#}");
-    assert_eq!(count(&job, "started"), 1, "no retry: {job:#}");
+    assert_cancelled_in_its_one_attempt(&s.job(&hung), "cancelled by operator");
+    stop(worker, "-TERM");
+}
+
+/// `job` (as `spool job --json` prints it) is cancelled, with `reason`, in its one attempt:
+/// started once, recorded as cancelled, never failed, retried, expired or succeeded.
+fn assert_cancelled_in_its_one_attempt(job: &Value, reason: &str) {
+    assert_eq!(state(job), "cancelled", "{job:#}");
+    assert_eq!(count(job, "started"), 1, "no retry: {job:#}");
     for kind in ["failed", "retry-scheduled", "lease-expired", "succeeded"] {
-        assert_eq!(count(&job, kind), 0, "{kind}: {job:#}");
+        assert_eq!(count(job, kind), 0, "{kind}: {job:#}");
     }
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
     assert_eq!(job["attempts"][0]["outcome"], "cancelled");
-    assert_eq!(job["attempts"][0]["error"], "cancelled by operator");
-    stop(worker, "-TERM");
+    assert_eq!(job["attempts"][0]["error"], reason);
 }
 
 #[test]
@@ -194,14 +199,7 @@ fn cancel_spinning(s: &Setup) {
         wait_for_abort(s, id, Instant::now());
     }
     let job = s.job(&spinning);
-    assert_eq!(state(&job), "cancelled", "{job:#}");
-    assert_eq!(count(&job, "started"), 1, "no retry: {job:#}");
-    for kind in ["failed", "retry-scheduled", "lease-expired", "succeeded"] {
-        assert_eq!(count(&job, kind), 0, "{kind}: {job:#}");
-    }
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
-    assert_eq!(job["attempts"][0]["outcome"], "cancelled");
-    assert_eq!(job["attempts"][0]["error"], "stuck");
+    assert_cancelled_in_its_one_attempt(&job, "stuck");
     let event = job["events"]
         .as_array()
         .unwrap()

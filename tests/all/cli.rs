@@ -2,24 +2,10 @@
 
 use serde_json::Value;
 
-use crate::support::{plugin_path, spool};
+use crate::support::{exec_json, plugin_path, spool};
 
 fn exec(payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    let out = spool()
-        .arg("exec")
-        .arg(plugin_path("email"))
-        .args(["--payload", payload, "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), json)
+    exec_json(&plugin_path("email"), payload, extra)
 }
 
 #[test]

@@ -6,26 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Lang, Setup, event_kinds, polyglot, spool, state, stop};
+use crate::support::{Lang, Setup, event_kinds, exec_json, polyglot, state, stop};
 
 const LANGS: [Lang; 2] = [Lang::Python, Lang::JavaScript];
 
 fn exec(lang: Lang, payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    let out = spool()
-        .arg("exec")
-        .arg(polyglot(lang))
-        .args(["--payload", payload, "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{lang:?}: not JSON ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), json)
+    exec_json(&polyglot(lang), payload, extra)
 }
 
 fn messages(logs: &Value) -> Vec<&str> {

@@ -85,6 +85,26 @@ pub fn spool() -> Command {
     cmd
 }
 
+/// `spool exec PLUGIN --payload PAYLOAD --json EXTRA...`: its exit code and its JSON report.
+pub fn exec_json(plugin: &std::path::Path, payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = spool()
+        .arg("exec")
+        .arg(plugin)
+        .args(["--payload", payload, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: not JSON ({e}): {stdout}\nstderr: {}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
 /// The compile cache the `spool` commands of this test process share.
 pub fn cache_dir() -> &'static std::path::Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
