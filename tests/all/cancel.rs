@@ -273,6 +273,20 @@ fn cancel_spinning(s: &Setup) {
     // scheduled ready running waiting succeeded dead cancelled
     assert_eq!(row("spin"), ["0", "0", "0", "0", "0", "0", "3"], "{stdout}");
     assert_eq!(row("ok"), ["0", "0", "0", "0", "1", "0", "1"], "{stdout}");
+    // And `--json` carries the same, retention in seconds.
+    let queues = s.json(&["queues", "--json"]);
+    let spin = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "spin")
+        .unwrap();
+    assert_eq!(spin["cancelled"], 3, "{queues:#}");
+    assert_eq!(
+        spin["retention"],
+        serde_json::json!({ "succeeded_secs": 3600, "cancelled_secs": 7 * 86400 }),
+        "{queues:#}"
+    );
     stop(worker, "-TERM");
     let logs = s.worker_logs();
     assert!(

@@ -89,3 +89,36 @@ fn exec_prints_a_readable_report_without_json() {
     assert!(text.starts_with("succeeded in "), "{text}");
     assert!(text.contains("output: "), "{text}");
 }
+
+/// A reader that stops reading (`spool events --follow | head -1`) ends the command quietly,
+/// with no panic: it would otherwise follow for ever or die printing "failed printing to
+/// stdout".
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let s = crate::support::Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    s.enqueue("email", r#"{"to": "ada@example.com"}"#);
+    let mut follow = s
+        .cmd()
+        .args(["events", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads: the first line the command prints meets a closed pipe.
+    drop(follow.stdout.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            follow.kill().unwrap();
+            panic!("spool events --follow went on for 30 s with its stdout closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "");
+}

@@ -99,7 +99,7 @@ pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode
         if args.json {
             print_json(&serde_json::json!({ "cancelled": cancelled }))?;
         } else {
-            println!("cancelled {} job(s)", cancelled.len());
+            outln!("cancelled {} job(s)", cancelled.len());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -120,18 +120,18 @@ pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode
         print_json(&outcome)?;
     } else {
         for id in &outcome.cancelled {
-            println!("job {id}: cancelled");
+            outln!("job {id}: cancelled");
         }
         for (id, state) in &outcome.finished {
             match state {
-                Some(state) => println!("job {id}: already finished ({state})"),
-                None => println!("job {id}: already finished"),
+                Some(state) => outln!("job {id}: already finished ({state})"),
+                None => outln!("job {id}: already finished"),
             }
         }
         for id in &outcome.unknown {
-            println!("job {id}: unknown id");
+            outln!("job {id}: unknown id");
         }
-        println!(
+        outln!(
             "cancelled {} of {} job(s)",
             outcome.cancelled.len(),
             args.ids.len()

@@ -60,7 +60,7 @@ pub async fn run(
         ..WorkerSettings::default()
     };
 
-    println!(
+    outln!(
         "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}\n"
     );
     let modes = [
@@ -86,10 +86,10 @@ pub async fn run(
     let enqueued = backend.enqueue(jobs).await?;
     let mut label: HashMap<JobId, &str> = HashMap::new();
     for ((mode, what), done) in modes.iter().zip(&enqueued) {
-        println!("enqueued job {:<4} email/{mode:<5}  ({what})", done.id.0);
+        outln!("enqueued job {:<4} email/{mode:<5}  ({what})", done.id.0);
         label.insert(done.id.clone(), mode);
     }
-    println!();
+    outln!();
 
     let worker = Worker::start(
         backend.clone(),
@@ -139,7 +139,7 @@ pub async fn run(
                 EventKind::Enqueued => continue,
                 other => other.to_string(),
             };
-            println!("{at:>5.1}s  email/{mode:<5} {attempt}{what}");
+            outln!("{at:>5.1}s  email/{mode:<5} {attempt}{what}");
             if matches!(e.kind, EventKind::Succeeded | EventKind::DeadLettered) {
                 finished += 1;
             }
@@ -150,21 +150,21 @@ pub async fn run(
     running.await??;
 
     let at = store.flag();
-    println!(
+    outln!(
         "\nDone in {:.1} s. Look around with:",
         started.elapsed().as_secs_f64()
     );
-    println!("  spool {at} jobs                  # every job and its state");
-    println!(
+    outln!("  spool {at} jobs                  # every job and its state");
+    outln!(
         "  spool {at} job {}                # one job: attempts, errors, logs, timeline",
         enqueued[3].id
     );
-    println!("  spool {at} dlq list              # the dead-letter queue");
-    println!(
+    outln!("  spool {at} dlq list              # the dead-letter queue");
+    outln!(
         "  spool {at} dlq replay {}         # give a dead job fresh attempts",
         enqueued[2].id
     );
-    println!(
+    outln!(
         "  spool {at} events --job {}       # one job's events",
         enqueued[1].id
     );

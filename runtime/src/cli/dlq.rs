@@ -104,10 +104,10 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             if json {
                 print_json(&dead)?;
             } else {
-                println!("{} dead job(s)", dead.len());
+                outln!("{} dead job(s)", dead.len());
                 for j in &dead {
                     let phase = j.last_phase.map(|p| p.to_string()).unwrap_or_default();
-                    println!(
+                    outln!(
                         "{:<10} {:<14} died {} after {} attempt(s) · {phase}: {}",
                         j.id.0,
                         j.queue,
@@ -131,7 +131,7 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             if json {
                 print_json(&job)?;
             } else {
-                print_job(&job);
+                print_job(&job)?;
             }
         }
         DlqCommand::Replay { id, filter } => {
@@ -141,14 +141,14 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
                 );
             }
             let n = backend.replay(&filter.filter(id)?).await?;
-            println!("replayed {n} job(s)");
+            outln!("replayed {n} job(s)");
         }
         DlqCommand::Purge { id, filter, all } => {
             if id.is_none() && filter.is_empty() && !all {
                 anyhow::bail!("say which dead jobs to purge: an id, a filter, or --all");
             }
             let n = backend.purge(&filter.filter(id)?).await?;
-            println!("purged {n} job(s)");
+            outln!("purged {n} job(s)");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -72,12 +72,12 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
     if args.json {
         print_json(done)?;
     } else if done.duplicate {
-        println!(
+        outln!(
             "{} (duplicate: an unfinished job already has this key)",
             done.id
         );
     } else {
-        println!("{}", done.id);
+        outln!("{}", done.id);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,9 +72,9 @@ pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> 
     };
     let report = sandbox.run(&plugin, &job).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&json_report(&report))?);
+        outln!("{}", serde_json::to_string(&json_report(&report))?);
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     Ok(if report.outcome.is_success() {
         ExitCode::SUCCESS
@@ -96,9 +96,9 @@ pub fn json_report(report: &AttemptReport) -> serde_json::Value {
     value
 }
 
-fn print_report(report: &AttemptReport) {
+fn print_report(report: &AttemptReport) -> std::io::Result<()> {
     let t = &report.timings;
-    println!(
+    outln!(
         "{} in {:.1} ms (instantiate {:.2} ms, run {:.1} ms) · plugin {}",
         report.outcome.name(),
         t.elapsed.as_secs_f64() * 1000.0,
@@ -108,25 +108,26 @@ fn print_report(report: &AttemptReport) {
     );
     match &report.outcome {
         spool::Outcome::Succeeded { output } => {
-            println!("output: {}", String::from_utf8_lossy(output));
+            outln!("output: {}", String::from_utf8_lossy(output));
         }
         outcome => {
             if let Some(error) = outcome.error() {
-                println!("error: {error}");
+                outln!("error: {error}");
             }
         }
     }
     if let Some(checkpoint) = &report.checkpoint {
-        println!("checkpoint: {}", String::from_utf8_lossy(checkpoint));
+        outln!("checkpoint: {}", String::from_utf8_lossy(checkpoint));
     }
     if let Some(progress) = &report.progress {
         let note = progress.message.as_deref().unwrap_or("");
-        println!("progress: {}% {note}", progress.percent);
+        outln!("progress: {}% {note}", progress.percent);
     }
     if !report.logs.is_empty() {
-        println!("log:");
+        outln!("log:");
     }
     for line in &report.logs {
-        println!("  {}", super::util::log_line(line));
+        outln!("  {}", super::util::log_line(line));
     }
+    Ok(())
 }

@@ -66,42 +66,44 @@ pub async fn job(store: &StoreArgs, args: JobArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&detail)?;
     } else {
-        print_job(&detail);
+        print_job(&detail)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The whole job: state, attempts with errors and logs, output, timeline.
-pub fn print_job(job: &JobDetail) {
+pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
     let s = &job.summary;
-    println!("job {} · queue {} · {}", s.id, s.queue, s.state);
-    println!("  payload     {}", text(&job.payload));
+    outln!("job {} · queue {} · {}", s.id, s.queue, s.state);
+    outln!("  payload     {}", text(&job.payload));
     let max = s
         .max_attempts
         .map_or("queue default".to_owned(), |m| m.to_string());
-    println!(
+    outln!(
         "  attempts    {} failed (max {max}) · started {} · priority {}",
-        s.attempts, job.started, s.priority
+        s.attempts,
+        job.started,
+        s.priority
     );
     if let Some(tenant) = &s.tenant {
-        println!("  tenant      {tenant}");
+        outln!("  tenant      {tenant}");
     }
     if let Some(key) = &job.key {
-        println!("  key         {key}");
+        outln!("  key         {key}");
     }
     if let Some(group) = &s.group {
-        println!("  group       {group}");
+        outln!("  group       {group}");
     }
     if let Some(parent) = &s.parent {
-        println!("  parent      {parent}");
+        outln!("  parent      {parent}");
     }
-    println!("  enqueued    {}", time(s.enqueued_at));
+    outln!("  enqueued    {}", time(s.enqueued_at));
     match s.state {
-        JobState::Scheduled | JobState::Ready => println!("  runs at     {}", time(s.run_at)),
-        _ => println!("  updated     {}", time(s.updated_at)),
+        JobState::Scheduled | JobState::Ready => outln!("  runs at     {}", time(s.run_at)),
+        _ => outln!("  updated     {}", time(s.updated_at)),
     }
     if let Some(lease) = &job.lease {
-        println!(
+        outln!(
             "  lease       {} (token {}) until {}",
             lease.worker,
             lease.token,
@@ -109,16 +111,16 @@ pub fn print_job(job: &JobDetail) {
         );
     }
     if let Some(output) = &job.output {
-        println!("  output      {}", text(output));
+        outln!("  output      {}", text(output));
     }
     if let Some(checkpoint) = &job.checkpoint {
-        println!("  checkpoint  {}", text(checkpoint));
+        outln!("  checkpoint  {}", text(checkpoint));
     }
     if !job.steps.is_empty() {
-        println!("steps:");
+        outln!("steps:");
     }
     for step in &job.steps {
-        println!(
+        outln!(
             "  {} (attempt {}, {}): {}",
             step.name,
             step.attempt,
@@ -127,7 +129,7 @@ pub fn print_job(job: &JobDetail) {
         );
     }
     if !job.children.is_empty() {
-        println!("children:");
+        outln!("children:");
     }
     for child in &job.children {
         let mut line = format!(
@@ -140,10 +142,10 @@ pub fn print_job(job: &JobDetail) {
         if let Some(error) = &child.error {
             line.push_str(&format!(" · error: {error}"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     if !job.attempts.is_empty() {
-        println!("attempts:");
+        outln!("attempts:");
     }
     for a in &job.attempts {
         let phase = a.phase.map(|p| format!(" ({p})")).unwrap_or_default();
@@ -152,7 +154,7 @@ pub fn print_job(job: &JobDetail) {
             .as_deref()
             .map(|d| &d[..d.len().min(12)])
             .unwrap_or("-");
-        println!(
+        outln!(
             "  #{} {} {} ms {}{phase} · worker {} · plugin {digest}",
             a.attempt,
             time(a.started_at),
@@ -161,16 +163,17 @@ pub fn print_job(job: &JobDetail) {
             a.worker
         );
         if let Some(error) = &a.error {
-            println!("     error: {error}");
+            outln!("     error: {error}");
         }
         for line in &a.logs {
-            println!("     {}", super::util::log_line(line));
+            outln!("     {}", super::util::log_line(line));
         }
     }
-    println!("timeline:");
+    outln!("timeline:");
     for event in &job.events {
-        println!("  {}", event_line(event));
+        outln!("  {}", event_line(event));
     }
+    Ok(())
 }
 
 /// One event as a line of text.
@@ -214,12 +217,16 @@ pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode>
         print_json(&jobs)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<10} {:<14} {:<10} {:>8}  {:<24} last error",
-        "id", "queue", "state", "attempts", "updated"
+        "id",
+        "queue",
+        "state",
+        "attempts",
+        "updated"
     );
     for j in &jobs {
-        println!(
+        outln!(
             "{:<10} {:<14} {:<10} {:>8}  {:<24} {}",
             j.id.0,
             j.queue,
@@ -239,6 +246,15 @@ struct QueueRow {
     plugin: Option<String>,
     digest: Option<String>,
     handler: bool,
+    /// How long finished jobs are kept (`[worker] retention`), when there is a config.
+    retention: Option<RetentionSecs>,
+}
+
+/// A retention in seconds per finished state; dead jobs are kept until purged.
+#[derive(serde::Serialize)]
+struct RetentionSecs {
+    succeeded_secs: u64,
+    cancelled_secs: u64,
 }
 
 pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<ExitCode> {
@@ -254,6 +270,7 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
             plugin: None,
             digest: None,
             handler: false,
+            retention: None,
         })
         .collect();
     if let Some(config) = &config {
@@ -267,6 +284,7 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
                     plugin: None,
                     digest: None,
                     handler: false,
+                    retention: None,
                 });
             }
             if let Some(row) = rows.iter_mut().find(|r| &r.counts.queue == name) {
@@ -278,17 +296,33 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
             }
         }
     }
+    if let Some(config) = &config {
+        let retention = &config.worker.retention;
+        for row in &mut rows {
+            row.retention = Some(RetentionSecs {
+                succeeded_secs: retention.succeeded.as_secs(),
+                cancelled_secs: retention.cancelled.as_secs(),
+            });
+        }
+    }
     if args.json {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store {store}");
+    outln!("store {store}");
     if let Some(config) = &config {
-        println!("retention: {}", config.worker.retention);
+        outln!("retention: {}", config.worker.retention);
     }
-    println!(
+    outln!(
         "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
-        "queue", "scheduled", "ready", "running", "waiting", "succeeded", "dead", "cancelled"
+        "queue",
+        "scheduled",
+        "ready",
+        "running",
+        "waiting",
+        "succeeded",
+        "dead",
+        "cancelled"
     );
     for r in &rows {
         let c = &r.counts;
@@ -305,9 +339,16 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
                 format!("unknown: no {} to read", store_args.config_path().display())
             }
         };
-        println!(
+        outln!(
             "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
-            c.queue, c.scheduled, c.ready, c.running, c.waiting, c.succeeded, c.dead, c.cancelled
+            c.queue,
+            c.scheduled,
+            c.ready,
+            c.running,
+            c.waiting,
+            c.succeeded,
+            c.dead,
+            c.cancelled
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -328,7 +369,7 @@ pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitC
             if args.json {
                 print_json(event)?;
             } else {
-                println!("{}", event_line(event));
+                outln!("{}", event_line(event));
             }
         }
         if let Some(last) = events.last() {

@@ -2,6 +2,16 @@
 //! attempt succeeded), 1 when an attempt ran and did not succeed, 2 for bad input, a refused
 //! plugin or any other error.
 
+/// `println!` for a command's output: a closed stdout (`spool events --follow | head`) ends
+/// the command through `?` with the write's error, which [`main`] takes as a quiet end,
+/// instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod cache;
 mod cancel;
 mod demo;
@@ -110,11 +120,22 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // Whoever read the output stopped reading (`| head`): nothing more to say.
+        Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `e` is a write to a stdout whose reader has gone.
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The runtime threads `spool worker` is configured for (`[worker] threads`), if any. A

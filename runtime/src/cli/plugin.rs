@@ -33,16 +33,16 @@ pub fn run(cache: &CacheArgs, command: PluginCommand) -> anyhow::Result<ExitCode
                 if let Some(object) = value.as_object_mut() {
                     object.insert("ok".to_owned(), true.into());
                 }
-                println!("{value}");
+                outln!("{value}");
             } else {
-                println!("{}: ok", path.display());
-                println!("  digest   {}", info.digest);
-                println!("  size     {} bytes", info.size);
-                println!("  world    {}", info.world);
-                println!("  exports  {}", info.exports.join(", "));
-                println!("  imports");
+                outln!("{}: ok", path.display());
+                outln!("  digest   {}", info.digest);
+                outln!("  size     {} bytes", info.size);
+                outln!("  world    {}", info.world);
+                outln!("  exports  {}", info.exports.join(", "));
+                outln!("  imports");
                 for import in &info.imports {
-                    println!("    {:<48} {}", import.name, import.grant);
+                    outln!("    {:<48} {}", import.name, import.grant);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -54,7 +54,7 @@ pub fn run(cache: &CacheArgs, command: PluginCommand) -> anyhow::Result<ExitCode
                     "path": path,
                     "error": e.to_string(),
                 });
-                println!("{value}");
+                outln!("{value}");
             } else {
                 eprintln!("error: {} refused: {e}", path.display());
             }

@@ -130,7 +130,7 @@ async fn add(store: &StoreArgs, args: AddArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .find(|s| s.schedule.name == args.name);
     let next = state.map_or(next, |s| s.next_run_at);
-    println!(
+    outln!(
         "{} schedule {} ({spec}); next tick {}",
         if new { "added" } else { "updated" },
         args.name,
@@ -157,12 +157,16 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if schedules.is_empty() {
-        println!("no schedules");
+        outln!("no schedules");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<20} {:<26} {:<14} {:<9} {:<25} LAST FIRE",
-        "NAME", "SPEC", "QUEUE", "MISSED", "NEXT TICK"
+        "NAME",
+        "SPEC",
+        "QUEUE",
+        "MISSED",
+        "NEXT TICK"
     );
     for state in schedules {
         let last = match (state.last_run_at, &state.last_job) {
@@ -170,7 +174,7 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
             (Some(at), None) => time(at),
             _ => "never".to_owned(),
         };
-        println!(
+        outln!(
             "{:<20} {:<26} {:<14} {:<9} {:<25} {last}",
             state.schedule.name,
             state.schedule.spec.to_string(),
@@ -185,7 +189,7 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
 async fn remove(store: &StoreArgs, args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let backend = store.open_existing().await?;
     if backend.remove_schedule(&args.name).await? {
-        println!("removed schedule {}", args.name);
+        outln!("removed schedule {}", args.name);
         Ok(ExitCode::SUCCESS)
     } else {
         anyhow::bail!("no schedule named {}", args.name)

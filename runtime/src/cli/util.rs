@@ -37,7 +37,7 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Print `value` as one line of JSON.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    outln!("{}", serde_json::to_string(value)?);
     Ok(())
 }
 
