@@ -156,6 +156,7 @@ impl ScheduleConfig {
             tenant: self.tenant.clone(),
             group: self.group.clone(),
             max_attempts: self.max_attempts,
+            from_config: true,
         };
         schedule.check().map_err(|e| e.to_string())?;
         Ok(schedule)

@@ -199,6 +199,13 @@ pub struct Schedule {
     pub group: Option<String>,
     /// The jobs' max attempts (`None`: the queue's).
     pub max_attempts: Option<u32>,
+    /// Whether it comes from `[schedules.<name>]` in `spool.toml`: a worker starting with a
+    /// config that no longer has it removes it ([`Worker::sync_schedules`]); one added
+    /// otherwise (`spool schedule add`) stays until removed.
+    ///
+    /// [`Worker::sync_schedules`]: crate::worker::Worker::sync_schedules
+    #[serde(default)]
+    pub from_config: bool,
 }
 
 impl Schedule {
@@ -214,6 +221,7 @@ impl Schedule {
             tenant: None,
             group: None,
             max_attempts: None,
+            from_config: false,
         }
     }
 

@@ -193,12 +193,17 @@ impl<B: Backend + Clone> Worker<B> {
         })
     }
 
-    /// Create or update `schedules` in the backend (the configuration's; see
-    /// [`Backend::put_schedule`]: a schedule whose spec is unchanged keeps its next tick).
-    pub async fn upsert_schedules(
+    /// Make the backend's schedules match the configuration's `schedules`: create or update
+    /// each (see [`Backend::put_schedule`]: a schedule whose spec is unchanged keeps its next
+    /// tick), and remove those an earlier config put there that this one no longer has. A
+    /// schedule added otherwise (`spool schedule add`, `from_config` false) is left alone.
+    /// Returns the names removed.
+    pub async fn sync_schedules(
         &self,
         schedules: Vec<crate::schedule::Schedule>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Vec<String>, WorkerError> {
+        let names: std::collections::HashSet<String> =
+            schedules.iter().map(|s| s.name.clone()).collect();
         for schedule in schedules {
             let next = schedule
                 .spec
@@ -206,7 +211,17 @@ impl<B: Backend + Clone> Worker<B> {
                 .map_err(|e| WorkerError::Queues(format!("schedule `{}`: {e}", schedule.name)))?;
             self.backend.put_schedule(schedule, next).await?;
         }
-        Ok(())
+        let mut removed = Vec::new();
+        for state in self.backend.schedules().await? {
+            let name = state.schedule.name;
+            if state.schedule.from_config
+                && !names.contains(&name)
+                && self.backend.remove_schedule(&name).await?
+            {
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     /// A handle that reads the worker's counts while it runs.

@@ -460,3 +460,107 @@ fn on_nats_a_schedule_added_from_the_cli_fires_until_removed() {
     let s = Setup::nats(PLAIN_CONFIG, &server.url());
     a_schedule_added_from_the_cli_fires_until_removed(&s);
 }
+
+/// Two schedules from the config, the second last so that the test can cut it out.
+const TWO_SCHEDULES_CONFIG: &str = r#"
+[worker]
+lease = "2s"
+shutdown_grace = "1s"
+
+[nats]
+ack-wait = "2s"
+
+[queues.noop]
+plugin = "NOOP"
+
+[schedules.kept]
+queue = "noop"
+every = "1h"
+
+[schedules.dropped]
+queue = "noop"
+every = "1h"
+"#;
+
+/// Start a worker, wait until it has stored the config's schedules, and stop it; its log.
+fn start_and_stop_a_worker(s: &Setup) -> String {
+    let before = s.worker_logs().matches("\n  store ").count();
+    let mut worker = s.worker(&[]);
+    let started = Instant::now();
+    while s.worker_logs().matches("\n  store ").count() == before {
+        s.assert_running(std::slice::from_mut(&mut worker));
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            s.worker_logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(worker, "-TERM");
+    s.worker_logs()
+}
+
+fn listed(s: &Setup) -> Vec<(String, bool)> {
+    let (code, out, err) = s.run(&["schedule", "list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["from_config"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A schedule deleted from `spool.toml` is removed by the next worker to start; one added with
+/// `spool schedule add` stays whatever the config says.
+fn a_schedule_deleted_from_the_config_is_removed_and_an_added_one_stays(s: &Setup) {
+    start_and_stop_a_worker(s);
+    let (code, _, err) = s.run(&[
+        "schedule", "add", "manual", "--queue", "noop", "--every", "1h",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        listed(s),
+        [
+            ("dropped".to_owned(), true),
+            ("kept".to_owned(), true),
+            ("manual".to_owned(), false)
+        ]
+    );
+
+    let path = s.dir.path().join("spool.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let cut = config.find("[schedules.dropped]").unwrap();
+    std::fs::write(&path, &config[..cut]).unwrap();
+    let logs = start_and_stop_a_worker(s);
+    assert!(
+        logs.contains("removed schedule(s) no longer in the config: dropped"),
+        "{logs}"
+    );
+    assert_eq!(
+        listed(s),
+        [("kept".to_owned(), true), ("manual".to_owned(), false)]
+    );
+    let (_, out, _) = s.run(&["schedule", "list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("manual") && l.contains(" added ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn on_sqlite_a_schedule_deleted_from_the_config_is_removed_and_an_added_one_stays() {
+    let s = Setup::new(TWO_SCHEDULES_CONFIG);
+    a_schedule_deleted_from_the_config_is_removed_and_an_added_one_stays(&s);
+}
+
+#[test]
+fn on_nats_a_schedule_deleted_from_the_config_is_removed_and_an_added_one_stays() {
+    let server = NatsServer::start();
+    let s = Setup::nats(TWO_SCHEDULES_CONFIG, &server.url());
+    a_schedule_deleted_from_the_config_is_removed_and_an_added_one_stays(&s);
+}

@@ -104,6 +104,7 @@ async fn add(store: &StoreArgs, args: AddArgs) -> anyhow::Result<ExitCode> {
         tenant: args.tenant,
         group: args.group,
         max_attempts: args.max_attempts,
+        from_config: false,
     };
     schedule
         .check()
@@ -152,6 +153,7 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
                 "next_run_at": state.next_run_at,
                 "last_run_at": state.last_run_at,
                 "last_job": state.last_job,
+                "from_config": state.schedule.from_config,
             }))?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -161,11 +163,12 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
-        "{:<20} {:<26} {:<14} {:<9} {:<25} LAST FIRE",
+        "{:<20} {:<26} {:<14} {:<9} {:<7} {:<25} LAST FIRE",
         "NAME",
         "SPEC",
         "QUEUE",
         "MISSED",
+        "FROM",
         "NEXT TICK"
     );
     for state in schedules {
@@ -175,11 +178,16 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
             _ => "never".to_owned(),
         };
         outln!(
-            "{:<20} {:<26} {:<14} {:<9} {:<25} {last}",
+            "{:<20} {:<26} {:<14} {:<9} {:<7} {:<25} {last}",
             state.schedule.name,
             state.schedule.spec.to_string(),
             state.schedule.queue,
             state.schedule.missed.to_string(),
+            if state.schedule.from_config {
+                "config"
+            } else {
+                "added"
+            },
             time(state.next_run_at),
         );
     }

@@ -66,10 +66,16 @@ pub async fn run(
     let schedules = config.schedules().map_err(anyhow::Error::msg)?;
     let scheduled = schedules.len();
     let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
-    worker.upsert_schedules(schedules).await?;
+    let removed = worker.sync_schedules(schedules).await?;
     eprint!("{}", worker.summary());
     if scheduled > 0 {
         eprintln!("  {scheduled} schedule(s) from the config stored in the backend");
+    }
+    if !removed.is_empty() {
+        eprintln!(
+            "  removed schedule(s) no longer in the config: {}",
+            removed.join(", ")
+        );
     }
     eprintln!("  store {store} ({layout})");
     let stats = worker.run(shutdown_signal()).await?;
