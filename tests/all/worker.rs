@@ -166,18 +166,21 @@ fn config_errors_name_the_key_and_the_line() {
 
 #[test]
 fn graceful_shutdown_leaves_nothing_leased() {
-    // One slot and a prefetch of two: one job runs, two wait claimed; all three go back.
+    // One slot and a prefetch of two: one job runs, two wait claimed; all three go back. The
+    // running one hangs well past the test (and its timeout is long) so that however slow the
+    // machine, it is still running when the worker is stopped.
     let s = Setup::new(
         &EMAIL_CONFIG
             .replace("[worker]\n", "[worker]\nprefetch = 2\n")
+            .replace("timeout = \"3s\"\n", "timeout = \"5m\"\n")
             .replace("max_attempts = 3\n", "max_attempts = 3\nconcurrency = 1\n"),
     );
     let ids: Vec<String> = (0..3)
-        .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":10000}"#))
+        .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":300000}"#))
         .collect();
     let worker = s.worker(&[]);
     for id in &ids {
-        s.wait_for(id, Duration::from_secs(10), |j| state(j) == "running");
+        s.wait_for(id, Duration::from_secs(60), |j| state(j) == "running");
     }
     stop(worker, "-TERM");
     for id in &ids {
