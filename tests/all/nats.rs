@@ -609,3 +609,35 @@ fn workers_ride_out_a_server_killed_and_restarted_mid_run_and_every_job_complete
         "{events:?}"
     );
 }
+
+/// A pull request the server never answers (it stopped, then died) must not leave the worker
+/// waiting for the answer: once the server is back, the worker claims again.
+#[test]
+fn a_worker_whose_fetch_went_unanswered_claims_again_after_a_restart() {
+    let mut server = NatsServer::start();
+    let s = Setup::nats(EMAIL_CONFIG, &server.url());
+    let mut worker = s.worker(&[]);
+    // One job first, so the worker's consumer is made and its claims go straight to fetches.
+    let first = s.enqueue("email", r#"{"to":"a@b"}"#);
+    s.wait_for(&first, Duration::from_secs(30), |j| state(j) == "succeeded");
+
+    // Stopped, the server takes the idle worker's next pull requests into its socket buffer
+    // and answers none; killed, it forgets them.
+    let pid = server.pid().unwrap().to_string();
+    let paused = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(paused.success());
+    std::thread::sleep(Duration::from_secs(1));
+    server.kill();
+    server.restart();
+
+    let second = s.enqueue("email", r#"{"to":"c@d"}"#);
+    // Without a bound on the wait for the fetch's answer, the worker would wait forever.
+    s.wait_for(&second, Duration::from_secs(60), |j| {
+        state(j) == "succeeded"
+    });
+    s.assert_running(std::slice::from_mut(&mut worker));
+    stop(worker, "-TERM");
+}

@@ -253,14 +253,18 @@ impl Setup {
     /// not a pipe: a pipe nobody reads would block a worker that logs a lot).
     pub fn worker(&self, extra: &[&str]) -> Child {
         let n = self.workers.fetch_add(1, Ordering::Relaxed);
-        let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).unwrap();
-        self.cmd()
+        let path = self.dir.path().join(format!("worker-{n}.log"));
+        let log = std::fs::File::create(&path).unwrap();
+        let child = self
+            .cmd()
             .arg("worker")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap()
+            .unwrap();
+        worker_log_paths().insert(child.id(), path);
+        child
     }
 
     /// What the workers started so far wrote to stderr, for failure messages.
@@ -329,13 +333,48 @@ pub fn state(job: &Value) -> &str {
     job["state"].as_str().unwrap_or("")
 }
 
-/// Send `signal` (`-TERM`, `-KILL`) to a process and reap it.
+/// How long a signalled process may take to exit: a worker's shutdown grace (30 s) and the
+/// release of its jobs, with room for a loaded machine.
+const EXIT_BOUND: Duration = Duration::from_secs(120);
+
+/// Send `signal` (`-TERM`, `-KILL`) to a process and reap it. One that has not exited
+/// within [`EXIT_BOUND`] is killed and the test fails, with the process's log if it is a
+/// worker: a stuck shutdown is a bug, and must not hang the suite.
 pub fn stop(mut child: Child, signal: &str) {
+    let pid = child.id();
     Command::new("kill")
-        .args([signal, &child.id().to_string()])
+        .args([signal, &pid.to_string()])
         .status()
         .unwrap();
-    child.wait().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > EXIT_BOUND {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = worker_log_paths()
+                .get(&pid)
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .unwrap_or_default();
+            let mut from = log.len().saturating_sub(6000);
+            while !log.is_char_boundary(from) {
+                from += 1;
+            }
+            panic!(
+                "pid {pid} did not exit within {EXIT_BOUND:?} of kill {signal}; its log ends:\n{}",
+                &log[from..]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where each worker started by [`Setup::worker`] writes its log, by process id.
+fn worker_log_paths() -> std::sync::MutexGuard<'static, HashMap<u32, PathBuf>> {
+    static PATHS: OnceLock<Mutex<HashMap<u32, PathBuf>>> = OnceLock::new();
+    PATHS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How many events of each kind `backend` holds, read page by page.

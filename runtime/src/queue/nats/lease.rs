@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::pull::Batch;
 use futures::StreamExt as _;
 
 use super::children;
 use super::flow;
 use super::names::{Band, Lane, check_queue};
 use super::record::{self, Held, Record, WAKE, Wire};
-use super::setup::store;
+use super::setup::{REQUEST_TIMEOUT, store};
 use super::store::{Answer, Inner, TableEntry};
 use crate::queue::{
     AttemptRecord, Claimed, EventKind, JobId, JobState, Lease, NewEvent, Phase, QueueClaim,
@@ -200,7 +201,14 @@ async fn claim_lane(
             break;
         }
         let consumer = inner.consumer(queue, lane).await?;
-        let fetched = consumer.fetch().max_messages(need).messages().await;
+        // Sending the pull request goes through the client, which can wait while the
+        // connection is down: bounded like a request.
+        let fetched = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            consumer.fetch().max_messages(need).messages(),
+        )
+        .await
+        .map_err(|_| store("fetching jobs", "the pull request timed out"))?;
         let mut batch = match fetched {
             Ok(batch) => batch,
             Err(e) if lane.tenant.is_some() => {
@@ -212,10 +220,7 @@ async fn claim_lane(
             }
             Err(e) => return Err(store("fetching jobs", e)),
         };
-        let mut messages = Vec::new();
-        while let Some(m) = batch.next().await {
-            messages.push(m.map_err(|e| store("fetching jobs", e))?);
-        }
+        let messages = collect(&mut batch, queue).await?;
         let asked = need;
         if messages.is_empty() {
             drained = true;
@@ -254,6 +259,32 @@ async fn claim_lane(
     }
     let more = !drained && !limited && claimed.len() == share;
     Ok((claimed, events, more))
+}
+
+/// The messages a fetch delivers, until the server says there are no more.
+///
+/// A fetch asks for what is there now (`no_wait`) and the server answers at once, but its
+/// answer can be lost: a server killed or a connection dropped after the pull request left
+/// leaves the client's batch waiting without end, and async-nats bounds a batch only when it
+/// has an `expires`. So each message is waited for at most [`REQUEST_TIMEOUT`]; on a silence
+/// the messages that came are claimed and the rest, delivered to an inbox no longer read, are
+/// redelivered after their ack wait, as any unanswered delivery is.
+async fn collect(batch: &mut Batch, queue: &str) -> Result<Vec<Message>, QueueError> {
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(REQUEST_TIMEOUT, batch.next()).await {
+            Ok(Some(m)) => messages.push(m.map_err(|e| store("fetching jobs", e))?),
+            Ok(None) => return Ok(messages),
+            Err(_) => {
+                tracing::warn!(
+                    queue,
+                    received = messages.len(),
+                    "a fetch got no answer in {REQUEST_TIMEOUT:?}; claiming what came"
+                );
+                return Ok(messages);
+            }
+        }
+    }
 }
 
 /// Wait for a message on any of `queues`' subjects (a core NATS subscription sees every

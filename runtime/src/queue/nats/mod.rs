@@ -341,7 +341,9 @@ impl NatsBackend {
     /// cluster) and make sure Spool's streams and buckets exist with `options`' settings:
     /// created on first use, checked when they exist (settings that disagree are an error
     /// that names them; nothing is overwritten). The connection reconnects by itself when the
-    /// server goes away; calls made meanwhile fail with [`QueueError::Store`].
+    /// server goes away; calls made meanwhile fail with [`QueueError::Store`]. Nothing waits
+    /// without end for an answer a restart can lose: requests, a claim's fetch and a scan
+    /// each give up after five seconds of silence.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBackend, QueueError> {
         let names = Names::new(&options.prefix)?;
         let client = async_nats::ConnectOptions::new()
