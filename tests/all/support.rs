@@ -3,7 +3,7 @@
 //! ([`NatsServer`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -253,31 +253,22 @@ impl Setup {
     /// not a pipe: a pipe nobody reads would block a worker that logs a lot).
     pub fn worker(&self, extra: &[&str]) -> Child {
         let n = self.workers.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.path().join(format!("worker-{n}.log"));
-        let log = std::fs::File::create(&path).unwrap();
-        let child = self
-            .cmd()
+        let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).unwrap();
+        self.cmd()
             .arg("worker")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        worker_log_paths().insert(child.id(), path);
-        child
+            .unwrap()
     }
 
     /// What the workers started so far wrote to stderr, for failure messages.
     pub fn worker_logs(&self) -> String {
         (0..self.workers.load(Ordering::Relaxed))
             .map(|n| {
-                let path = self.dir.path().join(format!("worker-{n}.log"));
-                let log = std::fs::read_to_string(path).unwrap_or_default();
-                let mut start = log.len().saturating_sub(3000);
-                while !log.is_char_boundary(start) {
-                    start += 1;
-                }
-                format!("--- worker {n}:\n{}\n", &log[start..])
+                let log = log_tail(&self.dir.path().join(format!("worker-{n}.log")), 3000);
+                format!("--- worker {n}:\n{log}\n")
             })
             .collect()
     }
@@ -349,32 +340,27 @@ pub fn stop(mut child: Child, signal: &str) {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > EXIT_BOUND {
+            // A worker's stderr is its log file: read through the process while it lives.
+            let log = log_tail(Path::new(&format!("/proc/{pid}/fd/2")), 6000);
             let _ = child.kill();
             let _ = child.wait();
-            let log = worker_log_paths()
-                .get(&pid)
-                .and_then(|path| std::fs::read_to_string(path).ok())
-                .unwrap_or_default();
-            let mut from = log.len().saturating_sub(6000);
-            while !log.is_char_boundary(from) {
-                from += 1;
-            }
             panic!(
-                "pid {pid} did not exit within {EXIT_BOUND:?} of kill {signal}; its log ends:\n{}",
-                &log[from..]
+                "pid {pid} did not exit within {EXIT_BOUND:?} of kill {signal}; its stderr ends:\n{log}"
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Where each worker started by [`Setup::worker`] writes its log, by process id.
-fn worker_log_paths() -> std::sync::MutexGuard<'static, HashMap<u32, PathBuf>> {
-    static PATHS: OnceLock<Mutex<HashMap<u32, PathBuf>>> = OnceLock::new();
-    PATHS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The last `bytes` (or so, on a character boundary) of the file at `path`; empty if it
+/// cannot be read.
+fn log_tail(path: &Path, bytes: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let mut start = log.len().saturating_sub(bytes);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    log[start..].to_owned()
 }
 
 /// How many events of each kind `backend` holds, read page by page.
