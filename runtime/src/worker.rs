@@ -43,14 +43,14 @@ use crate::sandbox::{Journal, JournalFuture, LoadError, Plugin, Sandbox};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// A queue's plugin could not be loaded at start.
-    #[error("queue `{queue}`: plugin {path} refused: {source}")]
+    #[error("queue `{queue}`: plugin {path} refused: {error}")]
     Plugin {
         /// The queue.
         queue: String,
         /// The plugin file.
         path: String,
-        /// Why.
-        source: LoadError,
+        /// Why (in the message, so not also the `source`).
+        error: LoadError,
     },
     /// The worker was asked to serve no queue, or a queue it has no configuration for.
     #[error("{0}")]
@@ -163,10 +163,10 @@ impl<B: Backend + Clone> Worker<B> {
         for (name, config) in queues {
             let plugin = sandbox
                 .load_plugin(&config.plugin, config.limits())
-                .map_err(|source| WorkerError::Plugin {
+                .map_err(|error| WorkerError::Plugin {
                     queue: name.clone(),
                     path: config.plugin.display().to_string(),
-                    source,
+                    error,
                 })?;
             let mut event = NewEvent::new(EventKind::PluginLoaded);
             event.queue = Some(name.clone());
@@ -273,6 +273,16 @@ impl<B: Backend + Clone> Worker<B> {
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerStats, WorkerError> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// As [`Worker::run`], cutting the shutdown's grace period short when `now` completes
+    /// (an operator's second Ctrl-C): running attempts are aborted and their jobs released.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        now: impl Future<Output = ()> + Send,
     ) -> Result<WorkerStats, WorkerError> {
         let stats = self.stats.clone();
         let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
@@ -438,12 +448,20 @@ impl<B: Backend + Clone> Worker<B> {
 
         // Shutdown: no more claims; let attempts finish for the grace period, then abort the
         // rest (destroying their instances) and give their jobs back.
-        tracing::info!(worker = %self.id, "shutting down: waiting for running attempts");
-        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
-            while attempts.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        while attempts.try_join_next().is_some() {}
+        tracing::info!(
+            worker = %self.id,
+            "stopping: waiting up to {} for {} attempts",
+            humantime::format_duration(self.settings.shutdown_grace),
+            attempts.len()
+        );
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(self.settings.shutdown_grace, async {
+                while attempts.join_next().await.is_some() {}
+            }) => drained.is_ok(),
+            () = now => false,
+        };
+        if !drained {
             attempts.abort_all();
             while attempts.join_next().await.is_some() {}
         }

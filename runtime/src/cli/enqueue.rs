@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, NewJob};
 
-use super::store::StoreArgs;
+use super::store::{Store, StoreArgs};
 use super::util::{parse_time, print_json};
 
 #[derive(clap::Args)]
@@ -53,7 +53,16 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         (None, Some(at)) => Some(parse_time(at, true)?),
         (None, None) => None,
     };
-    let backend = store.open(Synchronous::Full).await?;
+    let target = store.store(store.config()?.as_ref());
+    let new_file = match &target {
+        Store::Sqlite(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let backend = target.open(Synchronous::Full).await?;
+    if let Some(path) = new_file {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        eprintln!("created the database {}", path.display());
+    }
     let job = NewJob {
         queue: args.queue,
         payload: args.payload.into_bytes(),

@@ -23,7 +23,7 @@ pub struct JobsArgs {
     #[arg(long)]
     queue: Option<String>,
     /// Only this state (scheduled, ready, running, waiting, succeeded, dead, cancelled).
-    #[arg(long)]
+    #[arg(long, value_parser = super::util::one_of::<JobState>())]
     state: Option<JobState>,
     /// Only the children of this job (a flow).
     #[arg(long, value_name = "ID")]
@@ -356,6 +356,11 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
 
 pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let backend = store.open_existing().await?;
+    if let Some(id) = &args.job
+        && backend.job(&JobId(id.clone())).await?.is_none()
+    {
+        anyhow::bail!("no job with id {id}");
+    }
     let mut after = None;
     loop {
         let events = backend
