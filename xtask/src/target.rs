@@ -74,7 +74,7 @@ fn add_target(dir: &Path, toolchain: Option<&str>) -> Result<(), String> {
     let mut rustup = Command::new("rustup");
     rustup
         .current_dir(dir)
-        .args(["target", "add", "--quiet", WASM_TARGET]);
+        .args(["--quiet", "target", "add", WASM_TARGET]);
     if let Some(toolchain) = toolchain {
         rustup.args(["--toolchain", toolchain]);
     }
