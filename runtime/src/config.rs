@@ -386,7 +386,8 @@ pub struct QueueConfig {
     /// Attempts of this queue at once. Default 10.
     #[serde(default = "default_concurrency", deserialize_with = "positive")]
     pub concurrency: u32,
-    /// Memory cap per attempt. Default 128 MiB.
+    /// Memory cap per attempt. Default 128 MiB; at least
+    /// [`MIN_MEMORY`](crate::sandbox::MIN_MEMORY), or the plugin is refused at start.
     #[serde(default = "default_memory", deserialize_with = "size")]
     pub memory: usize,
     /// Backoff between failed attempts.

@@ -19,7 +19,7 @@ pub struct ExecArgs {
     /// Abort the attempt after this long (`5s`, `250ms`, `30m`; `0` for no timeout).
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     timeout: Duration,
-    /// Memory cap for the instance (`64MiB`).
+    /// Memory cap for the instance (`64MiB`; at least 2MiB).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     memory: usize,
     /// Fuel budget (instructions, roughly); enables fuel metering.
