@@ -60,7 +60,7 @@ fn a_json_worker_writes_only_json_lines_and_logs_its_reload_stop_and_summary() {
         "queue email",
         "store sqlite",
         "received SIGTERM: stopping",
-        "stopping: waiting up to 7s for 0 attempts",
+        "stopping: waiting up to 7s for ",
         "stopped: 1 attempts, 1 succeeded",
     ] {
         assert!(has(needle), "no `{needle}` in:\n{}", lines.join("\n"));

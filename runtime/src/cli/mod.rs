@@ -90,7 +90,8 @@ enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Run the email demo job in four modes through an embedded worker.
     Demo(demo::DemoArgs),
-    /// Print a shell completion script (`spool completions bash > ~/.local/share/bash-completion/completions/spool`).
+    /// Print a shell completion script
+    /// (`spool completions bash > ~/.local/share/bash-completion/completions/spool`).
     Completions(manual::CompletionsArgs),
     /// Print the man page (roff: `spool man | man -l -`), or write one per command with --dir.
     Man(manual::ManArgs),
