@@ -274,7 +274,7 @@ fn cancel_spinning(s: &Setup) {
     assert_eq!(row("spin"), ["0", "0", "0", "0", "0", "0", "3"], "{stdout}");
     assert_eq!(row("ok"), ["0", "0", "0", "0", "1", "0", "1"], "{stdout}");
     // And `--json` carries the same, retention in seconds.
-    let queues = s.json(&["queues", "--json"]);
+    let queues = s.json_lines(&["queues", "--json"]);
     let spin = queues
         .as_array()
         .unwrap()

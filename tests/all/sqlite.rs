@@ -62,6 +62,7 @@ fn succeeded(claimed: &Claimed) -> Settle {
         },
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 
@@ -108,7 +109,7 @@ async fn reopening_the_file_keeps_the_jobs_and_their_history() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
