@@ -246,7 +246,10 @@ pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode>
     );
     for j in &jobs {
         let max = j.max_attempts.map_or("-".to_owned(), |m| m.to_string());
-        let progress = j.progress.as_ref().map(progress_text).unwrap_or_default();
+        let mut progress = j.progress.as_ref().map(progress_text).unwrap_or_default();
+        if progress.chars().count() > 16 {
+            progress = progress.chars().take(15).chain(['…']).collect();
+        }
         outln!(
             "{:<10} {:<14} {:<10} {:>10}  {:<24} {:<16} {}",
             j.id.0,
