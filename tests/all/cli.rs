@@ -14,11 +14,10 @@ fn exec_prints_one_json_object_and_exits_zero_on_success() {
     assert_eq!(code, Some(0));
     assert_eq!(report["outcome"], "succeeded");
     assert!(report["elapsed_ms"].as_f64().unwrap() > 0.0);
-    assert!(
-        report["output"]
-            .as_str()
-            .unwrap()
-            .contains("ada@example.com")
+    // The output is the plugin's JSON, as a JSON value.
+    assert_eq!(
+        report["output"],
+        serde_json::json!({"sent_to": "ada@example.com", "attempt": 1})
     );
     assert_eq!(report["error"], Value::Null);
     assert!(!report["logs"].as_array().unwrap().is_empty());

@@ -13,6 +13,7 @@ mod conformance;
 mod flow_control;
 mod flows;
 mod hostile;
+mod json;
 mod logs;
 mod nats;
 mod outcomes;

@@ -17,7 +17,7 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print JSON.
+        /// Print JSON: one dead job per line (README: "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -25,7 +25,7 @@ pub enum DlqCommand {
     Show {
         /// The job's id.
         id: String,
-        /// Print JSON.
+        /// Print the job as one JSON object (README: "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -102,7 +102,9 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             filter.limit = Some(limit);
             let dead = backend.dead(&filter).await?;
             if json {
-                print_json(&dead)?;
+                for job in &dead {
+                    print_json(&spool::json::JobLine::from(job))?;
+                }
             } else {
                 outln!("{} dead job(s)", dead.len());
                 for j in &dead {
@@ -121,7 +123,7 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
         DlqCommand::Show { id, json } => {
             let job = require_dead(&backend, &id).await?;
             if json {
-                print_json(&job)?;
+                print_json(&spool::json::JobJson::from(&job))?;
             } else {
                 print_job(&job)?;
             }

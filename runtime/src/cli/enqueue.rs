@@ -28,7 +28,8 @@ pub struct EnqueueArgs {
     /// Idempotency key: while an unfinished job on the queue has it, no new job is made.
     #[arg(long)]
     key: Option<String>,
-    /// Attempts allowed in all (default: the queue's `max_attempts`).
+    /// Attempts allowed in all (default: the queue's `max_attempts` in the config, stored on
+    /// the job now, or at its first claim when there is no config).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: Option<u32>,
     /// The tenant the job belongs to.
@@ -37,7 +38,7 @@ pub struct EnqueueArgs {
     /// The job's group: it never runs while another job of its queue and group runs.
     #[arg(long)]
     group: Option<String>,
-    /// Print JSON.
+    /// Print one JSON object: `id` and `duplicate` (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -53,7 +54,8 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         (None, Some(at)) => Some(parse_time(at, true)?),
         (None, None) => None,
     };
-    let target = store.store(store.config()?.as_ref());
+    let config = store.config()?;
+    let target = store.store(config.as_ref());
     let new_file = match &target {
         Store::Sqlite(path) if !path.exists() => Some(path.clone()),
         _ => None,
@@ -63,12 +65,19 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         let path = std::path::absolute(&path).unwrap_or(path);
         eprintln!("created the database {}", path.display());
     }
+    // Settled now when the config knows the queue; otherwise at the job's first claim.
+    let max_attempts = match args.max_attempts {
+        Some(max) => Some(max),
+        None => config
+            .as_ref()
+            .and_then(|c| c.queues.get(&args.queue).map(|q| q.max_attempts)),
+    };
     let job = NewJob {
         queue: args.queue,
         payload: args.payload.into_bytes(),
         run_at,
         priority: args.priority,
-        max_attempts: args.max_attempts,
+        max_attempts,
         tenant: args.tenant,
         key: args.key,
         metadata: Vec::new(),

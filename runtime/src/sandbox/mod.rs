@@ -41,6 +41,7 @@ use wasmtime::component::Linker;
 
 pub use self::cache::{CacheStatus, CompileCache};
 pub use self::limits::{Limits, MIN_MEMORY};
+pub use self::log::LogHandle;
 pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
 use self::state::RunState;
