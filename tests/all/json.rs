@@ -435,3 +435,27 @@ fn exec_json_prints_the_fanout_childrens_payloads_as_json() {
         );
     }
 }
+
+#[test]
+fn exec_json_of_large_children_is_about_as_large_as_their_payloads() {
+    const PAD: usize = 1 << 20;
+    let payload = format!(r#"{{"n":4,"queue":"squares","pad":{PAD}}}"#);
+    let out = spool()
+        .arg("exec")
+        .arg(plugin_path("fanout"))
+        .args(["--payload", &payload, "--json"])
+        .output()
+        .unwrap();
+    let report: Exec = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report.children.len(), 4);
+    for child in &report.children {
+        assert_eq!(child.payload["pad"].as_str().map(str::len), Some(PAD));
+    }
+    // 4 MiB of payloads: printed as arrays of numbers they took about four times that.
+    let printed = out.stdout.len();
+    assert!(
+        (4 * PAD..4 * PAD + 64 * 1024).contains(&printed),
+        "{printed} bytes"
+    );
+}

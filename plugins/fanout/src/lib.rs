@@ -4,11 +4,12 @@
 //! parent, one with `value` a child; anything else is a bad payload).
 //!
 //! **Parent** payload: `{"n": u32, "queue": string, "on_failure"?: "fail-parent" | "report",
-//! "fail_child"?: u32}`.
+//! "fail_child"?: u32, "pad"?: u32}`.
 //!
 //! - First run (no children yet): enqueues `n` children on `queue`, child `i` (for `i` in
 //!   `1..=n`, in that order) with payload `{"value": i}`, or `{"value": i, "fail": true}` when
-//!   `i` is `fail_child`. Every child gets `on_failure` (default `fail-parent`) as its
+//!   `i` is `fail_child`; with `pad`, each child's payload also carries `"pad"`, a string of
+//!   that many `x` (large children, for the host's limits and outputs). Every child gets `on_failure` (default `fail-parent`) as its
 //!   on-failure option and no other options. Logs `info` `enqueued children` with fields `n` and
 //!   `queue`, then waits for the children.
 //! - Woken with every child finished: succeeds with `{"sum": S, "children": C, "failed": F}`,
@@ -20,7 +21,7 @@
 //! - Woken while a child is still pending (the host promises that never happens), or with a
 //!   succeeded child whose output is not `{"value": i64}`: fails for good.
 //!
-//! **Child** payload: `{"value": i64, "fail"?: bool}`. Succeeds with `{"value": value²}`; with
+//! **Child** payload: `{"value": i64, "fail"?: bool, "pad"?: string}` (`pad` is ignored). Succeeds with `{"value": value²}`; with
 //! `"fail": true` it fails for good at once (`child asked to fail`), so it is dead after one
 //! attempt.
 
@@ -41,6 +42,8 @@ struct Parent {
     #[serde(default)]
     on_failure: OnFailure,
     fail_child: Option<u32>,
+    #[serde(default)]
+    pad: usize,
 }
 
 /// The parent payload's spelling of [`OnChildFailure`].
@@ -66,6 +69,8 @@ struct ChildOrders {
     value: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     fail: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pad: String,
 }
 
 /// A child's output.
@@ -104,6 +109,7 @@ fn fan_out(job: &Job, parent: Parent) -> Result<Sum, JobError> {
             let orders = ChildOrders {
                 value: i64::from(i),
                 fail: parent.fail_child == Some(i),
+                pad: "x".repeat(parent.pad),
             };
             let options = EnqueueOptions::default().on_failure(parent.on_failure.into());
             spool_sdk::enqueue(&parent.queue, &orders, options)?;
