@@ -269,6 +269,24 @@ impl<B: Backend + Clone> Worker<B> {
                 q.config.max_attempts,
                 q.config.concurrency,
             ));
+            let store = plugin.config();
+            if !store.is_empty() {
+                // Names only: a secret's value is never printed.
+                let values = store.for_tenant(None);
+                let names = |keys: Vec<&str>| {
+                    if keys.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        keys.join(", ")
+                    }
+                };
+                out.push_str(&format!(
+                    "    wasi:config: config {}; secrets {}; tenant overlays {}\n",
+                    names(values.config_keys().collect()),
+                    names(values.secret_keys().collect()),
+                    names(store.tenants().collect()),
+                ));
+            }
         }
         out
     }
