@@ -19,8 +19,10 @@
 //!   parks the parent until every child is finished, and the next run finds their outcomes in
 //!   [`Job::children`]. A child sees its parent's id in [`Job::parent`].
 //!
-//! The contract behind all this is `wit/job.wit` (world `spool:job/plugin`); its raw bindings
-//! live in the hidden `wit` module and are not part of the API.
+//! The contract behind all this is `wit/job.wit` (world `spool:job/plugin`), and
+//! `wit/config.wit` (world `spool:job/configured-plugin`: the same plus `wasi:config/store`,
+//! for [`config`] and [`secret`]; a plugin that never reads a value does not import it). The
+//! raw bindings live in the hidden `wit` module and are not part of the API.
 //!
 //! # Example
 //!

@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::Linker;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
@@ -93,8 +93,16 @@ pub enum ConfigValuesError {
 /// under distinct keys. `Debug` shows the keys and the plain values, never a secret's value.
 ///
 /// Cloning is cheap (the set is shared).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ConfigValues(Arc<Values>);
+
+impl Default for ConfigValues {
+    /// The empty set, shared: every attempt starts with it, and most keep it.
+    fn default() -> Self {
+        static EMPTY: OnceLock<ConfigValues> = OnceLock::new();
+        EMPTY.get_or_init(|| ConfigValues(Arc::default())).clone()
+    }
+}
 
 #[derive(Default)]
 struct Values {
