@@ -67,7 +67,7 @@ impl Sandbox {
 
         let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
         let mut state = RunState::new(limits, started, journal, earlier_children);
-        state.config = plugin.config().for_tenant(job.tenant.as_deref()).clone();
+        state.set_config(plugin.config().for_tenant(job.tenant.as_deref()).clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel {

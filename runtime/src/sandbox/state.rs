@@ -90,6 +90,14 @@ impl RunState {
         }
     }
 
+    /// Serve `values` through `wasi:config`, and keep their secret values out of the log.
+    pub(crate) fn set_config(&mut self, values: ConfigValues) {
+        if values.has_secrets() {
+            self.log.redact(values.clone());
+        }
+        self.config = values;
+    }
+
     /// Write through the journal, if there is one; a refusal ends the attempt with a trap.
     async fn save(&mut self, save: Save) -> wasmtime::Result<()> {
         let Some(journal) = self.journal.clone() else {

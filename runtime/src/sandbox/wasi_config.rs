@@ -11,8 +11,9 @@
 //! one tenant can never read another tenant's values.
 //!
 //! A secret's value lives in a [`Secret`], which neither prints nor serializes it. What an
-//! attempt hands back for people to read (its log lines, its error message, its progress note)
-//! has every secret value of its set replaced by [`REDACTED`]; data the plugin returns on
+//! attempt hands back for people to read has every secret value of its set replaced by
+//! [`REDACTED`]: its log lines (as they are stored, so whatever ends the attempt, only
+//! redacted lines exist), its error message and its progress note. Data the plugin returns on
 //! purpose (output, checkpoints, step results, child payloads) is kept as it is.
 //!
 //! `wasi:config` is linked for every plugin and needs no grant: a queue without values gives
@@ -110,6 +111,9 @@ struct Values {
     secrets: BTreeMap<String, Secret>,
     /// Both maps, in the form `wasmtime-wasi-config` serves, built once for every attempt.
     vars: WasiConfigVariables,
+    /// The secret values to redact, non-empty, longest first (so that a secret containing
+    /// another is replaced whole).
+    redact: Vec<String>,
 }
 
 impl ConfigValues {
@@ -130,10 +134,17 @@ impl ConfigValues {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(secrets.iter().map(|(k, s)| (k.as_str(), s.expose())))
             .collect();
+        let mut redact: Vec<String> = secrets
+            .values()
+            .map(|s| s.expose().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        redact.sort_by_key(|v| std::cmp::Reverse(v.len()));
         ConfigValues(Arc::new(Values {
             config,
             secrets,
             vars,
+            redact,
         }))
     }
 
@@ -184,34 +195,25 @@ impl ConfigValues {
         text
     }
 
-    fn redact_in_place(&self, text: &mut String) {
-        // Longest first, so that a secret containing another is replaced whole.
-        let mut values: Vec<&str> = self
-            .0
-            .secrets
-            .values()
-            .map(Secret::expose)
-            .filter(|v| !v.is_empty())
-            .collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        for value in values {
-            if text.contains(value) {
-                *text = text.replace(value, REDACTED);
+    /// Replace every secret value in `text` by [`REDACTED`].
+    pub(crate) fn redact_in_place(&self, text: &mut String) {
+        for value in &self.0.redact {
+            if text.contains(value.as_str()) {
+                *text = text.replace(value.as_str(), REDACTED);
             }
         }
     }
 
-    /// Redact the text of an attempt's report meant for people: log lines and their fields,
-    /// the error message and the progress note.
+    /// Whether there is any secret value to redact.
+    pub(crate) fn has_secrets(&self) -> bool {
+        !self.0.redact.is_empty()
+    }
+
+    /// Redact the text of an attempt's report meant for people: the error message and the
+    /// progress note (its log lines are redacted as they are written: see `AttemptLog`).
     pub(crate) fn redact_report(&self, report: &mut AttemptReport) {
-        if self.0.secrets.is_empty() {
+        if !self.has_secrets() {
             return;
-        }
-        for line in &mut report.logs {
-            self.redact_in_place(&mut line.message);
-            for (_, value) in &mut line.fields {
-                self.redact_in_place(value);
-            }
         }
         match &mut report.outcome {
             Outcome::Retry { message, .. }
@@ -347,6 +349,37 @@ mod tests {
             assert!(!text.contains("hunter2"), "{text}");
         }
         assert!(format!("{v:?}").contains("http://x"));
+    }
+
+    #[test]
+    fn an_attempt_log_stores_secrets_redacted_even_when_written_in_pieces() {
+        use crate::outcome::{LogLevel, LogSource};
+        let log = super::super::log::AttemptLog::new(std::time::Instant::now(), 1 << 20);
+        log.redact(values(&[], &[("key", "hunter2-secret")]));
+        log.plugin_line(
+            LogLevel::Info,
+            "key hunter2-secret".to_owned(),
+            vec![("k".to_owned(), "hunter2-secret".to_owned())],
+        );
+        let mut out = log.stream(LogSource::Stdout);
+        wasmtime_wasi::p2::OutputStream::write(&mut out, "using hunt".into()).unwrap();
+        wasmtime_wasi::p2::OutputStream::write(&mut out, "er2-secret\nlast hunter2-secret".into())
+            .unwrap();
+        log.host_line(LogLevel::Error, "step hunter2-secret refused".to_owned());
+        let (lines, _) = log.finish();
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| format!("{} {:?}", l.message, l.fields))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "key [redacted] [(\"k\", \"[redacted]\")]",
+                "using [redacted] []",
+                "step [redacted] refused []",
+                "last [redacted] []",
+            ]
+        );
     }
 
     #[test]
