@@ -344,6 +344,19 @@ fn exec_hands_the_plugin_values_and_environment_secrets_and_redacts_its_log() {
     let report = run(json!({"fail_with": "api_key"}));
     assert_eq!(report["error"], json!("the API refused key [redacted]"));
 
+    // Without values, the plugin still loads and reads nothing.
+    let (code, report) = crate::support::exec_json(
+        &plugin,
+        &json!({"show": ["api_base"], "fingerprint": ["api_key"]}).to_string(),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    let seen: Value = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        json!({"keys": [], "values": {"api_base": null}, "fingerprints": {"api_key": null}})
+    );
+
     let out = spool()
         .arg("exec")
         .arg(&plugin)
