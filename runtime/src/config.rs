@@ -64,12 +64,12 @@ use crate::schedule::{Missed, Schedule, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also the `source`).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or has a bad key or value (the message names the key and
     /// the line).
@@ -395,7 +395,8 @@ pub struct QueueConfig {
     /// Attempts of this queue at once. Default 10.
     #[serde(default = "default_concurrency", deserialize_with = "positive")]
     pub concurrency: u32,
-    /// Memory cap per attempt. Default 128 MiB.
+    /// Memory cap per attempt. Default 128 MiB; at least
+    /// [`MIN_MEMORY`](crate::sandbox::MIN_MEMORY), or the plugin is refused at start.
     #[serde(default = "default_memory", deserialize_with = "size")]
     pub memory: usize,
     /// Backoff between failed attempts.
@@ -520,9 +521,9 @@ impl QueueConfig {
 impl Config {
     /// Read and check `path`. Relative plugin paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),

@@ -8,6 +8,7 @@ mod bindings;
 pub mod config;
 pub mod events;
 pub mod job;
+pub mod json;
 pub mod outcome;
 pub mod queue;
 pub mod retry;

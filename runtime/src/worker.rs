@@ -37,20 +37,20 @@ use crate::queue::{
     AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
     Settle, Timestamp, now,
 };
-use crate::sandbox::{Journal, JournalFuture, LoadError, Plugin, Sandbox};
+use crate::sandbox::{Journal, JournalFuture, LoadError, LogHandle, Plugin, Sandbox};
 
 /// Why a worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// A queue's plugin could not be loaded at start.
-    #[error("queue `{queue}`: plugin {path} refused: {source}")]
+    #[error("queue `{queue}`: plugin {path} refused: {error}")]
     Plugin {
         /// The queue.
         queue: String,
         /// The plugin file.
         path: String,
-        /// Why.
-        source: LoadError,
+        /// Why (in the message, so not also the `source`).
+        error: LoadError,
     },
     /// A queue's secret could not be read at start (the message names it, never a value).
     #[error(transparent)]
@@ -166,10 +166,10 @@ impl<B: Backend + Clone> Worker<B> {
         for (name, config) in queues {
             let plugin = sandbox
                 .load_plugin(&config.plugin, config.limits())
-                .map_err(|source| WorkerError::Plugin {
+                .map_err(|error| WorkerError::Plugin {
                     queue: name.clone(),
                     path: config.plugin.display().to_string(),
-                    source,
+                    error,
                 })?
                 .with_config(config.values(&name)?);
             let mut event = NewEvent::new(EventKind::PluginLoaded);
@@ -296,6 +296,16 @@ impl<B: Backend + Clone> Worker<B> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerStats, WorkerError> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// As [`Worker::run`], cutting the shutdown's grace period short when `now` completes
+    /// (an operator's second Ctrl-C): running attempts are aborted and their jobs released.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        now: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerStats, WorkerError> {
         let stats = self.stats.clone();
         let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
         let wake = Arc::new(Notify::new());
@@ -320,12 +330,10 @@ impl<B: Backend + Clone> Worker<B> {
             inflight.clone(),
             stats.clone(),
         ));
-        let default_max = self
-            .queues
-            .iter()
-            .map(|q| q.config.max_attempts)
-            .max()
-            .unwrap_or(3);
+        // Every job this worker claims gets its queue's max attempts stored with the claim, so
+        // the sweeper judges each lapsed job by its own; the default is for a job claimed
+        // without one (by an older Spool), never another queue's number.
+        let default_max = QueueConfig::new("").max_attempts;
         background.spawn(sweep_loop(
             self.backend.clone(),
             self.settings.lease,
@@ -385,6 +393,7 @@ impl<B: Backend + Clone> Worker<B> {
                         queue: q.name.clone(),
                         limit: take,
                         flow: q.config.flow(),
+                        max_attempts: Some(q.config.max_attempts),
                     });
                 }
             }
@@ -430,6 +439,7 @@ impl<B: Backend + Clone> Worker<B> {
                     inflight.insert(lease.job_id.clone(), (lease, None));
                     continue;
                 };
+                let log = Arc::new(Mutex::new(None));
                 let handle = attempts.spawn(attempt(
                     Run {
                         sandbox: self.sandbox.clone(),
@@ -442,7 +452,9 @@ impl<B: Backend + Clone> Worker<B> {
                             backend: self.backend.clone(),
                             lease: lease.clone(),
                             attempt: job.attempt,
+                            log: log.clone(),
                         }),
+                        kept: KeepOnAbort::new(&self.backend, &lease, log),
                     },
                     job,
                     Outstanding::new(slot.clone(), outstanding.clone()),
@@ -460,12 +472,20 @@ impl<B: Backend + Clone> Worker<B> {
 
         // Shutdown: no more claims; let attempts finish for the grace period, then abort the
         // rest (destroying their instances) and give their jobs back.
-        tracing::info!(worker = %self.id, "shutting down: waiting for running attempts");
-        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
-            while attempts.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        while attempts.try_join_next().is_some() {}
+        tracing::info!(
+            worker = %self.id,
+            "stopping: waiting up to {} for {} attempts",
+            humantime::format_duration(self.settings.shutdown_grace),
+            attempts.len()
+        );
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(self.settings.shutdown_grace, async {
+                while attempts.join_next().await.is_some() {}
+            }) => drained.is_ok(),
+            () = now => false,
+        };
+        if !drained {
             attempts.abort_all();
             while attempts.join_next().await.is_some() {}
         }
@@ -502,6 +522,55 @@ struct Run {
     worker: String,
     settles: mpsc::UnboundedSender<Settle>,
     journal: Arc<dyn Journal>,
+    kept: KeepOnAbort,
+}
+
+/// What an attempt did, recorded if its task is dropped before it settles: a cancel's abort
+/// (the cancel recorded the attempt without knowing the plugin or its logs). Any other drop
+/// (a lost lease, the end of the shutdown grace) finds no cancelled job and changes nothing.
+struct KeepOnAbort {
+    log: Arc<Mutex<Option<LogHandle>>>,
+    /// Set once the attempt runs; taken by a settle.
+    record: Option<AttemptRecord>,
+    keep: Option<Box<dyn FnOnce(AttemptRecord) + Send>>,
+}
+
+impl KeepOnAbort {
+    fn new<B: Backend + Clone>(
+        backend: &B,
+        lease: &Lease,
+        log: Arc<Mutex<Option<LogHandle>>>,
+    ) -> Self {
+        let (backend, lease) = (backend.clone(), lease.clone());
+        let keep = move |record: AttemptRecord| {
+            // Dropped on a runtime thread; a runtime already gone has nobody left to tell.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = backend.keep_cancelled(&lease, record).await {
+                        tracing::warn!(job = %lease.job_id, error = %e, "cannot keep a cancelled attempt's logs");
+                    }
+                });
+            }
+        };
+        KeepOnAbort {
+            log,
+            record: None,
+            keep: Some(Box::new(keep)),
+        }
+    }
+}
+
+impl Drop for KeepOnAbort {
+    fn drop(&mut self) {
+        if let (Some(mut record), Some(keep)) = (self.record.take(), self.keep.take()) {
+            record.finished_at = now();
+            record.logs = lock(&self.log)
+                .as_ref()
+                .map(LogHandle::lines)
+                .unwrap_or_default();
+            keep(record);
+        }
+    }
 }
 
 /// An attempt's durable writes, through the worker's backend under the attempt's lease.
@@ -509,6 +578,8 @@ struct AttemptJournal<B> {
     backend: B,
     lease: Lease,
     attempt: u32,
+    /// The running attempt's log, for [`KeepOnAbort`].
+    log: Arc<Mutex<Option<LogHandle>>>,
 }
 
 impl<B: Backend> Journal for AttemptJournal<B> {
@@ -526,6 +597,10 @@ impl<B: Backend> Journal for AttemptJournal<B> {
                 Err(e) => Err(e.to_string()),
             }
         })
+    }
+
+    fn attempt_started(&self, log: LogHandle) {
+        *lock(&self.log) = Some(log);
     }
 
     fn child_id(&self, index: u32) -> JournalFuture<'_, String> {
@@ -549,6 +624,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         worker,
         settles,
         journal,
+        mut kept,
     } = run;
     // Queue permit first, then the worker-wide one: every task takes them in that order.
     let (Ok(_queue_permit), Ok(_global_permit)) = (
@@ -577,7 +653,18 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     };
     let started_at = now();
     let started = Instant::now();
-    let (outcome, logs, checkpoint, mut children, digest) =
+    kept.record = Some(AttemptRecord {
+        attempt: job.attempt,
+        worker: worker.clone(),
+        started_at,
+        finished_at: started_at,
+        outcome: crate::queue::cancel::CANCELLED.to_owned(),
+        phase: None,
+        error: None,
+        digest: Some(plugin.digest().as_str().to_owned()),
+        logs: Vec::new(),
+    });
+    let (outcome, logs, checkpoint, mut children, digest, progress) =
         match sandbox.run_with(&plugin, &input, Some(journal)).await {
             Ok(report) => (
                 report.outcome,
@@ -585,6 +672,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 report.checkpoint,
                 report.children,
                 Some(report.digest.as_str().to_owned()),
+                report.progress,
             ),
             Err(e) => (
                 crate::Outcome::Trapped {
@@ -595,8 +683,11 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 None,
                 Vec::new(),
                 Some(plugin.digest().as_str().to_owned()),
+                None,
             ),
         };
+    // The attempt ended on its own: its settle records it.
+    kept.record = None;
     let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
     let (next, phase) = policy.decide(&outcome, job.attempt, job.started, finished_at);
     // Children are kept only when the attempt ends well; they inherit the job's tenant.
@@ -614,6 +705,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         next,
         checkpoint,
         children,
+        progress,
         attempt: AttemptRecord {
             attempt: job.attempt,
             worker,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xtask::nats_server::NatsServer;
 
-use crate::support::{Setup, event_kinds, state, stop};
+use crate::support::{Setup, event_kinds, plugin_path, state, stop};
 
 const CONFIG: &str = r#"
 [worker]
@@ -57,7 +57,22 @@ fn cancel_end_to_end(s: &Setup) {
     let ok = s.enqueue("email", r#"{"to": "c@example.com"}"#);
     s.wait_for(&ok, Duration::from_secs(30), |j| state(j) == "succeeded");
     s.assert_running(std::slice::from_mut(&mut worker));
-    assert_cancelled_in_its_one_attempt(&s.job(&hung), "cancelled by operator");
+    let job = s.job(&hung);
+    assert_cancelled_in_its_one_attempt(&job, "cancelled by operator");
+    // What the attempt did is kept: the plugin that ran, and what it logged before the cancel.
+    let email = spool::Digest::of(&std::fs::read(plugin_path("email")).unwrap());
+    assert_eq!(job["attempts"][0]["digest"], email.as_str(), "{job:#}");
+    let logged: Vec<&str> = job["attempts"][0]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert_eq!(
+        logged[..2],
+        ["sending email", "waiting for the smtp server"],
+        "{job:#}"
+    );
     stop(worker, "-TERM");
 }
 
@@ -274,7 +289,7 @@ fn cancel_spinning(s: &Setup) {
     assert_eq!(row("spin"), ["0", "0", "0", "0", "0", "0", "3"], "{stdout}");
     assert_eq!(row("ok"), ["0", "0", "0", "0", "1", "0", "1"], "{stdout}");
     // And `--json` carries the same, retention in seconds.
-    let queues = s.json(&["queues", "--json"]);
+    let queues = s.json_lines(&["queues", "--json"]);
     let spin = queues
         .as_array()
         .unwrap()

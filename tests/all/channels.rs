@@ -69,10 +69,9 @@ fn reserved_worker_serves_only_its_queue_in_priority_order(s: &Setup) {
             "the urgent-only worker took bulk work: {job:#}"
         );
     }
-    let queues = s.json(&["queues", "--json"]);
-    let counts = queues["queues"]
+    let queues = s.json_lines(&["queues", "--json"]);
+    let counts = queues
         .as_array()
-        .or_else(|| queues.as_array())
         .unwrap_or_else(|| panic!("no queue list: {queues:#}"))
         .iter()
         .find(|q| q["queue"] == "bulk")

@@ -14,11 +14,10 @@ fn exec_prints_one_json_object_and_exits_zero_on_success() {
     assert_eq!(code, Some(0));
     assert_eq!(report["outcome"], "succeeded");
     assert!(report["elapsed_ms"].as_f64().unwrap() > 0.0);
-    assert!(
-        report["output"]
-            .as_str()
-            .unwrap()
-            .contains("ada@example.com")
+    // The output is the plugin's JSON, as a JSON value.
+    assert_eq!(
+        report["output"],
+        serde_json::json!({"sent_to": "ada@example.com", "attempt": 1})
     );
     assert_eq!(report["error"], Value::Null);
     assert!(!report["logs"].as_array().unwrap().is_empty());
@@ -121,4 +120,311 @@ fn a_closed_stdout_ends_a_command_quietly() {
     std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stderr, "");
+}
+
+/// `dlq replay|purge <id>` and `events --job <id>` of an id that is not a dead job (or not a
+/// job at all) exit 2 naming the id, as `dlq show` does, instead of "replayed 0 job(s)".
+#[test]
+fn dlq_and_events_refuse_an_id_that_is_not_a_dead_job_naming_it() {
+    let s = crate::support::Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    let live = s.enqueue("email", r#"{"to": "ada@example.com"}"#);
+    for command in ["replay", "purge"] {
+        let (code, stdout, stderr) = s.run(&["dlq", command, "424242"]);
+        assert_eq!(code, Some(2), "dlq {command}: {stdout}{stderr}");
+        assert!(stderr.contains("no job with id 424242"), "{stderr}");
+        let (code, stdout, stderr) = s.run(&["dlq", command, &live]);
+        assert_eq!(code, Some(2), "dlq {command}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "job {live} is not in the dead-letter queue (it is ready)"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(crate::support::state(&s.job(&live)), "ready");
+    let (code, _, stderr) = s.run(&["events", "--job", "424242"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no job with id 424242"), "{stderr}");
+    let (code, stdout, stderr) = s.run(&["events", "--job", &live]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("enqueued"), "{stdout}");
+}
+
+/// A store flag typed on the command line wins over the other backend's variable; two typed
+/// flags are refused.
+#[test]
+fn a_typed_store_flag_wins_over_the_other_backends_variable() {
+    let server = crate::support::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spool.db");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = spool()
+            .current_dir(dir.path())
+            .env_remove("SPOOL_DB")
+            .env_remove("SPOOL_NATS_URL")
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let url = server.url();
+    let (code, _, stderr) = run(
+        &["--nats", &url, "enqueue", "email", "{}"],
+        &[("SPOOL_DB", db.to_str().unwrap())],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!db.exists(), "the job went to SQLite");
+    let (code, stdout, stderr) = run(&["jobs", "--json", "--nats", &url], &[("SPOOL_DB", "x.db")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The other way round: --db with SPOOL_NATS_URL pointing nowhere.
+    let (code, _, stderr) = run(
+        &["enqueue", "email", "{}", "--db", db.to_str().unwrap()],
+        &[("SPOOL_NATS_URL", "nats://127.0.0.1:1")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(db.exists());
+
+    let (code, _, stderr) = run(&["jobs", "--db", "a.db", "--nats", &url], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let (code, _, stderr) = run(
+        &["jobs"],
+        &[("SPOOL_DB", "a.db"), ("SPOOL_NATS_URL", url.as_str())],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("SPOOL_DB and SPOOL_NATS_URL are both set"),
+        "{stderr}"
+    );
+}
+
+/// Each cause is printed once: a library error that puts its cause in its message does not
+/// also hand it on as its source.
+#[test]
+fn an_error_prints_each_cause_once() {
+    let missing_plugin = crate::support::Setup::new("[queues.email]\nplugin = \"nowhere.wasm\"\n");
+    let (code, _, stderr) = missing_plugin.run(&["worker"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+
+    let not_wasm = crate::support::Setup::new("[queues.email]\nplugin = \"spool.toml\"\n");
+    let (code, _, stderr) = not_wasm.run(&["worker"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("not a WebAssembly file").count(),
+        1,
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = missing_plugin.run(&["--config", "absent.toml", "queues"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+
+    let out = spool()
+        .args(["exec", "/nonexistent/plugin.wasm"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+}
+
+/// A value outside an enum's set is refused with the set.
+#[test]
+fn a_bad_enum_value_is_refused_with_the_valid_ones() {
+    let s = crate::support::Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    s.enqueue("email", "{}");
+    let (code, _, stderr) = s.run(&["jobs", "--state", "bogus"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let listed = stderr
+        .split("[possible values: ")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let mut listed: Vec<&str> = listed.split(", ").collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        [
+            "cancelled",
+            "dead",
+            "ready",
+            "running",
+            "scheduled",
+            "succeeded",
+            "waiting"
+        ]
+    );
+    let (code, _, stderr) = s.run(&["dlq", "list", "--phase", "bogus"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("lease-expired"), "{stderr}");
+    assert!(stderr.contains("no-handler"), "{stderr}");
+    // The valid ones still parse.
+    let (code, stdout, stderr) = s.run(&["dlq", "list", "--phase", "lease-expired"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "0 dead job(s)\n");
+    let (code, stdout, stderr) = s.run(&["jobs", "--state", "ready", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Global flags set through the environment (as `SPOOL_CACHE_DIR` is here) are not shown as
+/// required in a usage line, and a subcommand's help lists its own flags first.
+#[test]
+fn usage_and_help_put_the_subcommands_own_arguments_first() {
+    let out = spool()
+        .args(["enqueue"])
+        .env("SPOOL_DB", "x.db")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let usage = stderr.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert_eq!(usage, "Usage: spool enqueue <QUEUE> <PAYLOAD>", "{stderr}");
+
+    let out = spool().args(["enqueue", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let at = |needle: &str| {
+        help.find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {help}"))
+    };
+    assert!(at("--delay") < at("Global options:"), "{help}");
+    assert!(at("Global options:") < at("--db"), "{help}");
+    assert!(at("Global options:") < at("--cache-dir"), "{help}");
+}
+
+/// A memory cap no plugin can start in is refused when the plugin is loaded, naming the
+/// minimum, not accepted to trap every attempt.
+#[test]
+fn a_memory_cap_below_the_minimum_is_refused_at_start() {
+    for memory in ["0", "1KiB"] {
+        let out = spool()
+            .arg("exec")
+            .arg(plugin_path("noop"))
+            .args(["--memory", memory])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("below the minimum of 2.0 MiB"), "{stderr}");
+    }
+    let (code, report) = exec_json(&plugin_path("noop"), "{}", &["--memory", "2MiB"]);
+    assert_eq!(code, Some(0), "{report}");
+
+    let s = crate::support::Setup::new("[queues.email]\nplugin = \"EMAIL\"\nmemory = \"1KiB\"\n");
+    let (code, _, stderr) = s.run(&["worker"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("queue `email`") && stderr.contains("below the minimum of 2.0 MiB"),
+        "{stderr}"
+    );
+}
+
+/// `spool worker` with no config shows one to start from; `spool enqueue` says where it
+/// created the database it made, once.
+#[test]
+fn the_first_commands_say_what_is_missing_and_what_they_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spool()
+        .current_dir(dir.path())
+        .env_remove("SPOOL_DB")
+        .env_remove("SPOOL_NATS_URL")
+        .arg("worker")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no config at spool.toml") && stderr.contains("[queues.email]\nplugin = "),
+        "{stderr}"
+    );
+    // The sample is a config the worker accepts.
+    let sample = &stderr[stderr.find("[queues.email]").unwrap()..];
+    spool::config::Config::parse(sample).unwrap();
+
+    let enqueue = || {
+        spool()
+            .current_dir(dir.path())
+            .env_remove("SPOOL_DB")
+            .env_remove("SPOOL_NATS_URL")
+            .args(["enqueue", "email", "{}"])
+            .output()
+            .unwrap()
+    };
+    let out = enqueue();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let db = dir.path().join("spool.db");
+    assert!(db.exists());
+    assert_eq!(
+        stderr.trim_end(),
+        format!("created the database {}", db.display()),
+    );
+    let out = enqueue();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// `spool completions` and `spool man` come from the parser's own definitions.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = spool().args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        for word in ["enqueue", "dlq", "max-attempts", "completions"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = spool().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = spool().arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH spool"),
+        "{page}"
+    );
+    assert!(page.contains("enqueue") && page.contains("dlq"), "{page}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = spool()
+        .arg("man")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in ["spool.1", "spool-enqueue.1", "spool-dlq-replay.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
 }

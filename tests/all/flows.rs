@@ -48,8 +48,8 @@ fn step_runs(job: &Value, step: &str) -> usize {
 }
 
 fn output(job: &Value) -> Value {
-    let bytes: Vec<u8> = serde_json::from_value(job["output"].clone()).unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    assert_eq!(job.get("output_encoding"), None, "{job:#}");
+    job["output"].clone()
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_fanout_parent_waits_for_its_children_and_sums_their_outputs() {
     assert!(kinds.contains(&"waiting"), "{kinds:?}");
     assert!(kinds.contains(&"children-finished"), "{kinds:?}");
 
-    let children = s.json(&["jobs", "--parent", &id, "--json"]);
+    let children = s.json_lines(&["jobs", "--parent", &id, "--json"]);
     let children = children.as_array().unwrap();
     assert_eq!(children.len(), 5);
     assert!(
@@ -183,7 +183,7 @@ fn a_plugin_built_against_spool_job_0_1_still_runs() {
     stop(worker, "-TERM");
     assert_eq!(state(&job), "succeeded", "{job:#}");
     assert!(
-        job["checkpoint"].is_array(),
+        !job["checkpoint"].is_null(),
         "the 0.1 checkpoint is stored: {job:#}"
     );
 }

@@ -14,6 +14,8 @@ mod conformance;
 mod flow_control;
 mod flows;
 mod hostile;
+mod json;
+mod logs;
 mod nats;
 mod outcomes;
 mod polyglot;

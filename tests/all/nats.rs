@@ -143,8 +143,9 @@ async fn publish(
         .to_string()
 }
 
+/// A payload or output as `--json` prints it (its own JSON), as JSON bytes.
 fn bytes(value: &Value) -> Vec<u8> {
-    serde_json::from_value(value.clone()).unwrap()
+    serde_json::to_vec(value).unwrap()
 }
 
 #[test]
@@ -410,7 +411,8 @@ fn a_job_published_by_a_plain_nats_client_runs_and_spool_job_shows_it() {
     );
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(job["tenant"], Value::Null);
-    assert_eq!(job["max_attempts"], Value::Null);
+    // Published without one: its first claim stored the queue's (the config's default, 3).
+    assert_eq!(job["max_attempts"], 3, "{job:#}");
     let kinds = event_kinds(&job);
     assert_eq!(kinds.first(), Some(&"enqueued"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"succeeded"), "{kinds:?}");
@@ -640,4 +642,66 @@ fn a_worker_whose_fetch_went_unanswered_claims_again_after_a_restart() {
     });
     s.assert_running(std::slice::from_mut(&mut worker));
     stop(worker, "-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_envelope_has_the_shape_of_spool_job_json() {
+    let (b, server) = fresh().await;
+    let id = b
+        .enqueue(vec![NewJob {
+            queue: "raw".into(),
+            payload: vec![0xff, 0x01],
+            ..NewJob::default()
+        }])
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let wanted = [QueueClaim {
+        queue: "raw".into(),
+        limit: 1,
+        max_attempts: Some(4),
+        ..QueueClaim::default()
+    }];
+    let claimed = b
+        .claim("w1", &wanted, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    let at = spool::queue::now();
+    let settle = spool::queue::Settle {
+        lease: claimed.lease.clone(),
+        next: spool::queue::Next::Dead,
+        attempt: spool::queue::AttemptRecord {
+            attempt: 1,
+            worker: "w1".into(),
+            started_at: at,
+            finished_at: at,
+            outcome: "invalid-payload".into(),
+            phase: Some(spool::queue::Phase::Decode),
+            error: Some("not JSON".into()),
+            digest: None,
+            logs: Vec::new(),
+        },
+        checkpoint: None,
+        children: Vec::new(),
+        progress: None,
+    };
+    assert_eq!(b.settle(vec![settle]).await.unwrap(), [Ok(())]);
+
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js.get_stream("SPOOL_DLQ").await.unwrap();
+    let message = stream
+        .get_last_raw_message_by_subject(&format!("spool.dlq.raw.{id}"))
+        .await
+        .unwrap();
+    let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(envelope["id"], id.0.as_str(), "{envelope:#}");
+    assert_eq!(envelope["state"], "dead");
+    assert_eq!(envelope["payload"], "/wE=", "{envelope:#}");
+    assert_eq!(envelope["payload_encoding"], "base64");
+    assert_eq!(envelope["failures"], 1);
+    assert_eq!(envelope["max_attempts"], 4);
+    assert_eq!(envelope["attempts"][0]["run"], 1);
+    assert_eq!(envelope["attempts"][0]["phase"], "decode");
 }

@@ -62,6 +62,7 @@ fn succeeded(claimed: &Claimed) -> Settle {
         },
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 
@@ -108,7 +109,7 @@ async fn reopening_the_file_keeps_the_jobs_and_their_history() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
@@ -337,4 +338,45 @@ async fn a_writer_gives_up_after_the_busy_timeout_naming_the_lock() {
     );
     // Nothing was written: the lock's holder let go, and the queue is empty.
     assert!(backend.queues().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_version_4_file_gains_the_progress_column_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let id = {
+        let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        backend.enqueue(vec![job("q", b"old")]).await.unwrap()[0]
+            .id
+            .clone()
+    };
+    // The file as a build of schema version 4 left it: no `progress` column.
+    {
+        let conn = inspect(&path);
+        conn.execute_batch("ALTER TABLE jobs DROP COLUMN progress; PRAGMA user_version = 4;")
+            .unwrap();
+    }
+
+    let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+    let version: i64 = inspect(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let old = backend.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (old.payload.as_slice(), old.summary.progress),
+        (&b"old"[..], None)
+    );
+    let claimed = backend
+        .claim("w1", &wanted("q", 1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut settle = succeeded(&claimed[0]);
+    settle.progress = Some(spool::outcome::Progress {
+        percent: 100,
+        message: None,
+    });
+    assert_eq!(backend.settle(vec![settle]).await.unwrap(), [Ok(())]);
+    let done = backend.job(&id).await.unwrap().unwrap();
+    assert_eq!(done.summary.progress.map(|p| p.percent), Some(100));
 }

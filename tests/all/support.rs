@@ -242,6 +242,19 @@ impl Setup {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 
+    /// Run `spool args` for a list command, which must succeed, and parse its stdout as JSON
+    /// Lines (one object per line), gathered in an array.
+    pub fn json_lines(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, Some(0), "spool {args:?}: {stderr}");
+        stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            })
+            .collect()
+    }
+
     /// `spool enqueue queue payload`: the new job's id.
     pub fn enqueue(&self, queue: &str, payload: &str) -> String {
         let (code, stdout, stderr) = self.run(&["enqueue", queue, payload]);

@@ -33,10 +33,7 @@ fn jobs_run_to_their_end_state_with_their_history() {
 
     let job = s.wait_for(&ok, Duration::from_secs(20), finished);
     assert_eq!(state(&job), "succeeded");
-    assert!(
-        String::from_utf8_lossy(&serde_json::from_value::<Vec<u8>>(job["output"].clone()).unwrap())
-            .contains("ada@example.com")
-    );
+    assert_eq!(job["output"]["sent_to"], "ada@example.com", "{job:#}");
 
     let job = s.wait_for(&flaky, Duration::from_secs(20), finished);
     assert_eq!(state(&job), "succeeded");
@@ -68,7 +65,7 @@ fn jobs_run_to_their_end_state_with_their_history() {
     assert_eq!(job["attempts"][0]["phase"], "decode");
 
     // The dead-letter queue: list, replay by filter, purge, with counts.
-    let dead = s.json(&["dlq", "list", "--json"]);
+    let dead = s.json_lines(&["dlq", "list", "--json"]);
     assert_eq!(dead.as_array().unwrap().len(), 3);
     let (code, out, _) = s.run(&["dlq", "replay", "--queue", "email", "--phase", "decode"]);
     assert_eq!(code, Some(0));
@@ -95,10 +92,7 @@ fn a_hang_is_aborted_at_its_timeout_and_dead_lettered_after_its_attempts() {
         let ms = a["finished_at"].as_i64().unwrap() - a["started_at"].as_i64().unwrap();
         assert!((300..1000).contains(&ms), "attempt took {ms} ms");
     }
-    assert!(
-        job["checkpoint"].is_array() || job["checkpoint"].is_string(),
-        "{job:#}"
-    );
+    assert!(!job["checkpoint"].is_null(), "{job:#}");
     stop(worker, "-TERM");
 }
 

@@ -98,6 +98,8 @@ pub struct Ran {
 /// `spool` and the variables `env` set. Fails naming the guide, with everything it printed,
 /// when a command fails.
 pub fn run(name: &str, spool: &Path, env: &[(&str, &Path)]) -> Result<Ran, String> {
+    // The Rust guide builds a plugin.
+    crate::target::ensure_wasm_target()?;
     let path = crate::root().join("docs/guides").join(name);
     let markdown = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -169,7 +171,7 @@ pub fn run(name: &str, spool: &Path, env: &[(&str, &Path)]) -> Result<Ran, Strin
 }
 
 /// The `channel` of this repository's `rust-toolchain.toml`.
-fn toolchain_channel() -> Option<String> {
+pub(crate) fn toolchain_channel() -> Option<String> {
     let toml = std::fs::read_to_string(crate::root().join("rust-toolchain.toml")).ok()?;
     toml.lines().find_map(|line| {
         let value = line

@@ -12,6 +12,7 @@
 
 pub mod guides;
 pub mod nats_server;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +38,7 @@ pub fn build_plugins() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            target::ensure_wasm_target()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let manifest = root().join("plugins/Cargo.toml");
             let status = Command::new(cargo)

@@ -15,6 +15,9 @@
 //! `step <name> ran` (for example `step one ran`) with no fields, so counting those lines over a
 //! job's attempts tells how often each step ran.
 //!
+//! After each step (replayed or run), the plugin reports its progress: `33` with the note
+//! `step one done`, then `67` (`step two done`), then `100` (`step three done`).
+//!
 //! On attempt 1 only, right after the step named by `crash_after` has completed (its result
 //! already stored), the plugin panics, which traps; right after the step named by `hang_after`
 //! it spins forever, until the host's timeout stops it. If both name the same step, the crash
@@ -78,6 +81,12 @@ fn step(
         spool_sdk::info!("step {name_str} ran");
         compute().ok_or_else(|| JobError::fail(format_args!("step {name_str} overflows i64")))
     })?;
+    let percent = match name {
+        Name::One => 33,
+        Name::Two => 67,
+        Name::Three => 100,
+    };
+    spool_sdk::progress(percent, Some(&format!("step {name_str} done")));
     if job.attempt() == 1 {
         if orders.crash_after == Some(name) {
             crash(name_str);

@@ -8,11 +8,13 @@ use spool::{CompileCache, Sandbox};
 #[derive(clap::Args)]
 pub struct CacheArgs {
     /// Keep compiled plugins in DIR, keyed by digest, so a restart does not compile them
-    /// again [default: $XDG_CACHE_HOME/spool, else ~/.cache/spool]
-    #[arg(long, global = true, env = "SPOOL_CACHE_DIR", value_name = "DIR")]
+    /// again [env: SPOOL_CACHE_DIR] [default: $XDG_CACHE_HOME/spool, else ~/.cache/spool]
+    // The variable is read in `apply`, not by clap, which would show it in usage lines as if
+    // it had been typed.
+    #[arg(long, global = true, value_name = "DIR", help_heading = super::GLOBAL)]
     cache_dir: Option<PathBuf>,
     /// Compile plugins at every load; read and write no cache.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = super::GLOBAL)]
     no_cache: bool,
 }
 
@@ -24,6 +26,7 @@ impl CacheArgs {
         } else {
             self.cache_dir
                 .clone()
+                .or_else(|| std::env::var_os("SPOOL_CACHE_DIR").map(PathBuf::from))
                 .filter(|d| !d.as_os_str().is_empty())
                 .or_else(CompileCache::default_dir)
                 .map(CompileCache::new)

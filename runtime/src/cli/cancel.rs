@@ -36,7 +36,8 @@ pub struct CancelArgs {
     /// Why, recorded in each cancelled job's `cancelled` event.
     #[arg(long, default_value = "cancelled by operator")]
     reason: String,
-    /// Print JSON.
+    /// Print one JSON object: the ids cancelled, already finished and unknown (README: "JSON
+    /// output").
     #[arg(long)]
     json: bool,
 }
@@ -71,13 +72,20 @@ impl CancelArgs {
     }
 }
 
-/// What became of each id given.
+/// What became of each id given (a filter fills `cancelled` only): one JSON shape for both.
 #[derive(Default, Serialize)]
 struct ByIds {
     cancelled: Vec<String>,
     /// Finished before the cancel, with the state it finished in.
-    finished: Vec<(String, Option<JobState>)>,
+    finished: Vec<Finished>,
     unknown: Vec<String>,
+}
+
+/// A job that had finished before the cancel.
+#[derive(Serialize)]
+struct Finished {
+    id: String,
+    state: Option<JobState>,
 }
 
 pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode> {
@@ -97,7 +105,10 @@ pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode
     if args.ids.is_empty() {
         let cancelled = backend.cancel_matching(&filter, &args.reason).await?;
         if args.json {
-            print_json(&serde_json::json!({ "cancelled": cancelled }))?;
+            print_json(&ByIds {
+                cancelled: cancelled.into_iter().map(|id| id.0).collect(),
+                ..ByIds::default()
+            })?;
         } else {
             outln!("cancelled {} job(s)", cancelled.len());
         }
@@ -110,7 +121,10 @@ pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode
             Ok(true) => outcome.cancelled.push(id.clone()),
             Ok(false) => {
                 let state = backend.job(&job).await?.map(|j| j.summary.state);
-                outcome.finished.push((id.clone(), state));
+                outcome.finished.push(Finished {
+                    id: id.clone(),
+                    state,
+                });
             }
             Err(QueueError::NotFound(_)) => outcome.unknown.push(id.clone()),
             Err(e) => return Err(e.into()),
@@ -122,7 +136,7 @@ pub async fn run(store: &StoreArgs, args: CancelArgs) -> anyhow::Result<ExitCode
         for id in &outcome.cancelled {
             outln!("job {id}: cancelled");
         }
-        for (id, state) in &outcome.finished {
+        for Finished { id, state } in &outcome.finished {
             match state {
                 Some(state) => outln!("job {id}: already finished ({state})"),
                 None => outln!("job {id}: already finished"),

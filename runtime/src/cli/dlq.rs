@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use spool::queue::{Backend, DlqFilter, JobId, JobState, Phase};
+use spool::queue::{Backend, DlqFilter, JobDetail, JobId, JobState, Phase};
 
 use super::inspect::print_job;
 use super::store::StoreArgs;
@@ -17,7 +17,7 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print JSON.
+        /// Print JSON: one dead job per line (README: "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -25,7 +25,7 @@ pub enum DlqCommand {
     Show {
         /// The job's id.
         id: String,
-        /// Print JSON.
+        /// Print the job as one JSON object (README: "JSON output").
         #[arg(long)]
         json: bool,
     },
@@ -55,7 +55,7 @@ pub struct FilterArgs {
     queue: Option<String>,
     /// Only jobs whose last attempt failed in this phase (run, timeout, trap, lease-expired,
     /// decode, no-handler, max-started).
-    #[arg(long)]
+    #[arg(long, value_parser = super::util::one_of::<Phase>())]
     phase: Option<Phase>,
     /// Only jobs that died since this time (RFC 3339, or a duration ago like `1h`).
     #[arg(long)]
@@ -102,7 +102,9 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             filter.limit = Some(limit);
             let dead = backend.dead(&filter).await?;
             if json {
-                print_json(&dead)?;
+                for job in &dead {
+                    print_json(&spool::json::JobLine::from(job))?;
+                }
             } else {
                 outln!("{} dead job(s)", dead.len());
                 for j in &dead {
@@ -119,22 +121,17 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             }
         }
         DlqCommand::Show { id, json } => {
-            let Some(job) = backend.job(&JobId(id.clone())).await? else {
-                anyhow::bail!("no job with id {id}");
-            };
-            if job.summary.state != JobState::Dead {
-                anyhow::bail!(
-                    "job {id} is not in the dead-letter queue (it is {})",
-                    job.summary.state
-                );
-            }
+            let job = require_dead(&backend, &id).await?;
             if json {
-                print_json(&job)?;
+                print_json(&spool::json::JobJson::from(&job))?;
             } else {
                 print_job(&job)?;
             }
         }
         DlqCommand::Replay { id, filter } => {
+            if let Some(id) = &id {
+                require_dead(&backend, id).await?;
+            }
             if id.is_none() && filter.is_empty() {
                 anyhow::bail!(
                     "say which dead jobs to replay: an id, or --queue/--phase/--since/--until"
@@ -144,6 +141,9 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
             outln!("replayed {n} job(s)");
         }
         DlqCommand::Purge { id, filter, all } => {
+            if let Some(id) = &id {
+                require_dead(&backend, id).await?;
+            }
             if id.is_none() && filter.is_empty() && !all {
                 anyhow::bail!("say which dead jobs to purge: an id, a filter, or --all");
             }
@@ -152,4 +152,18 @@ pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dead job `id`, or an error naming the id when there is no such job or it is not dead.
+async fn require_dead(backend: &impl Backend, id: &str) -> anyhow::Result<JobDetail> {
+    let Some(job) = backend.job(&JobId(id.to_owned())).await? else {
+        anyhow::bail!("no job with id {id}");
+    };
+    if job.summary.state != JobState::Dead {
+        anyhow::bail!(
+            "job {id} is not in the dead-letter queue (it is {})",
+            job.summary.state
+        );
+    }
+    Ok(job)
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, NewJob};
 
-use super::store::StoreArgs;
+use super::store::{Store, StoreArgs};
 use super::util::{parse_time, print_json};
 
 #[derive(clap::Args)]
@@ -28,7 +28,8 @@ pub struct EnqueueArgs {
     /// Idempotency key: while an unfinished job on the queue has it, no new job is made.
     #[arg(long)]
     key: Option<String>,
-    /// Attempts allowed in all (default: the queue's `max_attempts`).
+    /// Attempts allowed in all (default: the queue's `max_attempts` in the config, stored on
+    /// the job now, or at its first claim when there is no config).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: Option<u32>,
     /// The tenant the job belongs to.
@@ -37,7 +38,7 @@ pub struct EnqueueArgs {
     /// The job's group: it never runs while another job of its queue and group runs.
     #[arg(long)]
     group: Option<String>,
-    /// Print JSON.
+    /// Print one JSON object: `id` and `duplicate` (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -53,13 +54,30 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         (None, Some(at)) => Some(parse_time(at, true)?),
         (None, None) => None,
     };
-    let backend = store.open(Synchronous::Full).await?;
+    let config = store.config()?;
+    let target = store.store(config.as_ref());
+    let new_file = match &target {
+        Store::Sqlite(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let backend = target.open(Synchronous::Full).await?;
+    if let Some(path) = new_file {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        eprintln!("created the database {}", path.display());
+    }
+    // Settled now when the config knows the queue; otherwise at the job's first claim.
+    let max_attempts = match args.max_attempts {
+        Some(max) => Some(max),
+        None => config
+            .as_ref()
+            .and_then(|c| c.queues.get(&args.queue).map(|q| q.max_attempts)),
+    };
     let job = NewJob {
         queue: args.queue,
         payload: args.payload.into_bytes(),
         run_at,
         priority: args.priority,
-        max_attempts: args.max_attempts,
+        max_attempts,
         tenant: args.tenant,
         key: args.key,
         metadata: Vec::new(),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::cache::CacheArgs;
+use super::util::print_json;
 use anyhow::Context as _;
 use spool::sandbox::{ConfigStore, ConfigValues, Secret};
 use spool::units::{parse_duration, parse_size};
@@ -20,7 +21,7 @@ pub struct ExecArgs {
     /// Abort the attempt after this long (`5s`, `250ms`, `30m`; `0` for no timeout).
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     timeout: Duration,
-    /// Memory cap for the instance (`64MiB`).
+    /// Memory cap for the instance (`64MiB`; at least 2MiB).
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     memory: usize,
     /// Fuel budget (instructions, roughly); enables fuel metering.
@@ -38,7 +39,7 @@ pub struct ExecArgs {
     /// A checkpoint to hand the plugin, as if an earlier attempt had saved it.
     #[arg(long)]
     checkpoint: Option<String>,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (README: "JSON output").
     #[arg(long)]
     json: bool,
     /// A value the plugin reads through `wasi:config` (repeatable).
@@ -102,7 +103,7 @@ pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> 
     };
     let report = sandbox.run(&plugin, &job).await?;
     if args.json {
-        outln!("{}", serde_json::to_string(&json_report(&report))?);
+        print_json(&spool::json::ExecJson::from(&report))?;
     } else {
         print_report(&report)?;
     }
@@ -111,19 +112,6 @@ pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The report as one JSON object: the outcome's own fields plus `elapsed_ms`, `output` and
-/// `error`, always present (`null` when they do not apply).
-pub fn json_report(report: &AttemptReport) -> serde_json::Value {
-    let mut value = serde_json::to_value(report).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        let elapsed_ms = report.timings.elapsed.as_secs_f64() * 1000.0;
-        object.insert("elapsed_ms".to_owned(), elapsed_ms.into());
-        object.entry("output").or_insert(serde_json::Value::Null);
-        object.insert("error".to_owned(), report.outcome.error().into());
-    }
-    value
 }
 
 fn print_report(report: &AttemptReport) -> std::io::Result<()> {

@@ -12,7 +12,7 @@ use super::util::{print_json, text, time};
 pub struct JobArgs {
     /// The job's id.
     id: String,
-    /// Print JSON.
+    /// Print the job as one JSON object (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -23,7 +23,7 @@ pub struct JobsArgs {
     #[arg(long)]
     queue: Option<String>,
     /// Only this state (scheduled, ready, running, waiting, succeeded, dead, cancelled).
-    #[arg(long)]
+    #[arg(long, value_parser = super::util::one_of::<JobState>())]
     state: Option<JobState>,
     /// Only the children of this job (a flow).
     #[arg(long, value_name = "ID")]
@@ -31,7 +31,7 @@ pub struct JobsArgs {
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// Print JSON.
+    /// Print JSON: one job per line (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -40,7 +40,7 @@ pub struct JobsArgs {
 // `spool.toml`), when there is one.
 #[derive(clap::Args)]
 pub struct QueuesArgs {
-    /// Print JSON.
+    /// Print JSON: one queue per line (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -53,7 +53,7 @@ pub struct EventsArgs {
     /// Keep printing new events as they happen.
     #[arg(long)]
     follow: bool,
-    /// Print JSON, one event per line.
+    /// Print JSON: one event per line (README: "JSON output").
     #[arg(long)]
     json: bool,
 }
@@ -64,7 +64,7 @@ pub async fn job(store: &StoreArgs, args: JobArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no job with id {}", args.id);
     };
     if args.json {
-        print_json(&detail)?;
+        print_json(&spool::json::JobJson::from(&detail))?;
     } else {
         print_job(&detail)?;
     }
@@ -78,13 +78,19 @@ pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
     outln!("  payload     {}", text(&job.payload));
     let max = s
         .max_attempts
-        .map_or("queue default".to_owned(), |m| m.to_string());
+        .map_or("the queue's max (set at its first claim)".to_owned(), |m| {
+            format!("{m} allowed")
+        });
     outln!(
-        "  attempts    {} failed (max {max}) · started {} · priority {}",
+        "  attempts    {} failed of {max} · {} run(s) started (a delay or a wait runs \
+         again without spending an attempt) · priority {}",
         s.attempts,
         job.started,
         s.priority
     );
+    if let Some(progress) = &s.progress {
+        outln!("  progress    {}", progress_text(progress));
+    }
     if let Some(tenant) = &s.tenant {
         outln!("  tenant      {tenant}");
     }
@@ -147,7 +153,7 @@ pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
     if !job.attempts.is_empty() {
         outln!("attempts:");
     }
-    for a in &job.attempts {
+    for (run, a) in job.attempts.iter().enumerate() {
         let phase = a.phase.map(|p| format!(" ({p})")).unwrap_or_default();
         let digest = a
             .digest
@@ -155,7 +161,8 @@ pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
             .map(|d| &d[..d.len().min(12)])
             .unwrap_or("-");
         outln!(
-            "  #{} {} {} ms {}{phase} · worker {} · plugin {digest}",
+            "  run {} (attempt {}) {} {} ms {}{phase} · worker {} · plugin {digest}",
+            run + 1,
             a.attempt,
             time(a.started_at),
             a.finished_at - a.started_at,
@@ -174,6 +181,14 @@ pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
         outln!("  {}", event_line(event));
     }
     Ok(())
+}
+
+/// A reported progress as text: `40% copying`.
+fn progress_text(p: &spool::outcome::Progress) -> String {
+    match &p.message {
+        Some(note) => format!("{}% {note}", p.percent),
+        None => format!("{}%", p.percent),
+    }
 }
 
 /// One event as a line of text.
@@ -214,25 +229,35 @@ pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode>
         })
         .await?;
     if args.json {
-        print_json(&jobs)?;
+        for job in &jobs {
+            print_json(&spool::json::JobLine::from(job))?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
+    // `failed/max`: attempts that failed so far, of those allowed (`-` until settled).
     outln!(
-        "{:<10} {:<14} {:<10} {:>8}  {:<24} last error",
+        "{:<10} {:<14} {:<10} {:>10}  {:<24} {:<16} last error",
         "id",
         "queue",
         "state",
-        "attempts",
-        "updated"
+        "failed/max",
+        "updated",
+        "progress"
     );
     for j in &jobs {
+        let max = j.max_attempts.map_or("-".to_owned(), |m| m.to_string());
+        let mut progress = j.progress.as_ref().map(progress_text).unwrap_or_default();
+        if progress.chars().count() > 16 {
+            progress = progress.chars().take(15).chain(['…']).collect();
+        }
         outln!(
-            "{:<10} {:<14} {:<10} {:>8}  {:<24} {}",
+            "{:<10} {:<14} {:<10} {:>10}  {:<24} {:<16} {}",
             j.id.0,
             j.queue,
             j.state.to_string(),
-            j.attempts,
+            format!("{}/{max}", j.attempts),
             time(j.updated_at),
+            progress,
             j.last_error.as_deref().unwrap_or("")
         );
     }
@@ -306,7 +331,9 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
         }
     }
     if args.json {
-        print_json(&rows)?;
+        for row in &rows {
+            print_json(row)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     outln!("store {store}");
@@ -356,6 +383,11 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
 
 pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let backend = store.open_existing().await?;
+    if let Some(id) = &args.job
+        && backend.job(&JobId(id.clone())).await?.is_none()
+    {
+        anyhow::bail!("no job with id {id}");
+    }
     let mut after = None;
     loop {
         let events = backend

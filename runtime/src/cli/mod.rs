@@ -19,22 +19,33 @@ mod dlq;
 mod enqueue;
 mod exec;
 mod inspect;
+mod manual;
 mod plugin;
 mod schedule;
 mod store;
 mod util;
 mod worker;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The help heading of the flags every subcommand takes, listed after the subcommand's own.
+const GLOBAL: &str = "Global options";
 
 /// Spool runs jobs whose handlers are WebAssembly components.
 #[derive(Parser)]
 #[command(name = "spool", version, about, propagate_version = true)]
 struct Cli {
     /// Log format for the host's own diagnostics on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = GLOBAL
+    )]
     log_format: LogFormat,
     #[command(flatten)]
     store: store::StoreArgs,
@@ -79,16 +90,27 @@ enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Run the email demo job in four modes through an embedded worker.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script
+    /// (`spool completions bash > ~/.local/share/bash-completion/completions/spool`).
+    Completions(manual::CompletionsArgs),
+    /// Print the man page (roff: `spool man | man -l -`), or write one per command with --dir.
+    Man(manual::ManArgs),
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The demo narrates every event itself; the event log lines would only repeat it.
+    let mut cli = Cli::parse();
+    // The demo narrates every event itself; the event log lines would only repeat it. A
+    // worker's log says what it loaded, reloaded, released and why it stops.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn,spool::events=off",
+        Command::Worker(_) => "warn,spool=info",
         _ => "warn",
     };
-    init_tracing(cli.log_format, default_filter);
+    let format = cli.log_format;
+    init_tracing(format, default_filter);
+    if let Err(e) = cli.store.read_env() {
+        return fail(format, &e);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = worker_threads(&cli) {
         builder.worker_threads(threads);
@@ -107,7 +129,7 @@ pub fn main() -> ExitCode {
             Command::Exec(args) => exec::run(cache, args).await,
             Command::Plugin(command) => plugin::run(cache, command),
             Command::Enqueue(args) => enqueue::run(store, args).await,
-            Command::Worker(args) => worker::run(store, cache, args).await,
+            Command::Worker(args) => worker::run(store, cache, args, format).await,
             Command::Job(args) => inspect::job(store, args).await,
             Command::Jobs(args) => inspect::jobs(store, args).await,
             Command::Queues(args) => inspect::queues(store, args).await,
@@ -116,17 +138,25 @@ pub fn main() -> ExitCode {
             Command::Events(args) => inspect::events(store, args).await,
             Command::Schedule(command) => schedule::run(store, command).await,
             Command::Demo(args) => demo::run(store, cache, args).await,
+            Command::Completions(args) => manual::completions(args),
+            Command::Man(args) => manual::man(args),
         }
     });
     match result {
         Ok(code) => code,
         // Whoever read the output stopped reading (`| head`): nothing more to say.
         Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => fail(format, &e),
     }
+}
+
+/// Report `e` (with its causes) on stderr, as a log line in JSON mode; exit status 2.
+fn fail(format: LogFormat, e: &anyhow::Error) -> ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("error: {e:#}"),
+        LogFormat::Json => tracing::error!("{e:#}"),
+    }
+    ExitCode::from(2)
 }
 
 /// Whether `e` is a write to a stdout whose reader has gone.
@@ -151,13 +181,58 @@ fn worker_threads(cli: &Cli) -> Option<usize> {
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG")
+    let spec = std::env::var("SPOOL_LOG").map_or_else(
+        |_| default_filter.to_owned(),
+        |spec| log_filter(&spec, default_filter),
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal who has not asked for none.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The filter for `SPOOL_LOG=spec`: a bare level (`debug`) applies to Spool's own targets,
+/// not to the libraries under it (wasmtime and cranelift log a great deal at debug), which
+/// stay at `default`'s level; a directive that names a target (`wasmtime=debug`) is kept.
+fn log_filter(spec: &str, default: &str) -> String {
+    let mut directives = vec![default.to_owned()];
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare_level = !directive.contains('=')
+            && directive
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_ok();
+        directives.push(if bare_level {
+            format!("spool={directive}")
+        } else {
+            directive.to_owned()
+        });
+    }
+    directives.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_applies_to_spool_only_and_named_targets_are_kept() {
+        assert_eq!(log_filter("debug", "warn"), "warn,spool=debug");
+        assert_eq!(
+            log_filter("info,wasmtime=debug", "warn,spool=info"),
+            "warn,spool=info,spool=info,wasmtime=debug"
+        );
+        assert_eq!(
+            log_filter("spool::events=off", "warn"),
+            "warn,spool::events=off"
+        );
     }
 }

@@ -12,7 +12,7 @@ pub enum PluginCommand {
     Check {
         /// The plugin component (`.wasm`).
         plugin: PathBuf,
-        /// Print one JSON object instead of text.
+        /// Print one JSON object instead of text (README: "JSON output").
         #[arg(long)]
         json: bool,
     },

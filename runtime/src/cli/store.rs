@@ -18,28 +18,55 @@ use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
 /// The global flags that say where the jobs are kept.
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// The SQLite database (default `spool.db`; `spool-demo.db` for `spool demo`).
-    #[arg(long, global = true, env = "SPOOL_DB")]
+    // The variables are read by `read_env`, not by clap: clap would count a variable's value
+    // as typed, showing it in usage lines and refusing `--nats` when `SPOOL_DB` is set.
+    /// The SQLite database (default `spool.db`; `spool-demo.db` for `spool demo`)
+    /// [env: SPOOL_DB].
+    #[arg(long, global = true, help_heading = super::GLOBAL)]
     db: Option<PathBuf>,
     /// Keep the jobs in NATS JetStream on this server instead of SQLite (`nats://host:4222`,
-    /// comma-separated for a cluster); overrides the config's `[nats] url`.
+    /// comma-separated for a cluster); overrides the config's `[nats] url` [env:
+    /// SPOOL_NATS_URL].
     #[arg(
         long,
         global = true,
-        env = "SPOOL_NATS_URL",
         value_name = "URL",
-        conflicts_with = "db"
+        conflicts_with = "db",
+        help_heading = super::GLOBAL
     )]
     nats: Option<String>,
     /// The configuration file (default `spool.toml`): the worker's settings and queues, and
     /// the `[nats]` table every command reads.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = super::GLOBAL)]
     config: Option<PathBuf>,
 }
 
 const DEFAULT_CONFIG: &str = "spool.toml";
 
 impl StoreArgs {
+    /// Take `--db` or `--nats` from `SPOOL_DB` or `SPOOL_NATS_URL` when neither flag was
+    /// typed: a typed flag wins over both variables. Both variables set (and no flag) is an
+    /// error; an empty one counts as unset.
+    pub fn read_env(&mut self) -> anyhow::Result<()> {
+        if self.db.is_some() || self.nats.is_some() {
+            return Ok(());
+        }
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        match (var("SPOOL_DB"), var("SPOOL_NATS_URL")) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "SPOOL_DB and SPOOL_NATS_URL are both set: unset one, or pass --db or --nats"
+            ),
+            (db, nats) => {
+                self.db = db.map(PathBuf::from);
+                self.nats = nats
+                    .map(|url| url.into_string())
+                    .transpose()
+                    .map_err(|_| anyhow::anyhow!("SPOOL_NATS_URL is not UTF-8"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The configuration file: `--config`, or `spool.toml`.
     pub fn config_path(&self) -> &Path {
         self.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))

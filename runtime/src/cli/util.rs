@@ -56,3 +56,15 @@ pub fn log_line(line: &spool::LogLine) -> String {
         line.message,
     )
 }
+
+/// A value parser for an enum named in kebab-case (`--state`, `--phase`): a bad value is
+/// refused with the list of valid ones, which `--help` shows too.
+pub fn one_of<T>() -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: strum::VariantNames + std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::VARIANTS.iter().copied())
+        .try_map(|name| name.parse::<T>())
+}

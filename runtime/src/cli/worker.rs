@@ -6,6 +6,7 @@ use spool::config::{Config, QueueConfig};
 use spool::worker::Worker;
 use spool::{Sandbox, SandboxConfig};
 
+use super::LogFormat;
 use super::cache::CacheArgs;
 use super::store::{Store, StoreArgs, nats_layout};
 
@@ -16,6 +17,13 @@ pub struct WorkerArgs {
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
 }
+
+/// The smallest useful `spool.toml`, shown when there is none.
+const SAMPLE_CONFIG: &str = r#"[queues.email]
+plugin = "plugins/email.wasm"   # the handler component, relative to spool.toml
+timeout = "30s"                 # each attempt's deadline
+max_attempts = 3                # then the job goes to the dead-letter queue
+concurrency = 10                # attempts at once on this worker"#;
 
 /// The sandbox a worker needs for these settings.
 pub fn sandbox_for(
@@ -42,8 +50,16 @@ pub async fn run(
     store_args: &StoreArgs,
     cache: &CacheArgs,
     args: WorkerArgs,
+    format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
     let config_path = store_args.config_path();
+    if !config_path.exists() {
+        anyhow::bail!(
+            "no config at {}: a worker serves the queues of a spool.toml (or the file --config \
+             names). Write one with a section per queue, for example:\n\n{SAMPLE_CONFIG}",
+            config_path.display()
+        );
+    }
     let mut config = Config::load(config_path)?;
     if !args.queues.is_empty() {
         for name in &args.queues {
@@ -67,44 +83,90 @@ pub async fn run(
     let scheduled = schedules.len();
     let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
     let removed = worker.sync_schedules(schedules).await?;
-    eprint!("{}", worker.summary());
-    if scheduled > 0 {
-        eprintln!("  {scheduled} schedule(s) from the config stored in the backend");
+    for line in worker.summary().lines() {
+        say(format, line);
     }
-    if !removed.is_empty() {
-        eprintln!(
-            "  removed schedule(s) no longer in the config: {}",
-            removed.join(", ")
+    if scheduled > 0 {
+        say(
+            format,
+            &format!("  {scheduled} schedule(s) from the config stored in the backend"),
         );
     }
-    eprintln!("  store {store} ({layout})");
-    let stats = worker.run(shutdown_signal()).await?;
-    eprintln!(
-        "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released, {} cancelled while running",
-        stats.attempts,
-        stats.succeeded,
-        stats.retried,
-        stats.delayed,
-        stats.dead,
-        stats.lease_lost,
-        stats.released,
-        stats.cancelled
+    if !removed.is_empty() {
+        say(
+            format,
+            &format!(
+                "  removed schedule(s) no longer in the config: {}",
+                removed.join(", ")
+            ),
+        );
+    }
+    say(format, &format!("  store {store} ({layout})"));
+    let (stop, stop_now) = signals();
+    let stats = worker.run_until(stop, stop_now).await?;
+    say(
+        format,
+        &format!(
+            "stopped: {} attempts, {} succeeded, {} retried, {} delayed, {} dead, {} refused settles, {} released, {} cancelled while running",
+            stats.attempts,
+            stats.succeeded,
+            stats.retried,
+            stats.delayed,
+            stats.dead,
+            stats.lease_lost,
+            stats.released,
+            stats.cancelled
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+/// Write one line of the worker's own report on stderr: as it is in text mode, as a log line
+/// (JSON) in JSON mode, so that every line a JSON worker writes is JSON.
+fn say(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{line}"),
+        LogFormat::Json => tracing::info!("{}", line.trim()),
     }
+}
+
+/// Two futures for the worker: the first completes on the first SIGINT or SIGTERM (stop
+/// claiming, let running attempts finish), the second on the next one (stop at once).
+fn signals() -> (
+    impl Future<Output = ()> + Send,
+    impl Future<Output = ()> + Send,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel();
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    tokio::spawn(async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+            tracing::error!("cannot listen for SIGINT and SIGTERM");
+            return std::future::pending().await;
+        };
+        let mut next = async || {
+            tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            }
+        };
+        let name = next().await;
+        tracing::info!("received {name}: stopping");
+        let _ = first_tx.send(());
+        let name = next().await;
+        tracing::info!("received {name} again: stopping at once");
+        let _ = second_tx.send(());
+    });
+    (
+        async {
+            let _ = first_rx.await;
+        },
+        async {
+            if second_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+    )
 }

@@ -26,9 +26,9 @@ use std::time::Duration;
 use super::nats::NatsBackend;
 use super::sqlite::SqliteBackend;
 use super::{
-    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
-    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
-    QueueCounts, QueueError, Settle, Timestamp,
+    AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
+    EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -81,6 +81,7 @@ forward! {
     fn release(&self, leases: &[Lease]) -> Result<u64, QueueError>;
     fn expire_leases(&self, default_max_attempts: u32) -> Result<Vec<JobId>, QueueError>;
     fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError>;
+    fn keep_cancelled(&self, lease: &Lease, attempt: AttemptRecord) -> Result<bool, QueueError>;
     fn cancel_matching(&self, filter: &CancelFilter, reason: &str)
         -> Result<Vec<JobId>, QueueError>;
     fn revoked(&self, leases: &[Lease], timeout: Duration) -> Result<Vec<JobId>, QueueError>;

@@ -7,10 +7,51 @@
 //! instance), and the unfinished children of a cancelled job are cancelled with it.
 //! [`Prune`] says, per finished state, what the sweeper deletes; dead jobs have no entry:
 //! they are kept until `spool dlq purge`.
+//!
+//! The cancel records the running attempt at once ([`cancelled_attempt`]), with what the
+//! canceller knows; the worker that aborts it then completes the record with the plugin's
+//! digest and the log lines written until the abort
+//! ([`Backend::keep_cancelled`](super::Backend::keep_cancelled), [`keep`]).
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobState, JobSummary, Timestamp};
+use super::{AttemptRecord, JobState, JobSummary, Timestamp};
+
+/// The outcome of an attempt a cancel ended.
+pub const CANCELLED: &str = "cancelled";
+
+/// The record of the running attempt `attempt` (of `worker`, started at `since`) that a cancel
+/// ends at `now`: outcome `cancelled`, no phase (it spends no attempt), the reason as its error.
+pub(crate) fn cancelled_attempt(
+    attempt: u32,
+    worker: String,
+    since: Timestamp,
+    now: Timestamp,
+    reason: &str,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        worker,
+        started_at: since,
+        finished_at: now,
+        outcome: CANCELLED.into(),
+        phase: None,
+        error: Some(reason.to_owned()),
+        digest: None,
+        logs: Vec::new(),
+    }
+}
+
+/// Complete a cancel's record of an attempt with what its worker kept (digest, logs), once:
+/// returns whether `record` was one still waiting for it.
+pub(crate) fn keep(record: &mut AttemptRecord, kept: AttemptRecord) -> bool {
+    if record.outcome != CANCELLED || record.digest.is_some() {
+        return false;
+    }
+    record.digest = kept.digest;
+    record.logs = kept.logs;
+    true
+}
 
 /// Which unfinished jobs to cancel: every field given must match. A filter with no field
 /// matches every unfinished job.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::events::{Event, EventFilter, EventKind, NewEvent};
-use crate::outcome::LogLine;
+use crate::outcome::{LogLine, Progress};
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// Milliseconds since the Unix epoch.
@@ -61,6 +61,7 @@ impl std::fmt::Display for JobId {
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    strum::VariantNames,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
@@ -114,6 +115,7 @@ impl JobState {
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    strum::VariantNames,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
@@ -241,8 +243,10 @@ pub struct NewJob {
     pub run_at: Option<Timestamp>,
     /// Higher runs first within a queue; default 0.
     pub priority: i32,
-    /// Attempts allowed in all; `None` takes the queue's configured default at claim time
-    /// (the backend stores `None` and the worker resolves it).
+    /// Attempts allowed in all. A producer that knows the queue's config resolves it at
+    /// enqueue (`spool enqueue` with a `spool.toml` does); `None` takes the queue's configured
+    /// default at the job's first claim, and the claim stores it on the job
+    /// ([`QueueClaim::max_attempts`]), so it is settled once and for all.
     pub max_attempts: Option<u32>,
     /// The tenant the job belongs to.
     pub tenant: Option<String>,
@@ -288,6 +292,10 @@ pub struct QueueClaim {
     pub limit: usize,
     /// The queue's concurrency and rate limits and fair sharing, counted across every worker.
     pub flow: flow::Flow,
+    /// The queue's configured max attempts: stored on every job claimed without its own, so
+    /// from its first claim on, the job's max attempts is settled (the worker's retry policy,
+    /// the lease sweeper, replay and cancel all read it from the job). `None` stores nothing.
+    pub max_attempts: Option<u32>,
 }
 
 /// A claimed job: what the plugin needs for the attempt, and the lease.
@@ -301,7 +309,8 @@ pub struct Claimed {
     pub payload: Vec<u8>,
     /// The attempt number this run is (failed attempts so far + 1; delays do not count).
     pub attempt: u32,
-    /// The job's own max-attempts, if it was enqueued with one.
+    /// The job's max-attempts: its own, or the one its first claim stored
+    /// ([`QueueClaim::max_attempts`]).
     pub max_attempts: Option<u32>,
     /// How many times the job has been started, this run included (delays count).
     pub started: u32,
@@ -386,6 +395,8 @@ pub struct Settle {
     pub checkpoint: Option<Vec<u8>>,
     /// Children the attempt enqueued, created with the settle (empty for a failed attempt).
     pub children: Vec<NewChild>,
+    /// The last progress the attempt reported, replacing the job's; `None` keeps the job's.
+    pub progress: Option<Progress>,
 }
 
 /// A write refused because the attempt's lease is gone.
@@ -430,6 +441,9 @@ pub struct JobSummary {
     /// The job's group, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The last progress an attempt reported (`host.progress`), kept after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// Everything known about a job: `spool job <id>` and the dead-letter envelope.
@@ -596,8 +610,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Return every job whose lease has expired: the attempt counts as failed with phase
     /// `lease-expired` (event `lease-expired`); the job is ready again, or dead when no
-    /// attempts are left (`default_max_attempts` applies to jobs without their own). Returns
-    /// the jobs returned.
+    /// attempts are left, judged by the job's own max attempts (stored at enqueue or at its
+    /// first claim). `default_max_attempts` applies only to a job claimed with no max attempts
+    /// at all (by a claim that passed none, or by a Spool older than that rule). Returns the
+    /// jobs returned.
     fn expire_leases(
         &self,
         default_max_attempts: u32,
@@ -613,6 +629,16 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         id: &JobId,
         reason: &str,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Complete the record of the attempt a cancel ended while `lease` held it, with what its
+    /// worker kept of it: the plugin's digest and the log lines written before the abort
+    /// (`attempt`'s other fields are ignored). Applies once, and only to a job cancelled while
+    /// running under `lease`; returns whether it applied.
+    fn keep_cancelled(
+        &self,
+        lease: &Lease,
+        attempt: AttemptRecord,
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
     /// Cancel every unfinished job matching `filter` at the time of the call, as

@@ -4,6 +4,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The smallest memory cap a plugin is loaded with: 2 MiB. The smallest plugin built for
+/// `wasm32-wasip2` (the `noop` test plugin: a 1 MiB stack and its data) needs just over 1 MiB
+/// to start, so a cap below this would trap every attempt of any plugin; it is refused when
+/// the plugin is loaded, naming this minimum. Larger plugins need more (Python and JavaScript
+/// ones tens of MiB), which only running them tells.
+pub const MIN_MEMORY: usize = 2 << 20;
+
 /// Per-plugin limits, applied to every attempt of that plugin.
 ///
 /// The operator's configuration decides these; a plugin cannot raise them.

@@ -20,6 +20,24 @@ const MAX_LINE: usize = 8 << 10;
 /// How many bytes a guest may write per `check-write` permit.
 const WRITE_PERMIT: usize = 64 << 10;
 
+/// A read-only handle on a running attempt's log ([`Journal::attempt_started`]): what the
+/// plugin has written so far stays readable after the attempt is dropped.
+///
+/// [`Journal::attempt_started`]: super::Journal::attempt_started
+#[derive(Clone)]
+pub struct LogHandle(AttemptLog);
+
+impl LogHandle {
+    pub(crate) fn new(log: &AttemptLog) -> Self {
+        LogHandle(log.clone())
+    }
+
+    /// The complete lines written so far, oldest first.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.0.lock().lines.clone()
+    }
+}
+
 /// The shared, bounded log of one attempt.
 #[derive(Clone)]
 pub(crate) struct AttemptLog(Arc<Mutex<LogState>>);

@@ -41,7 +41,8 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use self::cache::{CacheStatus, CompileCache};
-pub use self::limits::Limits;
+pub use self::limits::{Limits, MIN_MEMORY};
+pub use self::log::LogHandle;
 pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
 use self::state::RunState;
@@ -141,6 +142,15 @@ impl Sandbox {
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), LoadError> {
+        if limits.memory < MIN_MEMORY {
+            return Err(LoadError::Limits {
+                reason: format!(
+                    "memory cap {} is below the minimum of {}: no plugin can start in less",
+                    bytesize::ByteSize(limits.memory as u64).display().iec(),
+                    bytesize::ByteSize(MIN_MEMORY as u64).display().iec()
+                ),
+            });
+        }
         if limits.memory > self.config.max_memory {
             return Err(LoadError::Limits {
                 reason: format!(

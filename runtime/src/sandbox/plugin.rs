@@ -50,13 +50,14 @@ impl fmt::Display for Digest {
 /// Why a plugin file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read plugin {path}: {source}")]
+    /// The file could not be read. The message includes the I/O error, which is therefore
+    /// not also given as the error's `source` (a printed chain would repeat it).
+    #[error("cannot read plugin {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (no `\\0asm` header)")]
@@ -249,9 +250,9 @@ const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random, wasi:config/sto
 impl Sandbox {
     /// Load the plugin at `path`, to run under `limits`.
     pub fn load_plugin(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut plugin = self.load_plugin_bytes(&bytes, limits)?;
         if let Some(inner) = Arc::get_mut(&mut plugin.0) {

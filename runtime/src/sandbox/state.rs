@@ -31,6 +31,12 @@ pub trait Journal: Send + Sync {
     fn save(&self, save: Save, not_after: Option<Timestamp>) -> JournalFuture<'_, ()>;
     /// Reserve the id of the attempt's job's `index`-th child.
     fn child_id(&self, index: u32) -> JournalFuture<'_, String>;
+    /// Called as the attempt starts, with a handle on its log: a caller that may drop the
+    /// attempt before it ends (a worker aborting a cancelled job) keeps it, to record what the
+    /// plugin wrote until then. The default ignores it.
+    fn attempt_started(&self, log: super::LogHandle) {
+        let _ = log;
+    }
 }
 
 /// The data of one attempt's `Store`: created fresh per attempt, dropped with the instance.
@@ -62,6 +68,9 @@ impl RunState {
         earlier_children: u32,
     ) -> Self {
         let log = AttemptLog::new(started, limits.max_log_bytes);
+        if let Some(journal) = &journal {
+            journal.attempt_started(super::LogHandle::new(&log));
+        }
         // No preopened directories, no environment, no arguments, no network: a guest that
         // tries to reach any of them gets an error back, never the host's resources.
         let wasi = WasiCtx::builder()

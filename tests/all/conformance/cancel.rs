@@ -36,6 +36,7 @@ async fn claim_within<B: Backend>(
         queue: queue.into(),
         limit: 1,
         flow,
+        max_attempts: None,
     }];
     loop {
         let got = b.claim("w2", &wanted, LEASE).await.unwrap();
@@ -332,4 +333,95 @@ pub async fn prune_per_state_keeps_the_other_states_and_never_dead_ones<B: Backe
         .find(|c| c.queue == "q")
         .expect("q is counted");
     assert_eq!((q.succeeded, q.cancelled, q.dead), (0, 0, 1));
+}
+
+pub async fn a_cancelled_attempt_keeps_the_digest_and_logs_its_worker_kept<B: Backend>(b: B) {
+    let running = enqueue_one(&b, job("q", b"running")).await;
+    let claimed = claim_one(&b, "q").await;
+    let line = LogLine {
+        at: Duration::from_millis(3),
+        level: LogLevel::Info,
+        source: LogSource::Plugin,
+        message: "halfway".into(),
+        fields: vec![("step".into(), "2".into())],
+    };
+    let kept = AttemptRecord {
+        digest: Some("sha256:abcd".into()),
+        logs: vec![line.clone()],
+        ..record(&claimed, "cancelled", None, None)
+    };
+    // Not cancelled: nothing to complete, nothing recorded.
+    assert!(
+        !b.keep_cancelled(&claimed.lease, kept.clone())
+            .await
+            .unwrap()
+    );
+    assert!(detail(&b, &running).await.attempts.is_empty());
+
+    assert!(b.cancel(&running, REASON).await.unwrap());
+    let before = detail(&b, &running).await;
+    assert_eq!(before.attempts.len(), 1);
+    assert_eq!(before.attempts[0].outcome, "cancelled");
+    assert_eq!(before.attempts[0].digest, None);
+    // Another lease of the job (a forged token) cannot write it.
+    let forged = Lease {
+        token: claimed.lease.token + 7,
+        ..claimed.lease.clone()
+    };
+    assert!(!b.keep_cancelled(&forged, kept.clone()).await.unwrap());
+
+    assert!(
+        b.keep_cancelled(&claimed.lease, kept.clone())
+            .await
+            .unwrap()
+    );
+    let after = detail(&b, &running).await;
+    assert_eq!(after.summary.state, JobState::Cancelled);
+    assert_eq!(after.attempts.len(), 1);
+    let attempt = &after.attempts[0];
+    assert_eq!(attempt.outcome, "cancelled");
+    assert_eq!(
+        attempt.error.as_deref(),
+        Some(REASON),
+        "the cancel's reason stays"
+    );
+    assert_eq!(attempt.digest.as_deref(), Some("sha256:abcd"));
+    assert_eq!(attempt.logs, [line]);
+    // Once only.
+    let other = AttemptRecord {
+        digest: Some("sha256:ffff".into()),
+        ..kept
+    };
+    assert!(!b.keep_cancelled(&claimed.lease, other).await.unwrap());
+    assert_eq!(
+        detail(&b, &running).await.attempts[0].digest.as_deref(),
+        Some("sha256:abcd")
+    );
+}
+
+pub async fn the_last_progress_an_attempt_reported_is_kept_on_the_job<B: Backend>(b: B) {
+    let id = enqueue_one(&b, job("q", b"p")).await;
+    let claimed = claim_one(&b, "q").await;
+    let half = spool::outcome::Progress {
+        percent: 50,
+        message: Some("half".into()),
+    };
+    let mut settle = delay(&claimed, now());
+    settle.progress = Some(half.clone());
+    settle_ok(&b, settle).await;
+    assert_eq!(detail(&b, &id).await.summary.progress, Some(half.clone()));
+    // An attempt that reports none leaves the last one in place; one that does replaces it.
+    let claimed = claim_one(&b, "q").await;
+    settle_ok(&b, delay(&claimed, now())).await;
+    let listed = b.jobs(&JobFilter::default()).await.unwrap();
+    assert_eq!(listed[0].progress, Some(half));
+    let claimed = claim_one(&b, "q").await;
+    let mut settle = succeeded(&claimed, b"done");
+    let full = spool::outcome::Progress {
+        percent: 100,
+        message: None,
+    };
+    settle.progress = Some(full.clone());
+    settle_ok(&b, settle).await;
+    assert_eq!(detail(&b, &id).await.summary.progress, Some(full));
 }

@@ -41,6 +41,7 @@ async fn claim_for<B: Backend>(
         queue: queue.into(),
         limit,
         flow,
+        max_attempts: None,
     }];
     b.claim("w1", &wanted, lease).await.unwrap()
 }
@@ -148,6 +149,7 @@ pub async fn a_queue_concurrency_limit_caps_running_jobs_whoever_claims<B: Backe
         queue: "q".into(),
         limit: 10,
         flow,
+        max_attempts: None,
     }];
     assert!(b.claim("w2", &wanted, LEASE).await.unwrap().is_empty());
     settle_ok(&b, succeeded(&first[0], b"")).await;

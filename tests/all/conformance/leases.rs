@@ -307,3 +307,74 @@ pub async fn cancel_stops_a_job_and_revokes_its_lease<B: Backend>(b: B) {
         assert!(matches!(err, QueueError::NotFound(_)), "got {err:?}");
     }
 }
+
+pub async fn a_lapsed_job_is_judged_by_the_max_attempts_its_first_claim_stored<B: Backend>(b: B) {
+    // Two queues without a max of their own on their jobs: one allows 3 attempts, the other
+    // 10. Whatever number the sweeper or a later claim passes, each job keeps its own.
+    let small = enqueue_one(&b, job("small", b"s")).await;
+    let large = enqueue_one(&b, job("large", b"l")).await;
+    let claim_with = |queue: &str, max: u32| QueueClaim {
+        queue: queue.into(),
+        limit: 1,
+        max_attempts: Some(max),
+        ..QueueClaim::default()
+    };
+    for (round, (small_max, large_max, sweep_default)) in [(3, 10, 1), (10, 1, 10), (10, 1, 10)]
+        .into_iter()
+        .enumerate()
+    {
+        let claimed = b
+            .claim(
+                "w1",
+                &[
+                    claim_with("small", small_max),
+                    claim_with("large", large_max),
+                ],
+                SHORT_LEASE,
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2, "round {round}");
+        for c in &claimed {
+            let own = if c.lease.job_id == small { 3 } else { 10 };
+            assert_eq!(c.max_attempts, Some(own), "round {round}: {c:?}");
+        }
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        assert_eq!(
+            b.expire_leases(sweep_default).await.unwrap().len(),
+            2,
+            "round {round}"
+        );
+        // A sweep whose default is 1 leaves the 10-attempt job alone; one whose default is 10
+        // still dead-letters the 3-attempt job at its third lapse.
+        let expected = if round == 2 {
+            JobState::Dead
+        } else {
+            JobState::Ready
+        };
+        assert_eq!(state(&b, &small).await, expected, "round {round}");
+        assert_eq!(state(&b, &large).await, JobState::Ready, "round {round}");
+    }
+    let small = detail(&b, &small).await.summary;
+    assert_eq!((small.attempts, small.max_attempts), (3, Some(3)));
+    assert_eq!(small.last_phase, Some(Phase::LeaseExpired));
+    let large = detail(&b, &large).await.summary;
+    assert_eq!((large.attempts, large.max_attempts), (3, Some(10)));
+
+    // A job enqueued with its own max keeps it whatever the claim says.
+    let own = enqueue_one(
+        &b,
+        NewJob {
+            max_attempts: Some(2),
+            ..job("small", b"own")
+        },
+    )
+    .await;
+    let claimed = b
+        .claim("w1", &[claim_with("small", 7)], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.job_id, own);
+    assert_eq!(claimed[0].max_attempts, Some(2));
+}

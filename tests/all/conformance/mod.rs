@@ -59,6 +59,7 @@ macro_rules! backend_conformance {
             a_dead_job_keeps_its_whole_envelope,
             an_expired_lease_returns_the_job_and_refuses_the_late_settle,
             an_expired_lease_dead_letters_a_job_out_of_attempts,
+            a_lapsed_job_is_judged_by_the_max_attempts_its_first_claim_stored,
             release_returns_jobs_without_spending_an_attempt,
             cancel_stops_a_job_and_revokes_its_lease,
             replay_by_id_gives_a_dead_job_fresh_attempts,
@@ -89,6 +90,8 @@ macro_rules! backend_conformance {
             a_cancelled_job_is_never_claimed_even_if_already_delivered,
             cancelling_a_running_job_records_the_attempt_and_frees_its_group_and_slot,
             cancelling_a_parent_cancels_its_unfinished_children,
+            a_cancelled_attempt_keeps_the_digest_and_logs_its_worker_kept,
+            the_last_progress_an_attempt_reported_is_kept_on_the_job,
             prune_per_state_keeps_the_other_states_and_never_dead_ones,
             a_tick_fires_exactly_once_when_schedulers_race,
             the_leader_lock_is_exclusive_and_passes_on_after_expiry,
@@ -190,6 +193,7 @@ pub(crate) fn succeeded(claimed: &Claimed, output: &[u8]) -> Settle {
         attempt: record(claimed, "succeeded", None, None),
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 
@@ -200,6 +204,7 @@ fn retry(claimed: &Claimed, run_at: Timestamp, error: &str) -> Settle {
         attempt: record(claimed, "retry", Some(Phase::Run), Some(error)),
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 
@@ -210,6 +215,7 @@ fn delay(claimed: &Claimed, run_at: Timestamp) -> Settle {
         attempt: record(claimed, "delay", None, None),
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 
@@ -220,6 +226,7 @@ fn dead(claimed: &Claimed, phase: Phase, error: &str) -> Settle {
         attempt: record(claimed, "fail", Some(phase), Some(error)),
         checkpoint: None,
         children: Vec::new(),
+        progress: None,
     }
 }
 

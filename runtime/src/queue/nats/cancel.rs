@@ -20,7 +20,7 @@ use super::names::is_job_id;
 use super::read::{every, unclaimed};
 use super::setup::{REQUEST_TIMEOUT, store};
 use super::store::{Answer, Inner};
-use crate::queue::cancel::parent_cancelled;
+use crate::queue::cancel::{cancelled_attempt, keep as keep_record, parent_cancelled};
 use crate::queue::{
     AttemptRecord, CancelFilter, EventKind, JobId, JobState, Lease, NewEvent, QueueError, now,
 };
@@ -78,17 +78,13 @@ async fn cancel_tree(
             if let Some((held, _, _)) = &running {
                 // The running attempt ends here, spending no attempt.
                 let attempt = r.attempts + 1;
-                r.history.push(AttemptRecord {
+                r.history.push(cancelled_attempt(
                     attempt,
-                    worker: held.worker.clone(),
-                    started_at: held.since,
-                    finished_at: now,
-                    outcome: "cancelled".into(),
-                    phase: None,
-                    error: Some(reason.to_owned()),
-                    digest: None,
-                    logs: Vec::new(),
-                });
+                    held.worker.clone(),
+                    held.since,
+                    now,
+                    reason,
+                ));
                 event.worker = Some(held.worker.clone());
                 event.attempt = Some(attempt);
                 event.duration_ms = Some(u64::try_from(now - held.since).unwrap_or(0));
@@ -123,6 +119,25 @@ async fn cancel_tree(
         }
     }
     Ok(true)
+}
+
+/// [`Backend::keep_cancelled`](crate::queue::Backend::keep_cancelled): the last attempt in the
+/// record of a job cancelled while `lease` held it (the token stays the claim's: a cancelled
+/// job is never claimed again).
+pub async fn keep(inner: &Inner, lease: &Lease, kept: AttemptRecord) -> Result<bool, QueueError> {
+    if !is_job_id(&lease.job_id) {
+        return Ok(false);
+    }
+    let kept = inner
+        .update(&lease.job_id, None, |r| {
+            if r.state != JobState::Cancelled || r.token != lease.token {
+                return None;
+            }
+            let last = r.history.last_mut()?;
+            keep_record(last, kept.clone()).then_some(())
+        })
+        .await?;
+    Ok(kept.is_some())
 }
 
 /// Tell every worker that the attempt of `id` under `token` is cancelled. A lost notice costs

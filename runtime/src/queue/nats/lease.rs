@@ -232,7 +232,7 @@ async fn claim_lane(
                 .into_iter()
                 // Boxed: a claim's state is large, and moving it costs more than the
                 // allocation.
-                .map(|m| Box::pin(take(inner, queue, m, worker, lease, &slots))),
+                .map(|m| Box::pin(take(inner, queue, m, worker, lease, &slots, q.max_attempts))),
         )
         .await;
         for t in taken {
@@ -379,6 +379,7 @@ async fn take(
     worker: &str,
     lease: Duration,
     slots: &[String],
+    max_attempts: Option<u32>,
 ) -> Result<Option<(Claimed, Vec<Wire>)>, QueueError> {
     let reply = message
         .reply
@@ -537,6 +538,8 @@ async fn take(
                         reply: reply.clone(),
                     });
                     r.slots = slots.to_vec();
+                    // Settled at the first claim, for good (see `QueueClaim::max_attempts`).
+                    r.max_attempts = r.max_attempts.or(max_attempts);
                     let attempt = r.attempts + 1;
                     Some(r.note(
                         &id,

@@ -272,9 +272,9 @@ pub use self::record::{
 };
 use self::store::Inner;
 use super::{
-    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
-    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
-    QueueCounts, QueueError, Settle, Timestamp,
+    AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
+    EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -425,6 +425,14 @@ impl Backend for NatsBackend {
 
     async fn cancel(&self, id: &JobId, reason: &str) -> Result<bool, QueueError> {
         cancel::cancel(&self.inner, id, reason).await
+    }
+
+    async fn keep_cancelled(
+        &self,
+        lease: &Lease,
+        attempt: AttemptRecord,
+    ) -> Result<bool, QueueError> {
+        cancel::keep(&self.inner, lease, attempt).await
     }
 
     async fn cancel_matching(

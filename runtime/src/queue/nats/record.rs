@@ -100,6 +100,9 @@ pub struct Record {
     /// the record small: the next entry's number is `dropped + timeline.len() + 1`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u32,
+    /// The last progress an attempt reported (absent from records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::outcome::Progress>,
 }
 
 /// The most entries a timeline keeps: a job that checkpoints or delays without end keeps its
@@ -256,6 +259,7 @@ impl Record {
             slots: Vec::new(),
             timeline: Vec::new(),
             dropped: 0,
+            progress: None,
         }
     }
 
@@ -317,6 +321,7 @@ impl Record {
             last_phase: self.last_phase,
             parent: self.parent.clone(),
             group: self.group.clone(),
+            progress: self.progress.clone(),
         }
     }
 

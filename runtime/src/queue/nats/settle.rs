@@ -98,6 +98,7 @@ async fn settle_one(
         attempt,
         checkpoint,
         children,
+        progress,
     } = settle;
     let id = lease.job_id.clone();
     let now = now();
@@ -180,6 +181,9 @@ async fn settle_one(
             }
             if let Some(checkpoint) = &checkpoint {
                 r.checkpoint = Some(checkpoint.clone());
+            }
+            if let Some(progress) = &progress {
+                r.progress = Some(progress.clone());
             }
             r.lease = None;
             r.updated_at = now;
@@ -293,14 +297,15 @@ fn kinds(next: &Next, attempt: &AttemptRecord, r: &Record, now: Timestamp) -> Ve
     }
 }
 
-/// Publish a dead job's envelope (the same JSON as `spool job --json` and the SQLite
-/// backend's) on the dead-letter stream, for consumers outside Spool.
+/// Publish a dead job's envelope (the same JSON as `spool job --json`,
+/// [`crate::json::JobJson`]) on the dead-letter stream, for consumers outside Spool.
 pub async fn dead_letter(inner: &Inner, id: &JobId, record: &Record) -> Result<(), QueueError> {
     let children = children::outcomes(inner, id, record).await?;
-    let mut detail = record
+    let detail = record
         .clone()
         .detail(id, record.events(id), children, now());
-    let mut body = serde_json::to_vec(&detail).unwrap_or_default();
+    let mut envelope = crate::json::JobJson::from(&detail);
+    let mut body = serde_json::to_vec(&envelope).unwrap_or_default();
     // A large fan-out's outcomes may not fit one message: its children's outputs go first,
     // then the list (each child keeps its own record).
     let room = match inner.client.server_info().max_payload {
@@ -308,12 +313,15 @@ pub async fn dead_letter(inner: &Inner, id: &JobId, record: &Record) -> Result<(
         most => most.saturating_sub(4096),
     };
     if body.len() > room {
-        detail.children.iter_mut().for_each(|c| c.output = None);
-        body = serde_json::to_vec(&detail).unwrap_or_default();
+        envelope.children.iter_mut().for_each(|c| {
+            c.output = serde_json::Value::Null;
+            c.output_encoding = None;
+        });
+        body = serde_json::to_vec(&envelope).unwrap_or_default();
     }
     if body.len() > room {
-        detail.children.clear();
-        body = serde_json::to_vec(&detail).unwrap_or_default();
+        envelope.children.clear();
+        body = serde_json::to_vec(&envelope).unwrap_or_default();
     }
     inner
         .js

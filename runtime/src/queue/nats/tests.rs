@@ -92,6 +92,7 @@ fn settle(c: &Claimed, next: Next, children: Vec<NewChild>) -> Settle {
         },
         checkpoint: None,
         children,
+        progress: None,
     }
 }
 

@@ -4,9 +4,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Failure;
-use super::columns::{int, job_id, name, row_id};
+use super::columns::{int, job_id, name, row_id, to_json};
 use super::journal::{Journal, Subject, insert_attempt};
-use crate::queue::cancel::parent_cancelled;
+use crate::queue::cancel::{cancelled_attempt, parent_cancelled};
 use crate::queue::{AttemptRecord, CancelFilter, EventKind, JobId, JobState, Lease};
 
 const FIND: &str = "SELECT state, lease_worker, queue, tenant, token, updated_at, attempts \
@@ -33,6 +33,11 @@ const MATCHING: &str = "SELECT id FROM jobs \
     ORDER BY id LIMIT ?10";
 
 /// A job cancelled while its claim with token `?2` held it (a cancel keeps the token).
+/// A cancel's record of the attempt `?2` of job `?1`, not yet completed by its worker.
+const KEEP: &str = "UPDATE attempts SET digest = ?3, logs = ?4 \
+    WHERE job_id = ?1 AND token = ?2 AND outcome = 'cancelled' AND digest IS NULL \
+      AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND token = ?2 AND state = 'cancelled')";
+
 const REVOKED: &str = "SELECT 1 FROM jobs WHERE id = ?1 AND token = ?2 AND state = 'cancelled'";
 
 /// Cancel job `id` and its unfinished children, down the tree. `None` if there is no such
@@ -82,17 +87,13 @@ fn cancel_one(
     // destroys the instance once it hears; whatever it settles later is refused.
     let running = state == JobState::Running;
     if running {
-        let record = AttemptRecord {
-            attempt: attempts + 1,
-            worker: worker.clone().unwrap_or_default(),
-            started_at: since,
-            finished_at: now,
-            outcome: "cancelled".into(),
-            phase: None,
-            error: Some(reason.to_owned()),
-            digest: None,
-            logs: Vec::new(),
-        };
+        let record = cancelled_attempt(
+            attempts + 1,
+            worker.clone().unwrap_or_default(),
+            since,
+            now,
+            reason,
+        );
         insert_attempt(tx, id, token, &record)?;
     }
     let subject = Subject {
@@ -121,6 +122,21 @@ fn cancel_one(
         }
     }
     Ok(Some(true))
+}
+
+/// [`Backend::keep_cancelled`](crate::queue::Backend::keep_cancelled): the one attempt row a
+/// cancel wrote for `lease`, while its job stays cancelled.
+pub(super) fn keep(tx: &Connection, lease: &Lease, kept: AttemptRecord) -> Result<bool, Failure> {
+    let Some(id) = row_id(&lease.job_id) else {
+        return Ok(false);
+    };
+    let changed = tx.prepare_cached(KEEP)?.execute(params![
+        id,
+        lease.token,
+        kept.digest,
+        to_json(&kept.logs)?
+    ])?;
+    Ok(changed > 0)
 }
 
 /// Cancel up to `chunk` of the unfinished jobs `filter` matches that were enqueued by

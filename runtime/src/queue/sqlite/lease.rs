@@ -40,7 +40,8 @@ pub(super) use group_free;
 pub(super) const CLAIM: &str = concat!(
     "UPDATE jobs SET \
         state = 'running', token = token + 1, started = started + 1, \
-        lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3 \
+        lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3, \
+        max_attempts = COALESCE(max_attempts, ?6) \
     WHERE id IN ( \
         SELECT id FROM jobs AS j \
         WHERE queue = ?4 AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
@@ -57,7 +58,8 @@ pub(super) const CLAIM: &str = concat!(
 const CLAIM_ONE: &str = concat!(
     "UPDATE jobs SET \
         state = 'running', token = token + 1, started = started + 1, \
-        lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3 \
+        lease_worker = ?1, lease_expires_at = ?2, updated_at = ?3, \
+        max_attempts = COALESCE(max_attempts, ?5) \
     WHERE id = ?4 AND state IN ('ready', 'scheduled') AND run_at <= ?3 \
     RETURNING ",
     claimed_columns!()
@@ -112,9 +114,10 @@ pub(super) fn claim(
             for id in picked {
                 rows.extend(
                     statement
-                        .query_row(params![worker, expires_at, now, id], |row| {
-                            claimed_row(row, worker, &wanted.queue, expires_at)
-                        })
+                        .query_row(
+                            params![worker, expires_at, now, id, wanted.max_attempts],
+                            |row| claimed_row(row, worker, &wanted.queue, expires_at),
+                        )
                         .optional()?,
                 );
             }
@@ -122,7 +125,14 @@ pub(super) fn claim(
         } else {
             let mut statement = tx.prepare_cached(CLAIM)?;
             let rows = statement.query_map(
-                params![worker, expires_at, now, wanted.queue, int(wanted.limit)],
+                params![
+                    worker,
+                    expires_at,
+                    now,
+                    wanted.queue,
+                    int(wanted.limit),
+                    wanted.max_attempts
+                ],
                 |row| claimed_row(row, worker, &wanted.queue, expires_at),
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?

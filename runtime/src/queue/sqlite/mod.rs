@@ -76,7 +76,7 @@
 //!         logs: Vec::new(),
 //!     };
 //!     let next = Next::Succeeded { output: b"sent".to_vec() };
-//!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None, children: Vec::new() };
+//!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None, children: Vec::new(), progress: None };
 //!     backend.settle(vec![settle]).await?.remove(0)?;
 //! }
 //! let job = backend.job(&id).await?.ok_or("no such job")?;
@@ -110,9 +110,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::journal::Journal;
 use super::{
-    AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event, EventFilter,
-    JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob, Prune, QueueClaim,
-    QueueCounts, QueueError, Settle, Timestamp, now,
+    AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
+    EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, now,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -485,6 +485,18 @@ impl Backend for SqliteBackend {
         let reason = reason.to_owned();
         self.write("cancel", move |tx, journal| {
             admin::cancel(tx, journal, &id, &reason)
+        })
+        .await
+    }
+
+    async fn keep_cancelled(
+        &self,
+        lease: &Lease,
+        attempt: AttemptRecord,
+    ) -> Result<bool, QueueError> {
+        let lease = lease.clone();
+        self.write("keep a cancelled attempt", move |tx, _| {
+            cancel::keep(tx, &lease, attempt)
         })
         .await
     }

@@ -15,7 +15,7 @@ use crate::queue::{
 macro_rules! summary_columns {
     () => {
         "id, queue, state, run_at, attempts, max_attempts, priority, tenant, enqueued_at, \
-         updated_at, last_error, last_phase, parent_id, group_key"
+         updated_at, last_error, last_phase, parent_id, group_key, progress"
     };
 }
 
@@ -93,22 +93,22 @@ pub(super) fn job(
         .prepare_cached(JOB)?
         .query_row(params![row], |r| {
             let summary = summary(r, now)?;
-            let lease = match (summary.state, r.get::<_, Option<String>>(21)?) {
+            let lease = match (summary.state, r.get::<_, Option<String>>(22)?) {
                 (JobState::Running, Some(worker)) => Some(Lease {
                     job_id: summary.id.clone(),
-                    token: r.get(20)?,
+                    token: r.get(21)?,
                     worker,
-                    expires_at: r.get::<_, Option<i64>>(22)?.unwrap_or_default(),
+                    expires_at: r.get::<_, Option<i64>>(23)?.unwrap_or_default(),
                 }),
                 _ => None,
             };
             Ok(JobDetail {
-                payload: r.get(14)?,
-                output: r.get(15)?,
-                checkpoint: r.get(16)?,
-                key: r.get(17)?,
-                metadata: json(r, 18)?,
-                started: r.get(19)?,
+                payload: r.get(15)?,
+                output: r.get(16)?,
+                checkpoint: r.get(17)?,
+                key: r.get(18)?,
+                metadata: json(r, 19)?,
+                started: r.get(20)?,
                 lease,
                 summary,
                 attempts: Vec::new(),
@@ -238,6 +238,7 @@ fn summary(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<JobSummary> {
         last_phase: opt_name(r, 11)?,
         parent: r.get::<_, Option<i64>>(12)?.map(job_id),
         group: r.get(13)?,
+        progress: json(r, 14)?,
     })
 }
 

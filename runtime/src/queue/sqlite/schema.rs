@@ -6,7 +6,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 4;
+pub(super) const VERSION: i64 = 5;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -34,6 +34,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         tx.execute_batch("ALTER TABLE jobs ADD COLUMN group_key TEXT;")?;
     }
     // Version 4 added schedules and leader locks: new tables only, which the schema creates.
+    if (1..5).contains(&version) {
+        // Version 5 keeps the last progress a job's attempt reported.
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN progress TEXT;")?;
+    }
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;

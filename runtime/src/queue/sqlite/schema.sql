@@ -58,7 +58,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     parent_id         INTEGER,
     on_parent_failure TEXT,
     -- The job's group: it never runs while another job of its queue and group runs.
-    group_key         TEXT
+    group_key         TEXT,
+    -- The last progress an attempt reported (`host.progress`): JSON {percent, message}.
+    -- Version 5 added it.
+    progress          TEXT
 );
 
 -- A flow: a parent's children.

@@ -13,7 +13,8 @@ pub(super) const SETTLE: &str = "UPDATE jobs SET \
         state = ?3, run_at = COALESCE(?4, run_at), attempts = attempts + ?5, \
         output = COALESCE(?6, output), checkpoint = COALESCE(?7, checkpoint), \
         last_error = COALESCE(?8, last_error), last_phase = COALESCE(?9, last_phase), \
-        lease_worker = NULL, lease_expires_at = NULL, updated_at = ?10 \
+        lease_worker = NULL, lease_expires_at = NULL, updated_at = ?10, \
+        progress = COALESCE(?11, progress) \
     WHERE id = ?1 AND state = 'running' AND token = ?2 \
     RETURNING queue, tenant";
 
@@ -59,6 +60,11 @@ fn settle_one(
     } else {
         (None, None)
     };
+    let progress = settle
+        .progress
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
     let job = tx
         .prepare_cached(SETTLE)?
         .query_row(
@@ -73,6 +79,7 @@ fn settle_one(
                 error,
                 phase,
                 now,
+                progress,
             ],
             |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
         )
