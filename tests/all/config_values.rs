@@ -83,11 +83,8 @@ fn run_job(s: &Setup, payload: &Value, tenant: Option<&str>) -> (String, Value) 
 /// The plugin's JSON output of a succeeded job.
 fn output(job: &Value) -> Value {
     assert_eq!(state(job), "succeeded", "{job:#}");
-    let bytes: Vec<u8> = match &job["output"] {
-        Value::String(text) => text.clone().into_bytes(),
-        other => serde_json::from_value(other.clone()).unwrap(),
-    };
-    serde_json::from_slice(&bytes).unwrap()
+    // JSON output is shown as the JSON value itself.
+    job["output"].clone()
 }
 
 #[test]
@@ -334,7 +331,7 @@ fn exec_hands_the_plugin_values_and_environment_secrets_and_redacts_its_log() {
         serde_json::from_str::<Value>(&stdout).unwrap()
     };
     let report = run(json!({"show": ["api_base"], "fingerprint": ["api_key"], "log": ["api_key"]}));
-    let seen: Value = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let seen = &report["output"];
     assert_eq!(seen["values"]["api_base"], json!("http://127.0.0.1:8025"));
     assert_eq!(seen["fingerprints"]["api_key"], json!(fnv1a(&key)));
     assert!(
@@ -351,9 +348,9 @@ fn exec_hands_the_plugin_values_and_environment_secrets_and_redacts_its_log() {
         &[],
     );
     assert_eq!(code, Some(0), "{report}");
-    let seen: Value = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let seen = &report["output"];
     assert_eq!(
-        seen,
+        *seen,
         json!({"keys": [], "values": {"api_base": null}, "fingerprints": {"api_key": null}})
     );
 
@@ -417,4 +414,55 @@ fn only_a_plugin_that_reads_config_imports_wasi_config_and_it_needs_no_grant() {
             "{plugin}: {imports:?}"
         );
     }
+}
+
+#[test]
+fn a_cancelled_or_timed_out_attempt_keeps_its_log_lines_with_the_secret_redacted() {
+    let key = unique("cut");
+    let s = Setup::new(&config(
+        r#"
+[queues.email.secrets]
+api_key = { env = "SPOOL_TEST_CONFIG_CUT_KEY" }
+"#,
+    ));
+    let w = worker(&s, &[("SPOOL_TEST_CONFIG_CUT_KEY", &key)]);
+    let payload = json!({"log": ["api_key"], "sleep_ms": 60_000}).to_string();
+    let cancelled = s.enqueue("email", &payload);
+    s.wait_for(&cancelled, Duration::from_secs(30), |j| {
+        state(j) == "running"
+    });
+    // The plugin logs before it sleeps; give it a moment to get there.
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, stderr) = s.run(&["cancel", &cancelled]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let job = s.wait_for(&cancelled, Duration::from_secs(30), |j| {
+        state(j) == "cancelled"
+            && j["attempts"][0]["logs"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+    });
+    let text = job["attempts"][0]["logs"].to_string();
+    assert!(text.contains("read api_key = [redacted]"), "{job:#}");
+
+    // A timed-out attempt (10 s, the queue's timeout) keeps its lines redacted too.
+    let timed_out = s.enqueue(
+        "email",
+        &json!({"log": ["api_key"], "sleep_ms": 20_000}).to_string(),
+    );
+    let job = s.wait_for(&timed_out, Duration::from_secs(40), |j| state(j) == "dead");
+    assert_eq!(job["attempts"][0]["phase"], "timeout", "{job:#}");
+    assert!(
+        job["attempts"][0]["logs"]
+            .to_string()
+            .contains("stdout api_key = [redacted]"),
+        "{job:#}"
+    );
+    stop(w, "-TERM");
+    for id in [&cancelled, &timed_out] {
+        for args in [vec!["job", id.as_str()], vec!["job", id.as_str(), "--json"]] {
+            let (_, stdout, stderr) = s.run(&args);
+            assert!(!stdout.contains(&key) && !stderr.contains(&key), "{stdout}");
+        }
+    }
+    assert!(!worker_log(&s).contains(&key));
 }

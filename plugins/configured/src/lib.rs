@@ -1,12 +1,14 @@
 //! `configured`: reports the values it reads through `wasi:config`, for the config tests.
 //!
-//! Payload: `{"show"?: [key], "fingerprint"?: [key], "log"?: [key], "fail_with"?: key}`.
+//! Payload: `{"show"?: [key], "fingerprint"?: [key], "log"?: [key], "fail_with"?: key,
+//! "sleep_ms"?: u64}`.
 //! Output: `{"keys": [every key it may read, sorted], "values": {key: value or null} for
 //! `show`, "fingerprints": {key: FNV-1a-64 hex of the value, or null} for `fingerprint`}`.
 //! A test proves the guest read a secret through its fingerprint without the secret itself
 //! being stored as output. `log` writes each named value to the attempt's log (a `host.log`
 //! line and its field, stdout, stderr and the progress note), and `fail_with` fails the job
-//! with the named value in the error message: what the host must redact.
+//! with the named value in the error message: what the host must redact. `sleep_ms` sleeps
+//! after logging, so that a test can cancel the attempt or let it time out.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,8 @@ struct Ask {
     log: Vec<String>,
     #[serde(default)]
     fail_with: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -51,6 +55,9 @@ fn configured(_: &Job, ask: Ask) -> Result<Seen, JobError> {
         println!("stdout {key} = {value}");
         eprintln!("stderr {key} = {value}");
         spool_sdk::progress(50, Some(&format!("using {value}")));
+    }
+    if ask.sleep_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ask.sleep_ms));
     }
     if let Some(key) = &ask.fail_with {
         let value = spool_sdk::secret(key)
