@@ -9,6 +9,7 @@ mod cache;
 mod cancel;
 mod channels;
 mod cli;
+mod config_values;
 mod conformance;
 mod flow_control;
 mod flows;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::wasi_config::ConfigValues;
 use crate::outcome::{LogLevel, LogLine, LogSource, LogsDropped};
 
 /// The longest line kept from stdout/stderr; longer lines are split.
@@ -48,6 +49,8 @@ struct LogState {
     dropped: LogsDropped,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// The attempt's secret values, replaced in every line as it is stored.
+    secrets: ConfigValues,
 }
 
 impl AttemptLog {
@@ -59,7 +62,13 @@ impl AttemptLog {
             dropped: LogsDropped::default(),
             stdout: Vec::new(),
             stderr: Vec::new(),
+            secrets: ConfigValues::default(),
         })))
+    }
+
+    /// Redact the secret values of `values` from every line stored from now on.
+    pub(crate) fn redact(&self, values: ConfigValues) {
+        self.lock().secrets = values;
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
@@ -82,6 +91,13 @@ impl AttemptLog {
         }
         state.budget -= size;
         let at = state.started.elapsed();
+        let (mut message, mut fields) = (message, fields);
+        if state.secrets.has_secrets() {
+            state.secrets.redact_in_place(&mut message);
+            for (_, value) in &mut fields {
+                state.secrets.redact_in_place(value);
+            }
+        }
         state.lines.push(LogLine {
             at,
             level,
@@ -126,15 +142,23 @@ impl AttemptLog {
             }
             if line_ends && (fits || !pending.is_empty()) {
                 let text = std::mem::take(pending);
-                push_stdio_line(state.started, &mut state.lines, source, text);
+                push_stdio_line(
+                    state.started,
+                    &mut state.lines,
+                    &state.secrets,
+                    source,
+                    text,
+                );
             }
             bytes = rest.unwrap_or_default();
         }
     }
 
     /// Add a note of the host's own.
-    pub(crate) fn host_line(&self, level: LogLevel, message: String) {
+    pub(crate) fn host_line(&self, level: LogLevel, mut message: String) {
         let mut state = self.lock();
+        // A host note may quote the plugin (a step's name, an error it returned).
+        state.secrets.redact_in_place(&mut message);
         let at = state.started.elapsed();
         state.lines.push(LogLine {
             at,
@@ -156,7 +180,13 @@ impl AttemptLog {
             };
             if !pending.is_empty() {
                 let text = std::mem::take(pending);
-                push_stdio_line(state.started, &mut state.lines, source, text);
+                push_stdio_line(
+                    state.started,
+                    &mut state.lines,
+                    &state.secrets,
+                    source,
+                    text,
+                );
             }
         }
         let dropped = state.dropped;
@@ -177,18 +207,26 @@ impl AttemptLog {
     }
 }
 
-fn push_stdio_line(started: Instant, lines: &mut Vec<LogLine>, source: LogSource, text: Vec<u8>) {
+fn push_stdio_line(
+    started: Instant,
+    lines: &mut Vec<LogLine>,
+    secrets: &ConfigValues,
+    source: LogSource,
+    text: Vec<u8>,
+) {
     let at: Duration = started.elapsed();
     let level = if source == LogSource::Stderr {
         LogLevel::Warn
     } else {
         LogLevel::Info
     };
+    let mut message = String::from_utf8_lossy(&text).into_owned();
+    secrets.redact_in_place(&mut message);
     lines.push(LogLine {
         at,
         level,
         source,
-        message: String::from_utf8_lossy(&text).into_owned(),
+        message,
         fields: Vec::new(),
     });
 }
