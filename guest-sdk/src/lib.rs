@@ -7,7 +7,9 @@
 //! `job-error` that tells the host whether to retry, give up, come back later or wait for child
 //! jobs. Use [`Raw`] as `P` or `O` to skip JSON. During an attempt the handler may
 //! [`log`](fn@log) (or use [`info!`] and its siblings), save a [`checkpoint`] for the next
-//! attempt, and report [`progress`].
+//! attempt, and report [`progress`]. With the crate feature `http`, `spool_sdk::http` sends
+//! requests to the hosts its queue grants (a 5xx or 429 answer becomes a retry, a 4xx a
+//! failure).
 //!
 //! Each attempt runs in a fresh instance, so two tools carry work across attempts:
 //!
@@ -77,6 +79,8 @@ mod enqueue;
 mod error;
 mod export;
 mod host;
+#[cfg(any(feature = "http", test))]
+pub mod http;
 mod job;
 mod payload;
 mod step;
