@@ -1,5 +1,5 @@
 #!/bin/sh
-# Build the Python plugin (app.py) into a component against ../../wit:
+# Build the Python plugin (app.py) into a component against ../../wit (world `connected-plugin`):
 #
 #     plugins/python/build.sh [OUT_DIR]     # default: plugins/target/python
 #
@@ -22,4 +22,4 @@ if [ ! -x "$venv/bin/componentize-py" ] || ! cmp -s "$here/requirements.txt" "$v
     cp "$here/requirements.txt" "$venv/requirements.txt"
 fi
 mkdir -p "$out"
-"$venv/bin/componentize-py" -d "$here/../../wit" -w plugin componentize -p "$here" app -o "$out/email-py.wasm"
+"$venv/bin/componentize-py" -d "$here/../../wit" -w connected-plugin componentize -p "$here" app -o "$out/email-py.wasm"
