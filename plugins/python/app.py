@@ -19,8 +19,8 @@ Sending: when the queue's config sets `api_base`, a run that gets to send POSTs
 `{"to", "job", "attempt"}` as JSON to `{api_base}/send` (with `Authorization: Bearer <api_key>`
 when the `api_key` secret is set); a 429 or 5xx answer is a retryable error (after `Retry-After`
 seconds when given), any other 4xx a permanent one, and so is a request the queue's grants
-refuse. Without `api_base` the send is only pretended. Requests go through `wasi:http` with
-blocking calls: the body is sent and the answer read whole, in memory.
+refuse (`spool_http.py`, next to this file, makes the request). Without `api_base` the send is
+only pretended.
 
 Payload: `{"to": str, "mode"?: str, "delay_ms"?: int}`. Every run but `noop` first logs `info`
 "sending email" with fields `to`, `mode` and `attempt`. Success output:
@@ -29,12 +29,11 @@ Payload: `{"to": str, "mode"?: str, "delay_ms"?: int}`. Every run but `noop` fir
 
 import json
 import time
-from urllib.parse import urlsplit
 
 from wit_world import exports
-from componentize_py_types import Err, Ok
-from wit_world.imports import host, outgoing_handler, store, streams
-from wit_world.imports import wasi_http_types as http
+from componentize_py_types import Err
+from spool_http import post_json
+from wit_world.imports import host, store
 from wit_world.imports.spool_job_types import (
     Job,
     JobError_Fail,
@@ -48,56 +47,6 @@ MODES = ("ok", "flaky", "fail", "reject", "hang", "spin")
 DEFAULT_HANG_MS = 8000
 # The benchmark's payload: the JSON string "noop".
 NOOP = b'"noop"'
-# How much of an error answer's body is quoted in the job's error.
-QUOTED_BODY = 200
-
-
-def post_json(url: str, body: object, bearer: str | None) -> tuple[int, dict[str, str], bytes]:
-    """POST `body` as JSON to `url` through wasi:http and return the whole answer.
-
-    Raises `Err(ErrorCode)` when the request cannot be made (refused by the queue's grants, no
-    connection, a timeout).
-    """
-    parts = urlsplit(url)
-    headers = [("content-type", b"application/json")]
-    if bearer is not None:
-        headers.append(("authorization", f"Bearer {bearer}".encode()))
-    request = http.OutgoingRequest(http.Fields.from_list(headers))
-    request.set_method(http.Method_Post())
-    request.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
-    request.set_authority(parts.netloc)
-    request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else ""))
-    outgoing = request.body()
-    future = outgoing_handler.handle(request, None)
-    data = json.dumps(body).encode()
-    with outgoing.write() as sink:
-        for start in range(0, len(data), 4096):
-            sink.blocking_write_and_flush(data[start : start + 4096])
-    http.OutgoingBody.finish(outgoing, None)
-    with future:
-        with future.subscribe() as ready:
-            ready.block()
-        answer = future.get()
-    if isinstance(answer, Err) or answer is None:
-        raise Err(http.ErrorCode_InternalError("response already taken"))
-    if isinstance(answer.value, Err):
-        raise answer.value
-    with answer.value.value as response:
-        status = response.status()
-        with response.headers() as fields:
-            received = {name.lower(): value.decode("latin-1") for name, value in fields.entries()}
-        incoming = response.consume()
-    chunks = []
-    with incoming.stream() as source:
-        while True:
-            try:
-                chunks.append(source.blocking_read(16384))
-            except Err as e:
-                if isinstance(e.value, streams.StreamError_Closed):
-                    break
-                raise
-    http.IncomingBody.finish(incoming).__exit__(None, None, None)
-    return status, received, b"".join(chunks)
 
 
 def send_email(job: Job, to: str) -> None:
@@ -106,31 +55,7 @@ def send_email(job: Job, to: str) -> None:
     if api_base is None:
         return
     url = api_base.rstrip("/") + "/send"
-    try:
-        status, headers, body = post_json(
-            url, {"to": to, "job": job.id, "attempt": job.attempt}, store.get("api_key")
-        )
-    except Err as e:
-        if isinstance(e.value, http.ErrorCode_HttpRequestDenied):
-            raise Err(
-                JobError_Fail(
-                    f"POST {url} refused by the host: the http grants of queue {job.queue!r} "
-                    f"do not allow it"
-                )
-            )
-        raise Err(JobError_Retry(RetryError(f"POST {url} failed: {e.value!r}", None)))
-    if status < 400:
-        return
-    message = f"POST {url} answered {status}"
-    quoted = " ".join(body.decode(errors="replace").split())
-    if quoted:
-        cut = quoted[:QUOTED_BODY]
-        message += f": {cut}..." if len(quoted) > QUOTED_BODY else f": {cut}"
-    if status == 429 or status >= 500:
-        after = headers.get("retry-after", "").strip()
-        after_ms = int(after) * 1000 if after.isdigit() else None
-        raise Err(JobError_Retry(RetryError(message, after_ms)))
-    raise Err(JobError_Fail(message))
+    post_json(url, {"to": to, "job": job.id, "attempt": job.attempt}, store.get("api_key"))
 
 
 class Handler(exports.Handler):

@@ -3,7 +3,7 @@
 #
 #     plugins/python/build.sh [OUT_DIR]     # default: plugins/target/python
 #
-# writes OUT_DIR/email-py.wasm. componentize-py is pinned in requirements.txt and installed
+# writes OUT_DIR/email-py.wasm (app.py, with spool_http.py for its requests). componentize-py is pinned in requirements.txt and installed
 # into a venv here (.venv/) when missing or when requirements.txt changed.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
