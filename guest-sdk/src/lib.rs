@@ -7,9 +7,10 @@
 //! `job-error` that tells the host whether to retry, give up, come back later or wait for child
 //! jobs. Use [`Raw`] as `P` or `O` to skip JSON. During an attempt the handler may
 //! [`log`](fn@log) (or use [`info!`] and its siblings), save a [`checkpoint`] for the next
-//! attempt, and report [`progress`]. With the crate feature `http`, `spool_sdk::http` sends
-//! requests to the hosts its queue grants (a 5xx or 429 answer becomes a retry, a 4xx a
-//! failure).
+//! attempt, and report [`progress`]. It reads the values the operator configured for its
+//! queue (and its job's tenant) with [`config::get`], and secrets with [`secret`]. With the
+//! crate feature `http`, `spool_sdk::http` sends requests to the hosts its queue grants (a 5xx
+//! or 429 answer becomes a retry, a 4xx a failure).
 //!
 //! Each attempt runs in a fresh instance, so two tools carry work across attempts:
 //!
@@ -75,6 +76,7 @@
 #![deny(missing_docs)]
 
 mod child;
+pub mod config;
 mod enqueue;
 mod error;
 mod export;
@@ -86,6 +88,7 @@ mod payload;
 mod step;
 
 pub use child::{Child, ChildState};
+pub use config::{Secret, secret};
 pub use enqueue::{EnqueueOptions, OnChildFailure, enqueue, enqueue_bytes};
 pub use error::JobError;
 pub use export::Handler;
@@ -97,7 +100,7 @@ pub use step::Step;
 #[doc(hidden)]
 pub use export::__private;
 
-/// Raw bindings for `wit/job.wit`, generated once here; use the typed API instead.
+/// Raw bindings for `wit/` (world `configured-plugin`), generated once here; use the typed API instead.
 #[doc(hidden)]
 #[allow(
     missing_docs,
@@ -110,7 +113,10 @@ pub use export::__private;
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "plugin",
+        // `plugin` plus `wasi:config/store`; the import is left out of a component that never
+        // reads a value.
+        world: "configured-plugin",
+        with: { "wasi:config/store@0.2.0-rc.1": generate },
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
         default_bindings_module: "spool_sdk::wit",
