@@ -40,7 +40,13 @@
 //! ack_wait = "30s"                # server-side redelivery backstop
 //! ```
 //!
+//! Values and secrets plugins read through `wasi:config` are described in [`values`].
+//!
 //! Unknown keys and bad values are refused with the key and the line.
+
+mod values;
+
+pub use self::values::{SecretError, SecretSource, TenantConfig, ValuesConfig};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +98,9 @@ pub struct Config {
     /// Schedules, by name: the worker stores them in the backend when it starts.
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleConfig>,
+    /// Per-tenant overlays of queues' `wasi:config` values, by tenant.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 /// One `[schedules.NAME]` table: a job enqueued at every tick.
@@ -409,6 +418,17 @@ pub struct QueueConfig {
     /// served first, so one tenant's backlog never starves another's jobs. Default false.
     #[serde(default)]
     pub fair: bool,
+    /// Values the plugin reads through `wasi:config` (`[queues.Q.config]`), by key.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the plugin reads through `wasi:config` (`[queues.Q.secrets]`), by key: where
+    /// each one's value is read from when the worker starts.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Each tenant's overlay of this queue's values (`[tenants.T.queues.Q]`, copied here by
+    /// [`Config::parse`]), by tenant.
+    #[serde(skip)]
+    pub tenant_values: BTreeMap<String, ValuesConfig>,
 }
 
 /// Backoff settings as written in the file.
@@ -455,6 +475,9 @@ impl QueueConfig {
             rate: None,
             tenant_rate: None,
             fair: false,
+            config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            tenant_values: BTreeMap::new(),
         }
     }
 
@@ -510,13 +533,20 @@ impl Config {
             if queue.plugin.is_relative() {
                 queue.plugin = base.join(&queue.plugin);
             }
+            for source in queue.secrets.values_mut() {
+                source.resolve_against(base);
+            }
+            for values in queue.tenant_values.values_mut() {
+                values.resolve_paths(base);
+            }
         }
         Ok(config)
     }
 
     /// Parse and check configuration text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
         for (name, queue) in &config.queues {
             let b = &queue.backoff;
             if b.factor.is_nan() || b.factor < 1.0 {
@@ -530,6 +560,33 @@ impl Config {
                     "queues.{name}.backoff.jitter must be between 0 and 1, got {}",
                     b.jitter
                 ));
+            }
+        }
+        for (name, queue) in &config.queues {
+            let own = ValuesConfig {
+                config: queue.config.clone(),
+                secrets: queue.secrets.clone(),
+            };
+            if let Some(key) = own.duplicate() {
+                return Err(format!(
+                    "queues.{name}: `{key}` is both a config value and a secret: config and secrets share one namespace"
+                ));
+            }
+        }
+        for (tenant, table) in &config.tenants {
+            for (name, values) in &table.queues {
+                let scope = format!("tenants.{tenant}.queues.{name}");
+                let Some(queue) = config.queues.get_mut(name) else {
+                    return Err(format!(
+                        "{scope}: unknown queue `{name}` (add a [queues.{name}] section)"
+                    ));
+                };
+                if let Some(key) = values.duplicate() {
+                    return Err(format!(
+                        "{scope}: `{key}` is both a config value and a secret: config and secrets share one namespace"
+                    ));
+                }
+                queue.tenant_values.insert(tenant.clone(), values.clone());
             }
         }
         for (name, table) in &config.schedules {

@@ -52,6 +52,9 @@ pub enum WorkerError {
         /// Why.
         source: LoadError,
     },
+    /// A queue's secret could not be read at start (the message names it, never a value).
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
     /// The worker was asked to serve no queue, or a queue it has no configuration for.
     #[error("{0}")]
     Queues(String),
@@ -167,7 +170,8 @@ impl<B: Backend + Clone> Worker<B> {
                     queue: name.clone(),
                     path: config.plugin.display().to_string(),
                     source,
-                })?;
+                })?
+                .with_config(config.values(&name)?);
             let mut event = NewEvent::new(EventKind::PluginLoaded);
             event.queue = Some(name.clone());
             event.digest = Some(plugin.digest().as_str().to_owned());
@@ -779,6 +783,8 @@ async fn reload_loop<B: Backend>(
             match sandbox.load_plugin(&q.config.plugin, q.config.limits()) {
                 Ok(plugin) if plugin.digest() == q.plugin().digest() => continue,
                 Ok(plugin) => {
+                    // Secrets are read once, at start: the new plugin gets the same values.
+                    let plugin = plugin.with_config(q.plugin().config().clone());
                     event.digest = Some(plugin.digest().as_str().to_owned());
                     event.message = Some(format!("reloaded {}", q.config.plugin.display()));
                     match q.plugin.write() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::cache::CacheArgs;
 use anyhow::Context as _;
+use spool::sandbox::{ConfigStore, ConfigValues, Secret};
 use spool::units::{parse_duration, parse_size};
 use spool::{AttemptReport, JobInput, Limits, Sandbox, SandboxConfig};
 
@@ -40,6 +41,34 @@ pub struct ExecArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// A value the plugin reads through `wasi:config` (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = key_value)]
+    vars: Vec<(String, String)>,
+    /// A secret the plugin reads through `wasi:config`, taken from the environment variable
+    /// ENV (repeatable); redacted from the printed logs and error.
+    #[arg(long = "secret-env", value_name = "KEY=ENV", value_parser = key_value)]
+    secret_envs: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
+/// The `--var` and `--secret-env` values, each secret read from its environment variable.
+fn config_values(args: &ExecArgs) -> anyhow::Result<ConfigStore> {
+    let mut secrets = std::collections::BTreeMap::new();
+    for (key, var) in &args.secret_envs {
+        let value = std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("secret `{key}`: environment variable `{var}` is not set"))?;
+        secrets.insert(key.clone(), Secret::new(value));
+    }
+    let values = ConfigValues::new(args.vars.iter().cloned().collect(), secrets)?;
+    Ok(ConfigStore::new(values, Default::default()))
 }
 
 pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -60,7 +89,8 @@ pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> 
     };
     let plugin = sandbox
         .load_plugin(&args.plugin, limits)
-        .with_context(|| format!("plugin {} refused", args.plugin.display()))?;
+        .with_context(|| format!("plugin {} refused", args.plugin.display()))?
+        .with_config(config_values(&args)?);
     let job = JobInput {
         id: "exec".to_owned(),
         queue: args.queue,

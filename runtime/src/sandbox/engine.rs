@@ -56,12 +56,14 @@ pub(super) fn build(config: &SandboxConfig) -> Result<Engine, SandboxError> {
     Engine::new(&wasm).map_err(|e| SandboxError::Engine(format!("{e:#}")))
 }
 
-/// Link what Spool grants: its own host interface (every version it serves), and WASI 0.2 with nothing behind the
-/// parts that would reach the outside world (the `WasiCtx` of each attempt decides that).
+/// Link what Spool grants: its own host interface (every version it serves), WASI 0.2 with nothing behind the
+/// parts that would reach the outside world (the `WasiCtx` of each attempt decides that), and `wasi:config`
+/// (each attempt's values, empty unless the operator configured some).
 pub(super) fn link(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     bindings::v1::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     bindings::v2::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    super::wasi_config::link(linker)?;
     Ok(())
 }
 

@@ -31,6 +31,7 @@ mod log;
 mod plugin;
 mod run;
 mod state;
+mod wasi_config;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
 use self::state::RunState;
 pub use self::state::{Journal, JournalFuture, MAX_CHILDREN};
+pub use self::wasi_config::{ConfigStore, ConfigValues, ConfigValuesError, REDACTED, Secret};
 
 /// How the process-wide sandbox is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use super::Sandbox;
 use super::cache::CacheStatus;
 use super::limits::Limits;
 use super::state::RunState;
+use super::wasi_config::ConfigStore;
 use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION, VERSIONS};
 
 /// The sha-256 of a plugin file, in lowercase hex: the plugin's identity.
@@ -155,6 +156,9 @@ pub enum Grant {
     /// A WASI interface linked with nothing behind it: no preopened directories, no
     /// environment or arguments, no network, stdout/stderr into the attempt's log.
     LockedDown,
+    /// `wasi:config`: the values the operator configured for the job's queue and tenant
+    /// (none unless configured); needs no grant.
+    Config,
 }
 
 /// A loaded plugin: compiled, checked and pre-instantiated, ready for any number of attempts.
@@ -168,6 +172,7 @@ struct PluginInner {
     limits: Limits,
     pre: Pre,
     cache: CacheStatus,
+    config: ConfigStore,
 }
 
 /// A plugin pre-instantiated against the `spool:job` version it was built for.
@@ -203,6 +208,23 @@ impl Plugin {
     pub(crate) fn pre(&self) -> &Pre {
         &self.0.pre
     }
+
+    /// The values its attempts read through `wasi:config` (empty unless attached).
+    pub fn config(&self) -> &ConfigStore {
+        &self.0.config
+    }
+
+    /// The same plugin, its attempts reading `config` through `wasi:config` (a job reads its
+    /// tenant's values: [`ConfigStore::for_tenant`]). Nothing is compiled again.
+    pub fn with_config(&self, config: ConfigStore) -> Plugin {
+        Plugin(Arc::new(PluginInner {
+            info: self.0.info.clone(),
+            limits: self.0.limits,
+            pre: self.0.pre.clone(),
+            cache: self.0.cache,
+            config,
+        }))
+    }
 }
 
 impl fmt::Debug for Plugin {
@@ -219,8 +241,10 @@ impl fmt::Debug for Plugin {
 const LOCKED_DOWN: &[&str] = &["wasi:cli", "wasi:filesystem", "wasi:sockets", "wasi:io"];
 /// WASI packages (at 0.2.x) linked for real.
 const REAL_WASI: &[&str] = &["wasi:clocks", "wasi:random"];
-const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random and (locked down) wasi:io, \
-                       wasi:cli, wasi:filesystem and wasi:sockets at 0.2";
+/// The `wasi:config` version linked (`wasmtime-wasi-config`'s), serving the operator's values.
+const WASI_CONFIG: &str = "wasi:config/store@0.2.0-rc.1";
+const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random, wasi:config/store@0.2.0-rc.1 \
+                       and (locked down) wasi:io, wasi:cli, wasi:filesystem and wasi:sockets at 0.2";
 
 impl Sandbox {
     /// Load the plugin at `path`, to run under `limits`.
@@ -244,6 +268,7 @@ impl Sandbox {
             limits,
             pre: plugin.0.pre.clone(),
             cache: plugin.0.cache,
+            config: plugin.0.config.clone(),
         })))
     }
 
@@ -306,6 +331,7 @@ impl Sandbox {
             limits,
             pre,
             cache,
+            config: ConfigStore::default(),
         })))
     }
 }
@@ -360,7 +386,9 @@ fn grant_for(name: &str) -> Result<Grant, LoadError> {
         granted: GRANTED,
     };
     let wasi_02 = version.is_some_and(|v| v.starts_with("0.2."));
-    if REAL_WASI.contains(&package) && wasi_02 {
+    if name == WASI_CONFIG {
+        Ok(Grant::Config)
+    } else if REAL_WASI.contains(&package) && wasi_02 {
         Ok(Grant::Wasi)
     } else if LOCKED_DOWN.contains(&package) && wasi_02 {
         Ok(Grant::LockedDown)
@@ -403,6 +431,14 @@ mod tests {
         );
         assert!(matches!(
             grant_for("wasi:http/outgoing-handler@0.2.0"),
+            Err(LoadError::UngrantedImport { .. })
+        ));
+        assert_eq!(
+            grant_for("wasi:config/store@0.2.0-rc.1").ok(),
+            Some(Grant::Config)
+        );
+        assert!(matches!(
+            grant_for("wasi:config/store@0.2.0"),
             Err(LoadError::UngrantedImport { .. })
         ));
         assert!(matches!(

@@ -43,6 +43,10 @@ impl Sandbox {
     ///
     /// Checkpoints and steps stay in the report; children the plugin enqueues are listed in it
     /// with ids of the form `child-N`. A worker uses [`Sandbox::run_with`] instead.
+    ///
+    /// The plugin reads, through `wasi:config`, the values its [`ConfigStore`](super::ConfigStore)
+    /// (attached with [`Plugin::with_config`]) holds for the job's tenant; secret values are
+    /// redacted from the report's log lines, error message and progress note.
     pub async fn run(&self, plugin: &Plugin, job: &JobInput) -> Result<AttemptReport, RunError> {
         self.run_with(plugin, job, None).await
     }
@@ -62,10 +66,9 @@ impl Sandbox {
         let deadline = limits.timeout.map(|t| started + t);
 
         let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
-        let mut store = Store::new(
-            &self.engine,
-            RunState::new(limits, started, journal, earlier_children),
-        );
+        let mut state = RunState::new(limits, started, journal, earlier_children);
+        state.config = plugin.config().for_tenant(job.tenant.as_deref()).clone();
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel {
             store
@@ -176,7 +179,7 @@ impl Sandbox {
             );
         }
         let (logs, logs_dropped) = state.log.finish();
-        let report = AttemptReport {
+        let mut report = AttemptReport {
             outcome,
             digest: plugin.digest().clone(),
             logs,
@@ -192,6 +195,7 @@ impl Sandbox {
                 elapsed,
             },
         };
+        state.config.redact_report(&mut report);
         // The store (and the instance in it) is dropped here: an aborted or trapped instance is
         // never reused.
         drop(store);

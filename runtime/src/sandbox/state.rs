@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Limits, StoreLimiter};
 use super::log::AttemptLog;
+use super::wasi_config::ConfigValues;
 use crate::bindings::{self, EnqueueOptions, Level, v1};
 use crate::outcome::{LogLevel, LogSource, Progress};
 use crate::queue::{JobId, NewChild, NewJob, Save, Timestamp};
@@ -49,6 +50,8 @@ pub(crate) struct RunState {
     journal: Option<Arc<dyn Journal>>,
     /// The attempt's deadline on the wall clock, for the journal's writes.
     not_after: Option<Timestamp>,
+    /// What the plugin reads through `wasi:config`: its job's tenant's values (none until set).
+    pub(crate) config: ConfigValues,
 }
 
 impl RunState {
@@ -83,6 +86,7 @@ impl RunState {
                 let left = t.saturating_sub(started.elapsed());
                 crate::queue::now() + i64::try_from(left.as_millis()).unwrap_or(i64::MAX)
             }),
+            config: ConfigValues::default(),
         }
     }
 
