@@ -400,6 +400,15 @@ mod transport {
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
+        // A known length rather than a chunked body: some APIs refuse chunked requests.
+        if !request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            && (!request.body.is_empty() || request.method != Method::Get)
+        {
+            builder = builder.header("content-length", request.body.len());
+        }
         Ok(builder.body(Body::from(request.body.clone()))?)
     }
 

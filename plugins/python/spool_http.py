@@ -116,6 +116,10 @@ def job_error(response: Response) -> JobError | None:
 
 def _exchange(method: str, url: str, headers, body: bytes) -> Response:
     parts = urlsplit(url)
+    headers = list(headers)
+    # A known length rather than a chunked body: some APIs refuse chunked requests.
+    if body and not any(name.lower() == "content-length" for name, _ in headers):
+        headers.append(("content-length", str(len(body))))
     fields = http.Fields.from_list([(name, value.encode()) for name, value in headers])
     outgoing = http.OutgoingRequest(fields)
     outgoing.set_method(METHODS[method]())

@@ -10,6 +10,7 @@ mod cancel;
 mod channels;
 mod cli;
 mod conformance;
+mod email_api;
 mod flow_control;
 mod flows;
 mod hostile;
