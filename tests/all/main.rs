@@ -13,6 +13,8 @@ mod conformance;
 mod flow_control;
 mod flows;
 mod hostile;
+mod http;
+mod http_server;
 mod nats;
 mod outcomes;
 mod polyglot;

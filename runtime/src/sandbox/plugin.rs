@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Sandbox;
 use super::cache::CacheStatus;
+use super::http::HttpGrant;
 use super::limits::Limits;
 use super::state::RunState;
 use crate::bindings::{self, HANDLER_INTERFACE, PACKAGE, VERSION, VERSIONS};
@@ -103,6 +104,21 @@ pub enum LoadError {
         /// What the host does link.
         granted: &'static str,
     },
+    /// The component imports an interface its queue does not grant.
+    #[error(
+        "import `{name}` needs the `{grant}` grant, which {granted_by} does not give (in \
+         spool.toml: [queues.<queue>.grants] {example})"
+    )]
+    MissingGrant {
+        /// The import.
+        name: String,
+        /// The grant it needs.
+        grant: Grant,
+        /// Who was asked: `queue \`email\``, or `spool exec`.
+        granted_by: String,
+        /// A grant that would do.
+        example: &'static str,
+    },
     /// The component's imports or exports have the right names but the wrong types.
     #[error("does not match the {PACKAGE} world it targets: {reason}")]
     Mismatch {
@@ -155,6 +171,27 @@ pub enum Grant {
     /// A WASI interface linked with nothing behind it: no preopened directories, no
     /// environment or arguments, no network, stdout/stderr into the attempt's log.
     LockedDown,
+    /// `wasi:http`: outbound requests to what the queue's `http` grant allows.
+    Http,
+}
+
+impl Grant {
+    /// The queue grant this import needs, if any (`http`).
+    pub fn needs(self) -> Option<&'static str> {
+        match self {
+            Grant::Http => Some("http"),
+            Grant::Spool | Grant::Wasi | Grant::LockedDown => None,
+        }
+    }
+}
+
+/// What a plugin's queue grants it beyond computing; deny by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Who grants these, for errors: `queue \`email\``, or `spool exec`.
+    pub granted_by: String,
+    /// Outbound HTTP (`wasi:http`); `None`: a plugin importing it is refused at load.
+    pub http: Option<Arc<HttpGrant>>,
 }
 
 /// A loaded plugin: compiled, checked and pre-instantiated, ready for any number of attempts.
@@ -166,6 +203,7 @@ pub struct Plugin(Arc<PluginInner>);
 struct PluginInner {
     info: PluginInfo,
     limits: Limits,
+    grants: Grants,
     pre: Pre,
     cache: CacheStatus,
 }
@@ -195,6 +233,11 @@ impl Plugin {
         &self.0.limits
     }
 
+    /// What the plugin's queue grants it.
+    pub fn grants(&self) -> &Grants {
+        &self.0.grants
+    }
+
     /// Whether the plugin's compiled code was read from the compile cache.
     pub fn cache_status(&self) -> CacheStatus {
         self.0.cache
@@ -219,17 +262,31 @@ impl fmt::Debug for Plugin {
 const LOCKED_DOWN: &[&str] = &["wasi:cli", "wasi:filesystem", "wasi:sockets", "wasi:io"];
 /// WASI packages (at 0.2.x) linked for real.
 const REAL_WASI: &[&str] = &["wasi:clocks", "wasi:random"];
-const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random and (locked down) wasi:io, \
-                       wasi:cli, wasi:filesystem and wasi:sockets at 0.2";
+const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random, (locked down) wasi:io, \
+                       wasi:cli, wasi:filesystem and wasi:sockets at 0.2, and wasi:http at 0.2 \
+                       with the `http` grant";
+/// WASI packages (at 0.2.x) linked behind a queue's grant.
+const GRANTED_WASI: &[(&str, Grant)] = &[("wasi:http", Grant::Http)];
 
 impl Sandbox {
-    /// Load the plugin at `path`, to run under `limits`.
+    /// Load the plugin at `path`, to run under `limits` with no grants.
     pub fn load_plugin(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
+        self.load_plugin_with(path, limits, Grants::default())
+    }
+
+    /// Load the plugin at `path`, to run under `limits` with `grants`; a plugin importing an
+    /// interface whose grant is missing is refused.
+    pub fn load_plugin_with(
+        &self,
+        path: &Path,
+        limits: Limits,
+        grants: Grants,
+    ) -> Result<Plugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut plugin = self.load_plugin_bytes(&bytes, limits)?;
+        let mut plugin = self.load_plugin_bytes_with(&bytes, limits, grants)?;
         if let Some(inner) = Arc::get_mut(&mut plugin.0) {
             inner.info.path = Some(path.to_owned());
         }
@@ -242,13 +299,24 @@ impl Sandbox {
         Ok(Plugin(Arc::new(PluginInner {
             info: plugin.0.info.clone(),
             limits,
+            grants: plugin.0.grants.clone(),
             pre: plugin.0.pre.clone(),
             cache: plugin.0.cache,
         })))
     }
 
-    /// Load a plugin from the bytes of a component.
+    /// Load a plugin from the bytes of a component, with no grants.
     pub fn load_plugin_bytes(&self, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
+        self.load_plugin_bytes_with(bytes, limits, Grants::default())
+    }
+
+    /// Load a plugin from the bytes of a component, with `grants`.
+    pub fn load_plugin_bytes_with(
+        &self,
+        bytes: &[u8],
+        limits: Limits,
+        grants: Grants,
+    ) -> Result<Plugin, LoadError> {
         self.check_limits(&limits)?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
@@ -261,9 +329,11 @@ impl Sandbox {
 
         let mut imports = Vec::new();
         for (name, _) in ty.imports(&self.engine) {
+            let grant = grant_for(name)?;
+            check_granted(name, grant, &grants)?;
             imports.push(Import {
                 name: name.to_owned(),
-                grant: grant_for(name)?,
+                grant,
             });
         }
         let exports: Vec<String> = ty
@@ -304,6 +374,7 @@ impl Sandbox {
                 exports,
             },
             limits,
+            grants,
             pre,
             cache,
         })))
@@ -360,13 +431,40 @@ fn grant_for(name: &str) -> Result<Grant, LoadError> {
         granted: GRANTED,
     };
     let wasi_02 = version.is_some_and(|v| v.starts_with("0.2."));
-    if REAL_WASI.contains(&package) && wasi_02 {
+    // `wasi:config` (config and secrets) is granted per queue as well: it belongs next to
+    // `wasi:http` in GRANTED_WASI once it is linked.
+    if let Some((_, grant)) = GRANTED_WASI.iter().find(|(pkg, _)| *pkg == package)
+        && wasi_02
+    {
+        Ok(*grant)
+    } else if REAL_WASI.contains(&package) && wasi_02 {
         Ok(Grant::Wasi)
     } else if LOCKED_DOWN.contains(&package) && wasi_02 {
         Ok(Grant::LockedDown)
     } else {
         Err(ungranted())
     }
+}
+
+/// Refuses an import whose grant the plugin's queue does not give.
+fn check_granted(name: &str, grant: Grant, grants: &Grants) -> Result<(), LoadError> {
+    let missing = match grant {
+        Grant::Http => grants.http.is_none(),
+        Grant::Spool | Grant::Wasi | Grant::LockedDown => false,
+    };
+    if !missing {
+        return Ok(());
+    }
+    Err(LoadError::MissingGrant {
+        name: name.to_owned(),
+        grant,
+        granted_by: if grants.granted_by.is_empty() {
+            "the host".to_owned()
+        } else {
+            grants.granted_by.clone()
+        },
+        example: "http = [\"https://api.example.com\"]",
+    })
 }
 
 #[cfg(test)]
@@ -401,9 +499,17 @@ mod tests {
             grant_for("wasi:sockets/tcp@0.2.0").ok(),
             Some(Grant::LockedDown)
         );
+        assert_eq!(
+            grant_for("wasi:http/outgoing-handler@0.2.0").ok(),
+            Some(Grant::Http)
+        );
         assert!(matches!(
-            grant_for("wasi:http/outgoing-handler@0.2.0"),
-            Err(LoadError::UngrantedImport { .. })
+            check_granted(
+                "wasi:http/outgoing-handler@0.2.0",
+                Grant::Http,
+                &Grants::default()
+            ),
+            Err(LoadError::MissingGrant { .. })
         ));
         assert!(matches!(
             grant_for("wasi:clocks/monotonic-clock@0.3.0"),

@@ -64,7 +64,13 @@ impl Sandbox {
         let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
         let mut store = Store::new(
             &self.engine,
-            RunState::new(limits, started, journal, earlier_children),
+            RunState::new(
+                limits,
+                started,
+                journal,
+                earlier_children,
+                plugin.grants().http.as_ref(),
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel {
@@ -185,6 +191,7 @@ impl Sandbox {
             steps: state.steps.clone(),
             children: state.children.clone(),
             progress: state.progress.clone(),
+            http: state.http.usage(),
             timings: Timings {
                 queued: started - queued_at,
                 instantiate: instantiated.saturating_duration_since(started),
