@@ -165,7 +165,7 @@ impl<B: Backend + Clone> Worker<B> {
         let mut slots = Vec::new();
         for (name, config) in queues {
             let plugin = sandbox
-                .load_plugin(&config.plugin, config.limits())
+                .load_plugin_with(&config.plugin, config.limits(), config.grants(&name))
                 .map_err(|source| WorkerError::Plugin {
                     queue: name.clone(),
                     path: config.plugin.display().to_string(),
@@ -559,7 +559,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     };
     let started_at = now();
     let started = Instant::now();
-    let (outcome, logs, checkpoint, mut children, digest) =
+    let (outcome, logs, checkpoint, mut children, digest, http) =
         match sandbox.run_with(&plugin, &input, Some(journal)).await {
             Ok(report) => (
                 report.outcome,
@@ -567,6 +567,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 report.checkpoint,
                 report.children,
                 Some(report.digest.as_str().to_owned()),
+                report.http,
             ),
             Err(e) => (
                 crate::Outcome::Trapped {
@@ -577,6 +578,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 None,
                 Vec::new(),
                 Some(plugin.digest().as_str().to_owned()),
+                crate::HttpUsage::default(),
             ),
         };
     let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
@@ -606,6 +608,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
             error: outcome.error(),
             digest,
             logs,
+            http,
         },
     };
     // The settler outlives every attempt task; a send only fails once it is gone at shutdown.
@@ -780,7 +783,11 @@ async fn reload_loop<B: Backend>(
             let mut event = NewEvent::new(EventKind::PluginReloaded);
             event.queue = Some(q.name.clone());
             event.worker = Some(worker.clone());
-            match sandbox.load_plugin(&q.config.plugin, q.config.limits()) {
+            match sandbox.load_plugin_with(
+                &q.config.plugin,
+                q.config.limits(),
+                q.config.grants(&q.name),
+            ) {
                 Ok(plugin) if plugin.digest() == q.plugin().digest() => continue,
                 Ok(plugin) => {
                     // Secrets are read once, at start: the new plugin gets the same values.

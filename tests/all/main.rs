@@ -14,6 +14,8 @@ mod email_api;
 mod flow_control;
 mod flows;
 mod hostile;
+mod http;
+mod http_server;
 mod nats;
 mod outcomes;
 mod polyglot;

@@ -88,6 +88,7 @@ async fn cancel_tree(
                     error: Some(reason.to_owned()),
                     digest: None,
                     logs: Vec::new(),
+                    http: Default::default(),
                 });
                 event.worker = Some(held.worker.clone());
                 event.attempt = Some(attempt);

@@ -92,6 +92,7 @@ fn cancel_one(
             error: Some(reason.to_owned()),
             digest: None,
             logs: Vec::new(),
+            http: Default::default(),
         };
         insert_attempt(tx, id, token, &record)?;
     }

@@ -6,7 +6,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 4;
+pub(super) const VERSION: i64 = 5;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -32,6 +32,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         // Version 3 added job groups (the flow-control indexes and the rate buckets come
         // from the schema itself).
         tx.execute_batch("ALTER TABLE jobs ADD COLUMN group_key TEXT;")?;
+    }
+    if (1..5).contains(&version) {
+        // Version 5 added the attempts' outbound HTTP counts.
+        tx.execute_batch("ALTER TABLE attempts ADD COLUMN http TEXT;")?;
     }
     // Version 4 added schedules and leader locks: new tables only, which the schema creates.
     tx.execute_batch(SCHEMA)?;
