@@ -207,8 +207,29 @@ impl Job {
     }
 }
 
+thread_local! {
+    /// The queue of the attempt running in this instance, for messages that name it (a request
+    /// the queue's grants refused).
+    static CURRENT_QUEUE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Remember `queue` as the running attempt's queue.
+pub(crate) fn set_current_queue(queue: &str) {
+    CURRENT_QUEUE.with(|current| *current.borrow_mut() = Some(queue.to_owned()));
+}
+
+/// The running attempt's queue, once the host has handed over a job.
+#[cfg_attr(
+    not(any(feature = "http", test)),
+    allow(dead_code, reason = "read by the http module")
+)]
+pub(crate) fn current_queue() -> Option<String> {
+    CURRENT_QUEUE.with(|current| current.borrow().clone())
+}
+
 impl From<wit::Job> for Job {
     fn from(job: wit::Job) -> Self {
+        set_current_queue(&job.queue);
         Self {
             id: job.id,
             queue: job.queue,

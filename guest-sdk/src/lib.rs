@@ -8,7 +8,9 @@
 //! jobs. Use [`Raw`] as `P` or `O` to skip JSON. During an attempt the handler may
 //! [`log`](fn@log) (or use [`info!`] and its siblings), save a [`checkpoint`] for the next
 //! attempt, and report [`progress`]. It reads the values the operator configured for its
-//! queue (and its job's tenant) with [`config::get`], and secrets with [`secret`].
+//! queue (and its job's tenant) with [`config::get`], and secrets with [`secret`]. With the
+//! crate feature `http`, `spool_sdk::http` sends requests to the hosts its queue grants (a 5xx
+//! or 429 answer becomes a retry, a 4xx a failure).
 //!
 //! Each attempt runs in a fresh instance, so two tools carry work across attempts:
 //!
@@ -81,6 +83,8 @@ mod enqueue;
 mod error;
 mod export;
 mod host;
+#[cfg(any(feature = "http", test))]
+pub mod http;
 mod job;
 mod payload;
 mod step;

@@ -1,4 +1,4 @@
-// Builds email.js into a component against ../../wit (world `plugin`):
+// Builds email.js into a component against ../../wit (world `connected-plugin`):
 //
 //     node build.mjs [out.wasm]
 //
@@ -13,9 +13,9 @@ const out = process.argv[2] ?? join(here, "..", "target", "javascript", "email-j
 const { component } = await componentize({
   sourcePath: join(here, "email.js"),
   witPath: join(here, "..", "..", "wit"),
-  worldName: "plugin",
-  // Spool grants no outgoing HTTP: leave out the engine's `fetch` and its wasi:http imports.
-  disableFeatures: ["http", "fetch-event"],
+  worldName: "connected-plugin",
+  // `fetch` sends through the world's wasi:http import; the job handles no incoming requests.
+  disableFeatures: ["fetch-event"],
 });
 await mkdir(dirname(out), { recursive: true });
 await writeFile(out, component);

@@ -1,5 +1,6 @@
-// `email-js`: the demo job in JavaScript, a pretend mail sender whose payload picks how it
-// behaves. The same modes as the Rust `email` plugin (`plugins/email`), against the same `wit/`:
+// `email-js`: the demo job in JavaScript, a mail sender whose payload picks how it behaves. The
+// same modes as the Rust `email` plugin (`plugins/email`), against the same `wit/` (world
+// `connected-plugin`):
 //
 // | mode     | what happens                                                                 |
 // |----------|------------------------------------------------------------------------------|
@@ -8,25 +9,79 @@
 // | `fail`   | every attempt is a retryable error ("smtp server unavailable")               |
 // | `reject` | permanent error at once ("invalid recipient ...")                            |
 // | `hang`   | saves checkpoint `{"stage": "connected", ..}`, then waits `delay_ms`         |
-// |          | (default 8000) on a timer: the component blocks in the host's WASI poll      |
-// | `spin`   | saves the same checkpoint, then spins in a busy loop for `delay_ms`          |
+// |          | (default 8000) on a timer (the component blocks in the host's WASI poll),    |
+// |          | then sends                                                                   |
+// | `spin`   | saves the same checkpoint, then spins in a busy loop for `delay_ms`, then    |
+// |          | sends                                                                        |
 // | `noop`   | payload `"noop"`: succeeds at once with empty output, for the benchmark    |
+//
+// Sending: when the queue's config sets `api_base`, a run that gets to send POSTs
+// `{"to", "job", "attempt"}` as JSON to `{api_base}/send` with `fetch` (which ComponentizeJS
+// maps onto wasi:http), with `Authorization: Bearer <api_key>` when the `api_key` secret is set;
+// a 429 or 5xx answer is a retryable error (after `Retry-After` seconds when given), any other
+// 4xx a permanent one; a request that could not be made is retried (ComponentizeJS's `fetch`
+// reports a refusal by the queue's grants like any network error). Without `api_base` the send
+// is only pretended.
 //
 // Payload: `{"to": string, "mode"?: string, "delay_ms"?: number}`. Every run but `noop` first
 // logs `info` "sending email" with fields `to`, `mode` and `attempt`. Success output:
 // `{"sent_to": to, "attempt": n}`. A thrown `{ tag, val }` is the WIT `job-error`.
 
 import { log, checkpoint } from "spool:job/host@0.2.0";
+import { get as configGet } from "wasi:config/store@0.2.0-rc.1";
 
 const MODES = ["ok", "flaky", "fail", "reject", "hang", "spin"];
 const DEFAULT_HANG_MS = 8000;
 // The benchmark's payload: the JSON string "noop".
 const NOOP = '"noop"';
+// How much of an error answer's body is quoted in the job's error.
+const QUOTED_BODY = 200;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 function retry(message) {
   return { tag: "retry", val: { message, retryAfterMs: undefined } };
+}
+
+// Send through the mail API the queue configures, or pretend to when it configures none.
+async function sendEmail(job, to) {
+  const apiBase = configGet("api_base");
+  if (apiBase === undefined) {
+    return;
+  }
+  const url = `${apiBase.replace(/\/+$/, "")}/send`;
+  const headers = { "content-type": "application/json" };
+  const apiKey = configGet("api_key");
+  if (apiKey !== undefined) {
+    headers.authorization = `Bearer ${apiKey}`;
+  }
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ to, job: job.id, attempt: job.attempt }),
+    });
+  } catch (e) {
+    // The engine reports every request that could not be made (refused by the queue's grants,
+    // no connection, a timeout) as the same "NetworkError": all are retried, and the host's log
+    // of the attempt says which it was.
+    throw retry(`POST ${url} failed: ${e?.message ?? e}`);
+  }
+  const body = (await response.text()).split(/\s+/).filter(Boolean).join(" ");
+  if (response.status < 400) {
+    return;
+  }
+  let message = `POST ${url} answered ${response.status}`;
+  if (body) {
+    message += `: ${body.slice(0, QUOTED_BODY)}${body.length > QUOTED_BODY ? "..." : ""}`;
+  }
+  if (response.status === 429 || response.status >= 500) {
+    const after = (response.headers.get("retry-after") ?? "").trim();
+    const afterMs = /^[0-9]+$/.test(after) ? BigInt(after) * 1000n : undefined;
+    throw { tag: "retry", val: { message, retryAfterMs: afterMs } };
+  }
+  throw { tag: "fail", val: message };
 }
 
 async function handle(job) {
@@ -77,6 +132,7 @@ async function handle(job) {
       }
     }
   }
+  await sendEmail(job, to);
   return encoder.encode(JSON.stringify({ sent_to: to, attempt: job.attempt }));
 }
 

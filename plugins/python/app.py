@@ -1,6 +1,7 @@
-"""`email-py`: the demo job in Python, a pretend mail sender whose payload picks how it behaves.
+"""`email-py`: the demo job in Python, a mail sender whose payload picks how it behaves.
 
-The same modes as the Rust `email` plugin (`plugins/email`), against the same `wit/`:
+The same modes as the Rust `email` plugin (`plugins/email`), against the same `wit/` (world
+`connected-plugin`):
 
 | mode     | what happens                                                                 |
 |----------|------------------------------------------------------------------------------|
@@ -9,9 +10,17 @@ The same modes as the Rust `email` plugin (`plugins/email`), against the same `w
 | `fail`   | every attempt is a retryable error ("smtp server unavailable")               |
 | `reject` | permanent error at once ("invalid recipient ...")                            |
 | `hang`   | saves checkpoint `{"stage": "connected", ..}`, then blocks in `time.sleep`   |
-|          | for `delay_ms` (default 8000)                                                |
-| `spin`   | saves the same checkpoint, then spins in a busy loop for `delay_ms`          |
+|          | for `delay_ms` (default 8000), then sends                                    |
+| `spin`   | saves the same checkpoint, then spins in a busy loop for `delay_ms`, then    |
+|          | sends                                                                        |
 | `noop`   | payload `"noop"`: succeeds at once with empty output, for the benchmark      |
+
+Sending: when the queue's config sets `api_base`, a run that gets to send POSTs
+`{"to", "job", "attempt"}` as JSON to `{api_base}/send` (with `Authorization: Bearer <api_key>`
+when the `api_key` secret is set); a 429 or 5xx answer is a retryable error (after `Retry-After`
+seconds when given), any other 4xx a permanent one, and so is a request the queue's grants
+refuse (`spool_http.py`, next to this file, makes the request). Without `api_base` the send is
+only pretended.
 
 Payload: `{"to": str, "mode"?: str, "delay_ms"?: int}`. Every run but `noop` first logs `info`
 "sending email" with fields `to`, `mode` and `attempt`. Success output:
@@ -23,8 +32,9 @@ import time
 
 from wit_world import exports
 from componentize_py_types import Err
-from wit_world.imports import host
-from wit_world.imports.types import (
+from spool_http import post_json
+from wit_world.imports import host, store
+from wit_world.imports.spool_job_types import (
     Job,
     JobError_Fail,
     JobError_InvalidPayload,
@@ -37,6 +47,15 @@ MODES = ("ok", "flaky", "fail", "reject", "hang", "spin")
 DEFAULT_HANG_MS = 8000
 # The benchmark's payload: the JSON string "noop".
 NOOP = b'"noop"'
+
+
+def send_email(job: Job, to: str) -> None:
+    """Send through the mail API the queue configures, or pretend to when it configures none."""
+    api_base = store.get("api_base")
+    if api_base is None:
+        return
+    url = api_base.rstrip("/") + "/send"
+    post_json(url, {"to": to, "job": job.id, "attempt": job.attempt}, store.get("api_key"))
 
 
 class Handler(exports.Handler):
@@ -81,4 +100,5 @@ class Handler(exports.Handler):
                 n = 0
                 while time.monotonic() < end:
                     n += 1
+        send_email(job, to)
         return json.dumps({"sent_to": to, "attempt": job.attempt}).encode()

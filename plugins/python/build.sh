@@ -1,9 +1,9 @@
 #!/bin/sh
-# Build the Python plugin (app.py) into a component against ../../wit:
+# Build the Python plugin (app.py) into a component against ../../wit (world `connected-plugin`):
 #
 #     plugins/python/build.sh [OUT_DIR]     # default: plugins/target/python
 #
-# writes OUT_DIR/email-py.wasm. componentize-py is pinned in requirements.txt and installed
+# writes OUT_DIR/email-py.wasm (app.py, with spool_http.py for its requests). componentize-py is pinned in requirements.txt and installed
 # into a venv here (.venv/) when missing or when requirements.txt changed.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,4 +22,4 @@ if [ ! -x "$venv/bin/componentize-py" ] || ! cmp -s "$here/requirements.txt" "$v
     cp "$here/requirements.txt" "$venv/requirements.txt"
 fi
 mkdir -p "$out"
-"$venv/bin/componentize-py" -d "$here/../../wit" -w plugin componentize -p "$here" app -o "$out/email-py.wasm"
+"$venv/bin/componentize-py" -d "$here/../../wit" -w connected-plugin componentize -p "$here" app -o "$out/email-py.wasm"

@@ -25,6 +25,16 @@
 //! memory = "64MiB"
 //! backoff = { initial = "1s", factor = 2.0, max = "10m", jitter = 0.2 }
 //!
+//! [queues.email.grants]           # deny by default: what the queue's plugin may reach
+//! http = ["https://api.mailgun.net", "http://127.0.0.1:8025", "https://*.example.com:443"]
+//!
+//! [queues.email.http]             # limits per attempt on granted requests (these defaults)
+//! max_concurrent = 8              # requests in flight at once
+//! max_request_bytes = "10MiB"     # body of one request
+//! max_response_bytes = "10MiB"    # body of one response
+//! connect_timeout = "10s"         # TCP and TLS
+//! first_byte_timeout = "60s"      # from sending to the response's first byte
+//!
 //! [schedules.nightly]             # a job at every tick
 //! queue = "email"
 //! cron = "0 3 * * *"              # UTC; or every = "30s" (exactly one of the two)
@@ -57,7 +67,7 @@ use serde::{Deserialize, Deserializer};
 use crate::queue::flow::{Flow, Rate};
 use crate::queue::nats::{NatsOptions, Storage};
 use crate::retry::{Backoff, RetryPolicy};
-use crate::sandbox::Limits;
+use crate::sandbox::{Grants, HttpGrant, HttpLimits, HttpPattern, Limits};
 use crate::schedule::{Missed, Schedule, Spec};
 
 /// Why a configuration was refused.
@@ -430,6 +440,69 @@ pub struct QueueConfig {
     /// [`Config::parse`]), by tenant.
     #[serde(skip)]
     pub tenant_values: BTreeMap<String, ValuesConfig>,
+    /// What the queue's plugin may reach (`[queues.<q>.grants]`). Default: nothing.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+    /// Limits on the granted HTTP requests of each attempt (`[queues.<q>.http]`).
+    #[serde(default)]
+    pub http: HttpLimitsConfig,
+}
+
+/// `[queues.<q>.grants]`: capabilities granted to the queue's plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Outbound HTTP destinations, `scheme://host[:port]` (`*.` subdomain wildcards, `*`
+    /// for any port). Empty: no `wasi:http`.
+    #[serde(default)]
+    pub http: Vec<HttpPattern>,
+}
+
+/// `[queues.<q>.http]`: limits per attempt on outbound HTTP, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimitsConfig {
+    /// Requests in flight at once.
+    #[serde(deserialize_with = "positive")]
+    pub max_concurrent: u32,
+    /// The largest request body.
+    #[serde(deserialize_with = "size")]
+    pub max_request_bytes: usize,
+    /// The largest response body.
+    #[serde(deserialize_with = "size")]
+    pub max_response_bytes: usize,
+    /// How long connecting (TCP and TLS) may take.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long the response's first byte may take.
+    #[serde(deserialize_with = "duration")]
+    pub first_byte_timeout: Duration,
+}
+
+impl Default for HttpLimitsConfig {
+    fn default() -> Self {
+        let d = HttpLimits::default();
+        HttpLimitsConfig {
+            max_concurrent: d.max_concurrent,
+            max_request_bytes: usize::try_from(d.max_request_bytes).unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(d.max_response_bytes).unwrap_or(usize::MAX),
+            connect_timeout: d.connect_timeout,
+            first_byte_timeout: d.first_byte_timeout,
+        }
+    }
+}
+
+impl HttpLimitsConfig {
+    /// The limits the sandbox applies.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_concurrent: self.max_concurrent,
+            max_request_bytes: self.max_request_bytes as u64,
+            max_response_bytes: self.max_response_bytes as u64,
+            connect_timeout: self.connect_timeout,
+            first_byte_timeout: self.first_byte_timeout,
+        }
+    }
 }
 
 /// Backoff settings as written in the file.
@@ -479,6 +552,23 @@ impl QueueConfig {
             config: BTreeMap::new(),
             secrets: BTreeMap::new(),
             tenant_values: BTreeMap::new(),
+            grants: GrantsConfig::default(),
+            http: HttpLimitsConfig::default(),
+        }
+    }
+
+    /// What the queue named `name` grants its plugin.
+    pub fn grants(&self, name: &str) -> Grants {
+        let granted_by = format!("queue `{name}`");
+        Grants {
+            http: (!self.grants.http.is_empty()).then(|| {
+                std::sync::Arc::new(HttpGrant {
+                    granted_by: format!("{granted_by}'s grants"),
+                    patterns: self.grants.http.clone(),
+                    limits: self.http.limits(),
+                })
+            }),
+            granted_by,
         }
     }
 
@@ -750,6 +840,51 @@ mod tests {
         assert!(err.contains("no retention for `running`"), "{err}");
         let err = Config::parse("[worker]\nretention = { succeeded = \"soon\" }").unwrap_err();
         assert!(err.contains("retention.succeeded"), "{err}");
+    }
+
+    #[test]
+    fn http_grants_and_limits_read_into_the_queue_grants() {
+        let config = Config::parse(
+            "[queues.email]\nplugin = \"e.wasm\"\n\
+             [queues.email.grants]\nhttp = [\"https://api.mailgun.net\", \"http://127.0.0.1:8025\"]\n\
+             [queues.email.http]\nmax_concurrent = 2\nmax_response_bytes = \"1KiB\"\n\
+             connect_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        let grants = config.queues["email"].grants("email");
+        let http = grants.http.unwrap();
+        assert_eq!(http.patterns.len(), 2);
+        assert!(http.patterns[1].matches("http", "127.0.0.1", 8025));
+        assert_eq!(http.granted_by, "queue `email`'s grants");
+        assert_eq!(http.limits.max_concurrent, 2);
+        assert_eq!(http.limits.max_response_bytes, 1024);
+        assert_eq!(http.limits.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            http.limits.max_request_bytes,
+            HttpLimits::default().max_request_bytes
+        );
+
+        let none = Config::parse("[queues.email]\nplugin = \"e.wasm\"\n").unwrap();
+        assert!(none.queues["email"].grants("email").http.is_none());
+    }
+
+    #[test]
+    fn a_bad_http_grant_is_refused_naming_it_and_its_line() {
+        let err = Config::parse(
+            "[queues.email]\nplugin = \"e.wasm\"\n[queues.email.grants]\n\
+             http = [\"https://ok.example.com\", \"ftp://files.example.com\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("bad http grant `ftp://files.example.com`"),
+            "{err}"
+        );
+        assert!(err.contains("line 4"), "{err}");
+        let err = Config::parse(
+            "[queues.email]\nplugin = \"e.wasm\"\n[queues.email.grants]\nsmtp = [\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("smtp"), "{err}");
     }
 
     #[test]

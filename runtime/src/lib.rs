@@ -19,8 +19,8 @@ pub mod units;
 pub mod worker;
 
 pub use job::JobInput;
-pub use outcome::{AttemptReport, LogLevel, LogLine, LogSource, Outcome, TrapKind};
+pub use outcome::{AttemptReport, HttpUsage, LogLevel, LogLine, LogSource, Outcome, TrapKind};
 pub use sandbox::{
-    CacheStatus, CompileCache, Digest, Limits, LoadError, Plugin, PluginInfo, RunError, Sandbox,
-    SandboxConfig,
+    CacheStatus, CompileCache, Digest, Grants, HttpGrant, HttpLimits, HttpPattern, Limits,
+    LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig,
 };

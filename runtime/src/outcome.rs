@@ -12,6 +12,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::Digest;
 
+/// What one attempt's outbound HTTP requests (`wasi:http`) used: kept with the attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpUsage {
+    /// Requests sent (passed the grant and the limits, whether or not they were answered).
+    pub requests: u64,
+    /// Request body bytes sent.
+    pub bytes_sent: u64,
+    /// Response body bytes received.
+    pub bytes_received: u64,
+    /// Requests refused before any connection: not granted, an internal address not granted
+    /// literally, or a limit.
+    pub refused: u64,
+}
+
+impl HttpUsage {
+    /// No request made or refused.
+    pub fn is_none(&self) -> bool {
+        *self == HttpUsage::default()
+    }
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
@@ -252,6 +274,9 @@ pub struct AttemptReport {
     pub checkpoint: Option<Vec<u8>>,
     /// The last progress the attempt reported.
     pub progress: Option<Progress>,
+    /// What the attempt's outbound HTTP requests used.
+    #[serde(default, skip_serializing_if = "HttpUsage::is_none")]
+    pub http: HttpUsage,
     /// Where the time went.
     pub timings: Timings,
 }

@@ -165,7 +165,7 @@ impl<B: Backend + Clone> Worker<B> {
         let mut slots = Vec::new();
         for (name, config) in queues {
             let plugin = sandbox
-                .load_plugin(&config.plugin, config.limits())
+                .load_plugin_with(&config.plugin, config.limits(), config.grants(&name))
                 .map_err(|error| WorkerError::Plugin {
                     queue: name.clone(),
                     path: config.plugin.display().to_string(),
@@ -663,8 +663,9 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         error: None,
         digest: Some(plugin.digest().as_str().to_owned()),
         logs: Vec::new(),
+        http: Default::default(),
     });
-    let (outcome, logs, checkpoint, mut children, digest, progress) =
+    let (outcome, logs, checkpoint, mut children, digest, progress, http) =
         match sandbox.run_with(&plugin, &input, Some(journal)).await {
             Ok(report) => (
                 report.outcome,
@@ -673,6 +674,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 report.children,
                 Some(report.digest.as_str().to_owned()),
                 report.progress,
+                report.http,
             ),
             Err(e) => (
                 crate::Outcome::Trapped {
@@ -684,6 +686,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
                 Vec::new(),
                 Some(plugin.digest().as_str().to_owned()),
                 None,
+                crate::HttpUsage::default(),
             ),
         };
     // The attempt ended on its own: its settle records it.
@@ -716,6 +719,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
             error: outcome.error(),
             digest,
             logs,
+            http,
         },
     };
     // The settler outlives every attempt task; a send only fails once it is gone at shutdown.
@@ -890,7 +894,11 @@ async fn reload_loop<B: Backend>(
             let mut event = NewEvent::new(EventKind::PluginReloaded);
             event.queue = Some(q.name.clone());
             event.worker = Some(worker.clone());
-            match sandbox.load_plugin(&q.config.plugin, q.config.limits()) {
+            match sandbox.load_plugin_with(
+                &q.config.plugin,
+                q.config.limits(),
+                q.config.grants(&q.name),
+            ) {
                 Ok(plugin) if plugin.digest() == q.plugin().digest() => continue,
                 Ok(plugin) => {
                     // Secrets are read once, at start: the new plugin gets the same values.

@@ -128,7 +128,9 @@ async fn a_corrupt_or_truncated_cache_file_is_compiled_again_and_replaced() {
 
 #[test]
 fn a_restarted_worker_loads_its_plugins_from_the_cache_unless_told_not_to() {
-    let s = Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    let s = Setup::new(
+        "[queues.email]\nplugin = \"EMAIL\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
+    );
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().to_str().unwrap();
     let summary = |extra: &[&str]| {

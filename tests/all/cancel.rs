@@ -21,6 +21,9 @@ plugin = "EMAIL"
 timeout = "60s"
 max_attempts = 3
 concurrency = 2
+
+[queues.email.grants]
+http = ["http://127.0.0.1:*"]   # the email plugin imports wasi:http
 "#;
 
 /// How long the abort may take once `spool cancel` returned (generous: a debug build on a

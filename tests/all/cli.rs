@@ -4,8 +4,11 @@ use serde_json::Value;
 
 use crate::support::{exec_json, plugin_path, spool};
 
+/// The email plugin imports wasi:http: `spool exec` runs it only with an HTTP grant.
+const GRANT: [&str; 2] = ["--allow-http", "http://127.0.0.1:*"];
+
 fn exec(payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    exec_json(&plugin_path("email"), payload, extra)
+    exec_json(&plugin_path("email"), payload, &[&GRANT[..], extra].concat())
 }
 
 #[test]
@@ -81,6 +84,7 @@ fn exec_prints_a_readable_report_without_json() {
         .arg("exec")
         .arg(plugin_path("email"))
         .args(["--payload", r#"{"to":"ada@example.com","mode":"ok"}"#])
+        .args(GRANT)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -94,7 +98,9 @@ fn exec_prints_a_readable_report_without_json() {
 /// stdout".
 #[test]
 fn a_closed_stdout_ends_a_command_quietly() {
-    let s = crate::support::Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    let s = crate::support::Setup::new(
+        "[queues.email]\nplugin = \"EMAIL\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
+    );
     s.enqueue("email", r#"{"to": "ada@example.com"}"#);
     let mut follow = s
         .cmd()
@@ -427,4 +433,38 @@ fn completions_and_man_pages_cover_every_command() {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}: {text}");
     }
+}
+
+#[test]
+fn the_demo_shows_the_mail_api_got_ok_and_flaky_once_each_and_nothing_from_fail_or_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_path("email").parent().unwrap().to_path_buf();
+    let out = spool()
+        .current_dir(dir.path())
+        .arg("demo")
+        .arg("--plugins")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("The mail API received 2 deliveries:"),
+        "{stdout}"
+    );
+    for line in [
+        "email/ok    sent 1 time (attempt 1)",
+        "email/flaky sent 1 time (attempt 2)",
+        "email/fail  sent never: every attempt failed before sending",
+        "email/hang  sent never: each attempt was aborted at its 5 s timeout, before its send at 8 s",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    // Both deliveries carried the secret API key the demo configured.
+    assert_eq!(stdout.matches("(with the API key)").count(), 2, "{stdout}");
+    assert!(!stdout.contains("WITHOUT"), "{stdout}");
 }

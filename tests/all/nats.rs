@@ -47,6 +47,9 @@ plugin = "EMAIL"
 timeout = "5s"
 max_attempts = 3
 backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
+
+[queues.email.grants]
+http = ["http://127.0.0.1:*"]   # the email plugin imports wasi:http
 "#;
 
 /// The options `EMAIL_CONFIG`'s workers run with, for the test's own connection.

@@ -10,8 +10,11 @@ use crate::support::{Lang, Setup, event_kinds, exec_json, polyglot, state, stop}
 
 const LANGS: [Lang; 2] = [Lang::Python, Lang::JavaScript];
 
+/// The email plugins import wasi:http: `spool exec` runs them only with an HTTP grant.
+const GRANT: [&str; 2] = ["--allow-http", "http://127.0.0.1:*"];
+
 fn exec(lang: Lang, payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    exec_json(&polyglot(lang), payload, extra)
+    exec_json(&polyglot(lang), payload, &[&GRANT[..], extra].concat())
 }
 
 fn messages(logs: &Value) -> Vec<&str> {
@@ -143,11 +146,18 @@ timeout = "2s"
 max_attempts = 3
 backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
 
+[queues.py.grants]
+http = ["http://127.0.0.1:*"]   # the email plugins imports wasi:http
+
+
 [queues.js]
 plugin = "EMAIL_JS"
 timeout = "2s"
 max_attempts = 3
 backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
+
+[queues.js.grants]
+http = ["http://127.0.0.1:*"]   # the email plugins imports wasi:http
 "#;
 
 #[test]

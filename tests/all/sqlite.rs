@@ -59,6 +59,7 @@ fn succeeded(claimed: &Claimed) -> Settle {
             error: None,
             digest: None,
             logs: Vec::new(),
+            http: Default::default(),
         },
         checkpoint: None,
         children: Vec::new(),

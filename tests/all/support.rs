@@ -167,7 +167,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `config` as `spool.toml` (`EMAIL`, `NOOP`, `STEPS`, `FANOUT` and `LEGACY` stand for
+    /// `config` as `spool.toml` (`EMAIL`, `NOOP`, `STEPS`, `FANOUT`, `LEGACY` and `FETCH` stand for
     /// those plugins' paths, `EMAIL_PY` and `EMAIL_JS` for the Python and JavaScript email
     /// plugins'), on SQLite.
     pub fn new(config: &str) -> Setup {
@@ -179,6 +179,7 @@ impl Setup {
             ("STEPS", "steps"),
             ("FANOUT", "fanout"),
             ("LEGACY", "legacy"),
+            ("FETCH", "fetch"),
         ] {
             let quoted = format!("\"{placeholder}\"");
             if config.contains(&quoted) {

@@ -18,6 +18,9 @@ plugin = "EMAIL"
 timeout = "3s"
 max_attempts = 3
 backoff = { initial = "100ms", factor = 2.0, jitter = 0.0 }
+
+[queues.email.grants]
+http = ["http://127.0.0.1:*"]   # the email plugin imports wasi:http
 "#;
 
 #[test]

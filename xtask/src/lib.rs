@@ -87,7 +87,7 @@ struct Polyglot {
 const PYTHON: Polyglot = Polyglot {
     folder: "python",
     output: "email-py.wasm",
-    inputs: &["app.py", "requirements.txt"],
+    inputs: &["app.py", "spool_http.py", "requirements.txt"],
     needs: &[(
         "python3",
         "install Python 3.10 or later with its venv module (Debian: python3-venv)",

@@ -1,4 +1,4 @@
-//! `email`: the demo job, a pretend mail sender whose payload picks how it behaves.
+//! `email`: the demo job, a mail sender whose payload picks how it behaves.
 //!
 //! Payload: `{"to": string, "mode"?: "ok" | "flaky" | "fail" | "reject" | "delay" | "hang",
 //! "delay_ms"?: u64}` (`mode` defaults to `ok`; an unknown mode is a bad payload, which fails the
@@ -13,7 +13,14 @@
 //! | `delay`  | saves checkpoint `{"stage": "delayed", ..}` and asks to run again in `delay_ms` |
 //! |          | (default 1000); the run that gets that checkpoint back succeeds                |
 //! | `hang`   | saves checkpoint `{"stage": "connected", ..}`, sleeps `delay_ms` (default 8000) |
-//! |          | on the monotonic clock, then succeeds                                          |
+//! |          | on the monotonic clock, then sends and succeeds                                |
+//!
+//! Sending: when the queue's config sets `api_base`, each run that gets to succeed first POSTs
+//! `{"to", "job", "attempt"}` as JSON to `{api_base}/send`, with `Authorization: Bearer
+//! <api_key>` when the `api_key` secret is set (the queue must grant that address:
+//! `[queues.<q>.grants] http = [...]`). The answer decides as `spool_sdk::http` maps it: 2xx
+//! succeeds, 429 and 5xx are retryable errors, any other 4xx (or a refused request) a
+//! permanent one. Without `api_base` the send is only pretended, as it always was.
 //!
 //! Every run first logs `info` "sending email" with fields `to`, `mode` and `attempt`.
 //! Success output: `{"sent_to": to, "attempt": n}`. Checkpoints are
@@ -65,6 +72,14 @@ impl Mode {
 #[derive(Serialize)]
 struct Sent {
     sent_to: String,
+    attempt: u32,
+}
+
+/// What the mail API receives.
+#[derive(Serialize)]
+struct Delivery<'a> {
+    to: &'a str,
+    job: &'a str,
     attempt: u32,
 }
 
@@ -129,10 +144,30 @@ fn send(job: &Job, email: Email) -> Result<Sent, JobError> {
             std::thread::sleep(delay);
         }
     }
+    deliver(job, &email.to)?;
     Ok(Sent {
         sent_to: email.to,
         attempt,
     })
+}
+
+/// Send through the mail API the queue configures, or pretend to when it configures none.
+fn deliver(job: &Job, to: &str) -> Result<(), JobError> {
+    let Some(api_base) = spool_sdk::config::get("api_base") else {
+        return Ok(());
+    };
+    let url = format!("{}/send", api_base.trim_end_matches('/'));
+    let delivery = Delivery {
+        to,
+        job: job.id(),
+        attempt: job.attempt(),
+    };
+    let mut request = spool_sdk::http::post_json(url, &delivery);
+    if let Some(key) = spool_sdk::secret("api_key") {
+        request = request.bearer(key.expose());
+    }
+    request.send()?;
+    Ok(())
 }
 
 spool_sdk::export!(send);

@@ -4,12 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::cache::CacheArgs;
 use super::util::print_json;
+use super::store::StoreArgs;
 use anyhow::Context as _;
 use spool::sandbox::{ConfigStore, ConfigValues, Secret};
 use spool::units::{parse_duration, parse_size};
-use spool::{AttemptReport, JobInput, Limits, Sandbox, SandboxConfig};
+use spool::{
+    AttemptReport, Grants, HttpGrant, HttpLimits, HttpPattern, JobInput, Limits, Sandbox,
+    SandboxConfig,
+};
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
@@ -18,12 +24,17 @@ pub struct ExecArgs {
     /// The job's payload, as JSON.
     #[arg(long, default_value = "{}")]
     payload: String,
-    /// Abort the attempt after this long (`5s`, `250ms`, `30m`; `0` for no timeout).
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Memory cap for the instance (`64MiB`; at least 2MiB).
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    memory: usize,
+    /// Abort the attempt after this long (`5s`, `250ms`, `30m`; `0` for no timeout). Default:
+    /// the queue's (see `--queue`), or 30m.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory cap for the instance (`64MiB`; at least 2MiB). Default: the queue's, or 128MiB.
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<usize>,
+    /// Allow outbound HTTP to `scheme://host[:port]` (`*.` subdomain wildcard, `*` any port),
+    /// as a queue's `http` grant does; repeatable.
+    #[arg(long = "allow-http", value_name = "PATTERN", value_parser = parse_pattern)]
+    allow_http: Vec<HttpPattern>,
     /// Fuel budget (instructions, roughly); enables fuel metering.
     #[arg(long)]
     fuel: Option<u64>,
@@ -33,7 +44,8 @@ pub struct ExecArgs {
     /// The max-attempts the plugin sees.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
-    /// The queue name the plugin sees.
+    /// The queue name the plugin sees. When the config (`--config`, or `spool.toml`) has this
+    /// queue, the attempt runs with its limits and grants.
     #[arg(long, default_value = "exec")]
     queue: String,
     /// A checkpoint to hand the plugin, as if an earlier attempt had saved it.
@@ -72,24 +84,60 @@ fn config_values(args: &ExecArgs) -> anyhow::Result<ConfigStore> {
     Ok(ConfigStore::new(values, Default::default()))
 }
 
-pub async fn run(cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> {
+fn parse_pattern(text: &str) -> Result<HttpPattern, String> {
+    text.parse()
+}
+
+pub async fn run(store: &StoreArgs, cache: &CacheArgs, args: ExecArgs) -> anyhow::Result<ExitCode> {
     serde_json::from_str::<serde_json::Value>(&args.payload)
         .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
+    let config = store.config()?;
+    let queue = config.as_ref().and_then(|c| c.queues.get(&args.queue));
+    let (mut limits, mut grants) = match queue {
+        Some(q) => (q.limits(), q.grants(&args.queue)),
+        None => (
+            Limits::default(),
+            Grants {
+                granted_by: "`spool exec` without --allow-http".to_owned(),
+                http: None,
+            },
+        ),
+    };
+    if let Some(timeout) = args.timeout {
+        limits.timeout = (!timeout.is_zero()).then_some(timeout);
+    }
+    if let Some(memory) = args.memory {
+        limits.memory = memory;
+    }
+    limits.fuel = args.fuel;
+    if !args.allow_http.is_empty() {
+        let mut patterns = args.allow_http.clone();
+        let http_limits = match &grants.http {
+            Some(granted) => {
+                patterns.extend(granted.patterns.iter().cloned());
+                granted.limits
+            }
+            None => queue.map_or_else(HttpLimits::default, |q| q.http.limits()),
+        };
+        let granted_by = match queue {
+            Some(_) => format!("queue `{}`'s grants and --allow-http", args.queue),
+            None => "--allow-http".to_owned(),
+        };
+        grants.http = Some(Arc::new(HttpGrant {
+            granted_by,
+            patterns,
+            limits: http_limits,
+        }));
+    }
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 1,
-        max_memory: args.memory.max(SandboxConfig::default().max_memory),
+        max_memory: limits.memory.max(SandboxConfig::default().max_memory),
         fuel: args.fuel.is_some(),
         ..SandboxConfig::default()
     })?;
     let sandbox = cache.apply(sandbox);
-    let limits = Limits {
-        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
-        memory: args.memory,
-        fuel: args.fuel,
-        ..Limits::default()
-    };
     let plugin = sandbox
-        .load_plugin(&args.plugin, limits)
+        .load_plugin_with(&args.plugin, limits, grants)
         .with_context(|| format!("plugin {} refused", args.plugin.display()))?
         .with_config(config_values(&args)?);
     let job = JobInput {
@@ -136,6 +184,16 @@ fn print_report(report: &AttemptReport) -> std::io::Result<()> {
     }
     if let Some(checkpoint) = &report.checkpoint {
         outln!("checkpoint: {}", String::from_utf8_lossy(checkpoint));
+    }
+    if !report.http.is_none() {
+        let h = &report.http;
+        outln!(
+            "http: {} requests · {} bytes sent · {} bytes received · {} refused",
+            h.requests,
+            h.bytes_sent,
+            h.bytes_received,
+            h.refused
+        );
     }
     if let Some(progress) = &report.progress {
         let note = progress.message.as_deref().unwrap_or("");

@@ -172,6 +172,16 @@ pub fn print_job(job: &JobDetail) -> std::io::Result<()> {
         if let Some(error) = &a.error {
             outln!("     error: {error}");
         }
+        if !a.http.is_none() {
+            let h = &a.http;
+            outln!(
+                "     http: {} requests · {} bytes sent · {} bytes received · {} refused",
+                h.requests,
+                h.bytes_sent,
+                h.bytes_received,
+                h.refused
+            );
+        }
         for line in &a.logs {
             outln!("     {}", super::util::log_line(line));
         }

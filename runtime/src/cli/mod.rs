@@ -126,8 +126,8 @@ pub fn main() -> ExitCode {
     let cache = &cli.cache;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Exec(args) => exec::run(cache, args).await,
-            Command::Plugin(command) => plugin::run(cache, command),
+            Command::Exec(args) => exec::run(store, cache, args).await,
+            Command::Plugin(command) => plugin::run(store, cache, command),
             Command::Enqueue(args) => enqueue::run(store, args).await,
             Command::Worker(args) => worker::run(store, cache, args, format).await,
             Command::Job(args) => inspect::job(store, args).await,

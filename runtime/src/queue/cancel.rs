@@ -39,10 +39,12 @@ pub(crate) fn cancelled_attempt(
         error: Some(reason.to_owned()),
         digest: None,
         logs: Vec::new(),
+        http: Default::default(),
     }
 }
 
-/// Complete a cancel's record of an attempt with what its worker kept (digest, logs), once:
+/// Complete a cancel's record of an attempt with what its worker kept (digest, logs, HTTP
+/// usage), once:
 /// returns whether `record` was one still waiting for it.
 pub(crate) fn keep(record: &mut AttemptRecord, kept: AttemptRecord) -> bool {
     if record.outcome != CANCELLED || record.digest.is_some() {
@@ -50,6 +52,7 @@ pub(crate) fn keep(record: &mut AttemptRecord, kept: AttemptRecord) -> bool {
     }
     record.digest = kept.digest;
     record.logs = kept.logs;
+    record.http = kept.http;
     true
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::events::{Event, EventFilter, EventKind, NewEvent};
-use crate::outcome::{LogLine, Progress};
+use crate::outcome::{HttpUsage, LogLine, Progress};
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
 /// Milliseconds since the Unix epoch.
@@ -380,6 +380,9 @@ pub struct AttemptRecord {
     pub digest: Option<String>,
     /// The attempt's log lines (plugin `log` calls and stdout/stderr).
     pub logs: Vec<LogLine>,
+    /// What its outbound HTTP requests used (zero when it made none).
+    #[serde(default, skip_serializing_if = "HttpUsage::is_none")]
+    pub http: HttpUsage,
 }
 
 /// Settle one attempt.

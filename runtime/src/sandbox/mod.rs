@@ -26,6 +26,7 @@
 
 mod cache;
 mod engine;
+mod http;
 mod limits;
 mod log;
 mod plugin;
@@ -41,9 +42,10 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use self::cache::{CacheStatus, CompileCache};
+pub use self::http::{HttpGrant, HttpLimits, HttpPattern};
 pub use self::limits::{Limits, MIN_MEMORY};
 pub use self::log::LogHandle;
-pub use self::plugin::{Digest, Grant, Import, LoadError, Plugin, PluginInfo};
+pub use self::plugin::{Digest, Grant, Grants, Import, LoadError, Plugin, PluginInfo};
 pub use self::run::RunError;
 use self::state::RunState;
 pub use self::state::{Journal, JournalFuture, MAX_CHILDREN};

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Sandbox;
 use super::cache::CacheStatus;
+use super::http::HttpGrant;
 use super::limits::Limits;
 use super::state::RunState;
 use super::wasi_config::ConfigStore;
@@ -105,6 +106,21 @@ pub enum LoadError {
         /// What the host does link.
         granted: &'static str,
     },
+    /// The component imports an interface its queue does not grant.
+    #[error(
+        "import `{name}` needs the `{grant}` grant, which {granted_by} does not give (in \
+         spool.toml: [queues.<queue>.grants] {example})"
+    )]
+    MissingGrant {
+        /// The import.
+        name: String,
+        /// The grant it needs.
+        grant: Grant,
+        /// Who was asked: `queue \`email\``, or `spool exec`.
+        granted_by: String,
+        /// A grant that would do.
+        example: &'static str,
+    },
     /// The component's imports or exports have the right names but the wrong types.
     #[error("does not match the {PACKAGE} world it targets: {reason}")]
     Mismatch {
@@ -160,6 +176,27 @@ pub enum Grant {
     /// `wasi:config`: the values the operator configured for the job's queue and tenant
     /// (none unless configured); needs no grant.
     Config,
+    /// `wasi:http`: outbound requests to what the queue's `http` grant allows.
+    Http,
+}
+
+impl Grant {
+    /// The queue grant this import needs, if any (`http`).
+    pub fn needs(self) -> Option<&'static str> {
+        match self {
+            Grant::Http => Some("http"),
+            Grant::Spool | Grant::Wasi | Grant::LockedDown | Grant::Config => None,
+        }
+    }
+}
+
+/// What a plugin's queue grants it beyond computing; deny by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Who grants these, for errors: `queue \`email\``, or `spool exec`.
+    pub granted_by: String,
+    /// Outbound HTTP (`wasi:http`); `None`: a plugin importing it is refused at load.
+    pub http: Option<Arc<HttpGrant>>,
 }
 
 /// A loaded plugin: compiled, checked and pre-instantiated, ready for any number of attempts.
@@ -171,6 +208,7 @@ pub struct Plugin(Arc<PluginInner>);
 struct PluginInner {
     info: PluginInfo,
     limits: Limits,
+    grants: Grants,
     pre: Pre,
     cache: CacheStatus,
     config: ConfigStore,
@@ -199,6 +237,11 @@ impl Plugin {
     /// The limits each attempt of this plugin runs under.
     pub fn limits(&self) -> &Limits {
         &self.0.limits
+    }
+
+    /// What the plugin's queue grants it.
+    pub fn grants(&self) -> &Grants {
+        &self.0.grants
     }
 
     /// Whether the plugin's compiled code was read from the compile cache.
@@ -244,17 +287,31 @@ const LOCKED_DOWN: &[&str] = &["wasi:cli", "wasi:filesystem", "wasi:sockets", "w
 const REAL_WASI: &[&str] = &["wasi:clocks", "wasi:random"];
 /// The `wasi:config` version linked (`wasmtime-wasi-config`'s), serving the operator's values.
 const WASI_CONFIG: &str = "wasi:config/store@0.2.0-rc.1";
-const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random, wasi:config/store@0.2.0-rc.1 \
-                       and (locked down) wasi:io, wasi:cli, wasi:filesystem and wasi:sockets at 0.2";
+const GRANTED: &str = "spool:job/host, wasi:clocks, wasi:random, wasi:config/store@0.2.0-rc.1, \
+                       (locked down) wasi:io, wasi:cli, wasi:filesystem and wasi:sockets at 0.2, \
+                       and wasi:http at 0.2 with the `http` grant";
+/// WASI packages (at 0.2.x) linked behind a queue's grant.
+const GRANTED_WASI: &[(&str, Grant)] = &[("wasi:http", Grant::Http)];
 
 impl Sandbox {
-    /// Load the plugin at `path`, to run under `limits`.
+    /// Load the plugin at `path`, to run under `limits` with no grants.
     pub fn load_plugin(&self, path: &Path, limits: Limits) -> Result<Plugin, LoadError> {
+        self.load_plugin_with(path, limits, Grants::default())
+    }
+
+    /// Load the plugin at `path`, to run under `limits` with `grants`; a plugin importing an
+    /// interface whose grant is missing is refused.
+    pub fn load_plugin_with(
+        &self,
+        path: &Path,
+        limits: Limits,
+        grants: Grants,
+    ) -> Result<Plugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
             error,
         })?;
-        let mut plugin = self.load_plugin_bytes(&bytes, limits)?;
+        let mut plugin = self.load_plugin_bytes_with(&bytes, limits, grants)?;
         if let Some(inner) = Arc::get_mut(&mut plugin.0) {
             inner.info.path = Some(path.to_owned());
         }
@@ -267,14 +324,25 @@ impl Sandbox {
         Ok(Plugin(Arc::new(PluginInner {
             info: plugin.0.info.clone(),
             limits,
+            grants: plugin.0.grants.clone(),
             pre: plugin.0.pre.clone(),
             cache: plugin.0.cache,
             config: plugin.0.config.clone(),
         })))
     }
 
-    /// Load a plugin from the bytes of a component.
+    /// Load a plugin from the bytes of a component, with no grants.
     pub fn load_plugin_bytes(&self, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
+        self.load_plugin_bytes_with(bytes, limits, Grants::default())
+    }
+
+    /// Load a plugin from the bytes of a component, with `grants`.
+    pub fn load_plugin_bytes_with(
+        &self,
+        bytes: &[u8],
+        limits: Limits,
+        grants: Grants,
+    ) -> Result<Plugin, LoadError> {
         self.check_limits(&limits)?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
@@ -287,9 +355,11 @@ impl Sandbox {
 
         let mut imports = Vec::new();
         for (name, _) in ty.imports(&self.engine) {
+            let grant = grant_for(name)?;
+            check_granted(name, grant, &grants)?;
             imports.push(Import {
                 name: name.to_owned(),
-                grant: grant_for(name)?,
+                grant,
             });
         }
         let exports: Vec<String> = ty
@@ -330,6 +400,7 @@ impl Sandbox {
                 exports,
             },
             limits,
+            grants,
             pre,
             cache,
             config: ConfigStore::default(),
@@ -389,6 +460,10 @@ fn grant_for(name: &str) -> Result<Grant, LoadError> {
     let wasi_02 = version.is_some_and(|v| v.starts_with("0.2."));
     if name == WASI_CONFIG {
         Ok(Grant::Config)
+    } else if let Some((_, grant)) = GRANTED_WASI.iter().find(|(pkg, _)| *pkg == package)
+        && wasi_02
+    {
+        Ok(*grant)
     } else if REAL_WASI.contains(&package) && wasi_02 {
         Ok(Grant::Wasi)
     } else if LOCKED_DOWN.contains(&package) && wasi_02 {
@@ -396,6 +471,27 @@ fn grant_for(name: &str) -> Result<Grant, LoadError> {
     } else {
         Err(ungranted())
     }
+}
+
+/// Refuses an import whose grant the plugin's queue does not give.
+fn check_granted(name: &str, grant: Grant, grants: &Grants) -> Result<(), LoadError> {
+    let missing = match grant {
+        Grant::Http => grants.http.is_none(),
+        Grant::Spool | Grant::Wasi | Grant::LockedDown | Grant::Config => false,
+    };
+    if !missing {
+        return Ok(());
+    }
+    Err(LoadError::MissingGrant {
+        name: name.to_owned(),
+        grant,
+        granted_by: if grants.granted_by.is_empty() {
+            "the host".to_owned()
+        } else {
+            grants.granted_by.clone()
+        },
+        example: "http = [\"https://api.example.com\"]",
+    })
 }
 
 #[cfg(test)]
@@ -430,9 +526,17 @@ mod tests {
             grant_for("wasi:sockets/tcp@0.2.0").ok(),
             Some(Grant::LockedDown)
         );
+        assert_eq!(
+            grant_for("wasi:http/outgoing-handler@0.2.0").ok(),
+            Some(Grant::Http)
+        );
         assert!(matches!(
-            grant_for("wasi:http/outgoing-handler@0.2.0"),
-            Err(LoadError::UngrantedImport { .. })
+            check_granted(
+                "wasi:http/outgoing-handler@0.2.0",
+                Grant::Http,
+                &Grants::default()
+            ),
+            Err(LoadError::MissingGrant { .. })
         ));
         assert_eq!(
             grant_for("wasi:config/store@0.2.0-rc.1").ok(),

@@ -66,7 +66,13 @@ impl Sandbox {
         let deadline = limits.timeout.map(|t| started + t);
 
         let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
-        let mut state = RunState::new(limits, started, journal, earlier_children);
+        let mut state = RunState::new(
+            limits,
+            started,
+            journal,
+            earlier_children,
+            plugin.grants().http.as_ref(),
+        );
         state.set_config(plugin.config().for_tenant(job.tenant.as_deref()).clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -188,6 +194,7 @@ impl Sandbox {
             steps: state.steps.clone(),
             children: state.children.clone(),
             progress: state.progress.clone(),
+            http: state.http.usage(),
             timings: Timings {
                 queued: started - queued_at,
                 instantiate: instantiated.saturating_duration_since(started),

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+use super::http::{HttpGrant, HttpState};
 use super::limits::{Limits, StoreLimiter};
 use super::log::AttemptLog;
 use super::wasi_config::ConfigValues;
@@ -43,6 +45,8 @@ pub trait Journal: Send + Sync {
 pub(crate) struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// `wasi:http`: the grant's hooks and the attempt's request counters.
+    pub(crate) http: HttpState,
     pub(crate) limiter: StoreLimiter,
     pub(crate) log: AttemptLog,
     pub(crate) checkpoint: Option<Vec<u8>>,
@@ -66,6 +70,7 @@ impl RunState {
         started: Instant,
         journal: Option<Arc<dyn Journal>>,
         earlier_children: u32,
+        http: Option<&Arc<HttpGrant>>,
     ) -> Self {
         let log = AttemptLog::new(started, limits.max_log_bytes);
         if let Some(journal) = &journal {
@@ -83,6 +88,7 @@ impl RunState {
         RunState {
             wasi,
             table: ResourceTable::new(),
+            http: HttpState::new(http, &log),
             limiter: StoreLimiter::new(limits),
             log,
             checkpoint: None,
@@ -197,6 +203,16 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.hooks,
         }
     }
 }

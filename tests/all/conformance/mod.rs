@@ -181,6 +181,7 @@ fn record(
         error: error.map(Into::into),
         digest: Some("sha256:0123".into()),
         logs: Vec::new(),
+        http: Default::default(),
     }
 }
 

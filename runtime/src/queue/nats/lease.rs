@@ -842,6 +842,7 @@ pub async fn expire(inner: &Inner, default_max_attempts: u32) -> Result<Vec<JobI
                     error: Some(error.clone()),
                     digest: None,
                     logs: Vec::new(),
+                    http: Default::default(),
                 });
                 let fill = |kind| NewEvent {
                     attempt: Some(attempt),

@@ -79,6 +79,7 @@ fn record(c: &Claimed) -> AttemptRecord {
         error: None,
         digest: None,
         logs: Vec::new(),
+        http: Default::default(),
     }
 }
 

@@ -16,8 +16,8 @@ const COUNTER: &str = "SELECT value FROM counters WHERE name = ?1";
 const STORE_COUNTER: &str = "UPDATE counters SET value = ?2 WHERE name = ?1";
 
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
-    (job_id, token, attempt, worker, started_at, finished_at, outcome, phase, error, digest, logs) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    (job_id, token, attempt, worker, started_at, finished_at, outcome, phase, error, digest, logs, \
+    http) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// The job an event is about.
 pub(super) struct Subject<'a> {
@@ -202,6 +202,11 @@ pub(super) fn insert_attempt(
         record.error,
         record.digest,
         to_json(&record.logs)?,
+        if record.http.is_none() {
+            None
+        } else {
+            serde_json::to_string(&record.http).ok()
+        },
     ])?;
     Ok(())
 }

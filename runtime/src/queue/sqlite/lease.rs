@@ -301,6 +301,7 @@ pub(super) fn expire(
             error: Some(error.clone()),
             digest: None,
             logs: Vec::new(),
+            http: Default::default(),
         };
         insert_attempt(tx, job.id, job.token, &record)?;
         let subject = Subject {

@@ -74,6 +74,7 @@
 //!         error: None,
 //!         digest: None,
 //!         logs: Vec::new(),
+//!         http: Default::default(),
 //!     };
 //!     let next = Next::Succeeded { output: b"sent".to_vec() };
 //!     let settle = Settle { lease: claimed.lease, next, attempt, checkpoint: None, children: Vec::new(), progress: None };

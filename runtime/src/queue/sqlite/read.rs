@@ -27,7 +27,7 @@ const JOB: &str = concat!(
 );
 
 const ATTEMPTS: &str = "SELECT attempt, worker, started_at, finished_at, outcome, phase, \
-        error, digest, logs \
+        error, digest, logs, http \
     FROM attempts WHERE job_id = ?1 ORDER BY token";
 
 /// The state a reader reports: 'scheduled' and 'ready' are told apart by the clock (`?4`).
@@ -253,6 +253,10 @@ fn attempt(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
         error: r.get(6)?,
         digest: r.get(7)?,
         logs: json(r, 8)?,
+        http: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
     })
 }
 

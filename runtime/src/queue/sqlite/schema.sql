@@ -121,6 +121,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     digest      TEXT,
     -- JSON array of log lines; NULL when there were none.
     logs        TEXT,
+    -- JSON object of the attempt's outbound HTTP counts; NULL when it made no request.
+    http        TEXT,
     PRIMARY KEY (job_id, token)
 ) WITHOUT ROWID;
 
