@@ -188,14 +188,12 @@ fn a_typed_store_flag_wins_over_the_other_backends_variable() {
     assert!(!db.exists(), "the job went to SQLite");
     let (code, stdout, stderr) = run(&["jobs", "--json", "--nats", &url], &[("SPOOL_DB", "x.db")]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    // JSON Lines: one object per job.
+    let jobs: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{stdout}");
 
     // The other way round: --db with SPOOL_NATS_URL pointing nowhere.
     let (code, _, stderr) = run(
@@ -286,14 +284,12 @@ fn a_bad_enum_value_is_refused_with_the_valid_ones() {
     assert_eq!(stdout, "0 dead job(s)\n");
     let (code, stdout, stderr) = s.run(&["jobs", "--state", "ready", "--json"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    // JSON Lines: one object per job.
+    let jobs: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{stdout}");
 }
 
 /// Global flags set through the environment (as `SPOOL_CACHE_DIR` is here) are not shown as
