@@ -109,7 +109,7 @@ async fn reopening_the_file_keeps_the_jobs_and_their_history() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
@@ -256,6 +256,31 @@ async fn a_database_from_a_newer_build_is_refused() {
         matches!(&err, QueueError::Store(message) if message.contains("schema version 99")),
         "got {err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_version_4_database_gains_the_attempts_http_counts_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
+    let conn = inspect(&path);
+    conn.execute_batch("ALTER TABLE attempts DROP COLUMN http; PRAGMA user_version = 4;")
+        .unwrap();
+    drop(conn);
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
+    let conn = inspect(&path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('attempts')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(columns.contains(&"http".to_owned()), "{columns:?}");
 }
 
 #[tokio::test]
