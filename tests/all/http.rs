@@ -418,6 +418,7 @@ fn a_request_in_flight_when_the_lease_is_lost_is_cut() {
         server.hangups().is_empty(),
         "the connection closed while the worker was stopped"
     );
+    let resumed = Instant::now();
     assert!(
         Command::new("kill")
             .args(["-CONT", &pid])
@@ -425,7 +426,6 @@ fn a_request_in_flight_when_the_lease_is_lost_is_cut() {
             .unwrap()
             .success()
     );
-    let resumed = Instant::now();
     let hangup = server.wait_hangups(1, Duration::from_secs(10))[0];
     eprintln!(
         "connection closed {:?} after the worker resumed",
