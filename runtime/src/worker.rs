@@ -269,6 +269,16 @@ impl<B: Backend + Clone> Worker<B> {
                 q.config.max_attempts,
                 q.config.concurrency,
             ));
+            if let Some(http) = &plugin.grants().http {
+                let l = &http.limits;
+                out.push_str(&format!(
+                    "    grants {} (at most {} in flight, bodies {}/{} bytes)\n",
+                    http.listed(),
+                    l.max_concurrent,
+                    l.max_request_bytes,
+                    l.max_response_bytes,
+                ));
+            }
             let store = plugin.config();
             if !store.is_empty() {
                 // Names only: a secret's value is never printed.

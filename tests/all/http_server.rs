@@ -130,26 +130,62 @@ fn serve(mut stream: TcpStream, seen: &Seen) {
     let at = Instant::now();
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let line = head.lines().next().unwrap_or("").to_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
+    let header = |wanted: &str| {
+        head.lines().find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_ascii_lowercase())
         })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    };
+    let mut rest = buf.split_off(head_end);
+    let mut fill = |rest: &mut Vec<u8>, want: usize| -> bool {
+        while rest.len() < want {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+            }
         }
-    }
+        true
+    };
+    let body_len = if header("transfer-encoding").as_deref() == Some("chunked") {
+        // Chunked: `<hex size>\r\n<data>\r\n`, until a chunk of size 0 (no trailers).
+        let mut total = 0;
+        loop {
+            let size_end = loop {
+                if let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break end;
+                }
+                let have = rest.len();
+                if !fill(&mut rest, have + 1) {
+                    return;
+                }
+            };
+            let size_text = String::from_utf8_lossy(&rest[..size_end]).into_owned();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+            if !fill(&mut rest, size_end + 2 + size + 2) {
+                return;
+            }
+            rest.drain(..size_end + 2 + size + 2);
+            total += size;
+            if size == 0 {
+                break total;
+            }
+        }
+    } else {
+        let length = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if !fill(&mut rest, length) {
+            return;
+        }
+        length
+    };
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    seen.requests.lock().unwrap().push(Received {
-        line,
-        body_len: length,
-        at,
-    });
+    seen.requests
+        .lock()
+        .unwrap()
+        .push(Received { line, body_len, at });
     let query = |key: &str| -> Option<u64> {
         path.split_once('?')?
             .1

@@ -81,13 +81,17 @@ fn a_component_built_against_another_spool_version_is_refused() {
 
 #[test]
 fn a_component_importing_what_spool_does_not_grant_is_refused() {
-    let bytes = wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
+    let bytes = wat(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#);
     let err = load(&bytes).unwrap_err();
     assert!(matches!(err, LoadError::UngrantedImport { .. }), "{err}");
     check_refuses(
         &bytes,
-        "import `wasi:http/outgoing-handler@0.2.0` is not granted",
+        "import `wasi:keyvalue/store@0.2.0-draft` is not granted",
     );
+    // wasi:http is granted per queue: without the grant, the refusal names it.
+    let bytes = wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::MissingGrant { .. }), "{err}");
 }
 
 #[test]

@@ -260,6 +260,31 @@ async fn a_database_from_a_newer_build_is_refused() {
 }
 
 #[tokio::test]
+async fn a_version_4_database_gains_the_attempts_http_counts_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
+    let conn = inspect(&path);
+    conn.execute_batch("ALTER TABLE attempts DROP COLUMN http; PRAGMA user_version = 4;")
+        .unwrap();
+    drop(conn);
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
+    let conn = inspect(&path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('attempts')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(columns.contains(&"http".to_owned()), "{columns:?}");
+}
+
+#[tokio::test]
 async fn an_unusable_path_is_a_store_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing-directory").join("spool.db");

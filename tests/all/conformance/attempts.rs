@@ -170,3 +170,24 @@ pub async fn a_dead_job_keeps_its_whole_envelope<B: Backend>(b: B) {
     assert_eq!(dead_lettered.digest.as_deref(), Some("sha256:aa"));
     assert!(claim(&b, "q", 10, LEASE).await.is_empty());
 }
+
+pub async fn an_attempt_keeps_its_http_counts<B: Backend>(b: B) {
+    let id = enqueue_one(&b, job("q", b"x")).await;
+    let first = claim_one(&b, "q").await;
+    let mut settle = retry(&first, now(), "502 from the mail API");
+    let usage = spool::HttpUsage {
+        requests: 2,
+        bytes_sent: 120,
+        bytes_received: 30,
+        refused: 1,
+    };
+    settle.attempt.http = usage;
+    settle_ok(&b, settle).await;
+    let second = claim_one(&b, "q").await;
+    settle_ok(&b, succeeded(&second, b"sent")).await;
+
+    let done = detail(&b, &id).await;
+    assert_eq!(done.attempts.len(), 2);
+    assert_eq!(done.attempts[0].http, usage);
+    assert!(done.attempts[1].http.is_none());
+}

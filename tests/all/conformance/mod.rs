@@ -57,6 +57,7 @@ macro_rules! backend_conformance {
             delay_does_not_spend_an_attempt,
             checkpoints_carry_over_to_the_next_attempt,
             a_dead_job_keeps_its_whole_envelope,
+            an_attempt_keeps_its_http_counts,
             an_expired_lease_returns_the_job_and_refuses_the_late_settle,
             an_expired_lease_dead_letters_a_job_out_of_attempts,
             a_lapsed_job_is_judged_by_the_max_attempts_its_first_claim_stored,

@@ -33,14 +33,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         // from the schema itself).
         tx.execute_batch("ALTER TABLE jobs ADD COLUMN group_key TEXT;")?;
     }
-    if (1..5).contains(&version) {
-        // Version 5 added the attempts' outbound HTTP counts.
-        tx.execute_batch("ALTER TABLE attempts ADD COLUMN http TEXT;")?;
-    }
     // Version 4 added schedules and leader locks: new tables only, which the schema creates.
     if (1..5).contains(&version) {
-        // Version 5 keeps the last progress a job's attempt reported.
-        tx.execute_batch("ALTER TABLE jobs ADD COLUMN progress TEXT;")?;
+        // Version 5 added the attempts' outbound HTTP counts and keeps the last progress a
+        // job's attempt reported.
+        tx.execute_batch(
+            "ALTER TABLE attempts ADD COLUMN http TEXT; \
+             ALTER TABLE jobs ADD COLUMN progress TEXT;",
+        )?;
     }
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {

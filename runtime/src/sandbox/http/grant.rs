@@ -320,8 +320,8 @@ impl HttpGrant {
                 .any(|p| p.scheme_and_port(scheme, port) && p.literal_for(ip))
     }
 
-    /// The patterns, comma-separated (`http = []` when there are none).
-    pub(crate) fn listed(&self) -> String {
+    /// The patterns as the config writes them: `http = ["https://api.example.com", ...]`.
+    pub fn listed(&self) -> String {
         let list: Vec<String> = self.patterns.iter().map(|p| format!("\"{p}\"")).collect();
         format!("http = [{}]", list.join(", "))
     }

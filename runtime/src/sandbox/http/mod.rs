@@ -146,10 +146,17 @@ impl WasiHttpHooks for HttpHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        let denied =
-            |e: wasmtime_wasi_http::Error| -> SendFuture { Box::new(async move { Err(e) }) };
         let Some(granted) = &self.granted else {
-            return denied(wasmtime_wasi_http::Error::HttpRequestDenied);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        };
+        // A refused request's body is drained, so that the plugin learns of the refusal from
+        // the response rather than from a body stream closed under it.
+        let limits = granted.grant.limits;
+        let denied = |e: wasmtime_wasi_http::Error, body| -> SendFuture {
+            Box::new(async move {
+                send::drain(body, limits.max_request_bytes, limits.connect_timeout).await;
+                Err(e)
+            })
         };
         let report = Report {
             url: request.uri().to_string(),
@@ -157,6 +164,7 @@ impl WasiHttpHooks for HttpHooks {
             log: granted.log.clone(),
         };
         match send::check(&granted.grant, &request, &report) {
+            Err(e) => denied(e, request.into_body()),
             Ok(target) => {
                 let Ok(permit) = granted.meter.in_flight.clone().try_acquire_owned() else {
                     let max = granted.grant.limits.max_concurrent;
@@ -164,7 +172,10 @@ impl WasiHttpHooks for HttpHooks {
                         "{max} requests of this attempt are already in flight, the limit \
                          (http.max_concurrent) is {max}"
                     ));
-                    return denied(wasmtime_wasi_http::Error::ConnectionLimitReached);
+                    return denied(
+                        wasmtime_wasi_http::Error::ConnectionLimitReached,
+                        request.into_body(),
+                    );
                 };
                 granted.meter.requests.fetch_add(1, Ordering::Relaxed);
                 Box::new(send::send(
@@ -176,7 +187,6 @@ impl WasiHttpHooks for HttpHooks {
                     permit,
                 ))
             }
-            Err(e) => denied(e),
         }
     }
 }

@@ -93,43 +93,18 @@ pub(super) async fn send(
         options.and_then(|o| o.first_byte_timeout),
     );
 
-    let addr = resolve(&grant, &target, connect_timeout, &report).await?;
-    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            report.failed(&format!("cannot connect to {addr}: {e}"));
-            return Err(Error::ConnectionRefused);
-        }
-        Err(_) => {
-            report.failed(&format!(
-                "no connection to {addr} within the connect timeout (http.connect_timeout) of \
-                 {connect_timeout:?}"
-            ));
-            return Err(Error::ConnectionTimeout);
+    let (mut sender, conn) = match connect(&grant, &target, connect_timeout, &report).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            drain(
+                request.into_body(),
+                limits.max_request_bytes,
+                connect_timeout,
+            )
+            .await;
+            return Err(e);
         }
     };
-    let stream: Box<dyn Io> = if target.https {
-        let name = server_name(&target.host)?;
-        let tls = tokio_rustls::TlsConnector::from(tls_config()?);
-        match tokio::time::timeout(connect_timeout, tls.connect(name, tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
-            Ok(Err(e)) => {
-                report.failed(&format!("TLS with {addr} failed: {e}"));
-                return Err(Error::TlsProtocolError);
-            }
-            Err(_) => {
-                report.failed(&format!(
-                    "no TLS session with {addr} within the connect timeout of {connect_timeout:?}"
-                ));
-                return Err(Error::ConnectionTimeout);
-            }
-        }
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(Error::from)?;
 
     // The request line carries the path only; scheme and authority are for proxies.
     let path = request
@@ -143,7 +118,10 @@ pub(super) async fn send(
         .map_err(|e| Error::InternalError(Some(e.to_string())))?;
     let max_sent = limits.max_request_bytes;
     let request = request.map(|body| Metered {
-        inner: body,
+        inner: Drained {
+            body: Some(body),
+            max: max_sent,
+        },
         meter: report.meter.clone(),
         direction: Direction::Sent,
         counted: 0,
@@ -224,6 +202,73 @@ pub(super) async fn send(
         }
     });
     Ok((response, io))
+}
+
+type Connected = (
+    hyper::client::conn::http1::SendRequest<Metered<Drained>>,
+    hyper::client::conn::http1::Connection<TokioIo<Box<dyn Io>>, Metered<Drained>>,
+);
+
+/// Resolve, check the addresses, connect to a checked one, TLS, HTTP/1.1 handshake.
+async fn connect(
+    grant: &HttpGrant,
+    target: &Target,
+    connect_timeout: Duration,
+    report: &Report,
+) -> Result<Connected> {
+    let addr = resolve(grant, target, connect_timeout, report).await?;
+    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            report.failed(&format!("cannot connect to {addr}: {e}"));
+            return Err(Error::ConnectionRefused);
+        }
+        Err(_) => {
+            report.failed(&format!(
+                "no connection to {addr} within the connect timeout (http.connect_timeout) of \
+                 {connect_timeout:?}"
+            ));
+            return Err(Error::ConnectionTimeout);
+        }
+    };
+    let stream: Box<dyn Io> = if target.https {
+        let name = server_name(&target.host)?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config()?);
+        match tokio::time::timeout(connect_timeout, tls.connect(name, tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(e)) => {
+                report.failed(&format!("TLS with {addr} failed: {e}"));
+                return Err(Error::TlsProtocolError);
+            }
+            Err(_) => {
+                report.failed(&format!(
+                    "no TLS session with {addr} within the connect timeout of {connect_timeout:?}"
+                ));
+                return Err(Error::ConnectionTimeout);
+            }
+        }
+    } else {
+        Box::new(tcp)
+    };
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)
+}
+
+/// Read and discard a request body that will not be sent (up to `max` bytes, for at most
+/// `limit`), so that the plugin's writes to it succeed and it learns why the request failed
+/// from the response, not from a broken body stream.
+pub(super) async fn drain(mut body: WasiBody, max: u64, limit: Duration) {
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > max {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The body-limit error a request body raised, if that is why hyper failed.
@@ -328,6 +373,55 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
         })
         .clone()
         .ok_or_else(|| Error::InternalError(Some("no TLS configuration".to_owned())))
+}
+
+/// A request body that, dropped before its end (the server answered early, or the request
+/// failed), is read to its end and discarded, so that the plugin writing it sees the request's
+/// outcome rather than a broken stream. The draining task reads only from the store's channel:
+/// it ends when the plugin finishes the body or when the store, holding the channel's other end,
+/// is dropped.
+struct Drained {
+    body: Option<WasiBody>,
+    max: u64,
+}
+
+impl Body for Drained {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.body = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(drain(body, self.max, Duration::from_secs(60)));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
