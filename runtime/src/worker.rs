@@ -506,6 +506,10 @@ impl<B: Backend> Journal for AttemptJournal<B> {
         })
     }
 
+    fn max_payload(&self) -> usize {
+        self.backend.max_payload()
+    }
+
     fn child_id(&self, index: u32) -> JournalFuture<'_, String> {
         Box::pin(async move {
             self.backend

@@ -13,6 +13,7 @@ mod conformance;
 mod flow_control;
 mod flows;
 mod hostile;
+mod input;
 mod nats;
 mod outcomes;
 mod polyglot;

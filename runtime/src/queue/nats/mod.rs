@@ -306,6 +306,11 @@ pub struct NatsOptions {
     pub ack_wait: Duration,
     /// How long the jobs stream remembers a `Nats-Msg-Id` to drop a republished message.
     pub duplicate_window: Duration,
+    /// The largest payload an enqueue takes, in bytes;
+    /// [`DEFAULT_MAX_PAYLOAD`](crate::queue::check::DEFAULT_MAX_PAYLOAD) (16 MiB) by default.
+    /// The server's own `max_payload` (1 MiB unless configured) may allow less: see
+    /// [`Backend::max_payload`].
+    pub max_payload: usize,
 }
 
 impl Default for NatsOptions {
@@ -316,6 +321,7 @@ impl Default for NatsOptions {
             storage: Storage::File,
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
+            max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
         }
     }
 }
@@ -373,6 +379,13 @@ impl NatsBackend {
 }
 
 impl Backend for NatsBackend {
+    /// The smaller of [`NatsOptions::max_payload`] and what the server's `max_payload` leaves
+    /// room for: a job's record (its KV value) holds the payload in base64 beside up to
+    /// 64 KiB of state, so a server at its default of 1 MiB takes payloads up to 720 KiB.
+    fn max_payload(&self) -> usize {
+        enqueue::max_payload(&self.inner).0
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
         enqueue::enqueue(&self.inner, jobs).await
     }
