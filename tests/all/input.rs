@@ -319,6 +319,35 @@ fn read_commands_read_a_database_they_may_not_write_and_change_nothing() {
         "the file is unchanged"
     );
 
+    // Root may write any file: run them again as a user who may not write the file nor its
+    // directory (so SQLite cannot make the WAL's shared-memory file beside it either).
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::metadata(&db).unwrap().uid() == 0 {
+        std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for &args in READS {
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_spool"))
+                .arg("--db")
+                .arg(&db)
+                .args(args)
+                .current_dir(s.dir.path())
+                .output()
+                .expect("setpriv (util-linux) runs a command as another user");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let expected = if args.starts_with(&["dlq", "show"]) {
+                2
+            } else {
+                0
+            };
+            assert_eq!(out.status.code(), Some(expected), "{args:?}: {stderr}");
+        }
+        assert!(
+            std::fs::read(&db).unwrap() == before,
+            "the file is unchanged"
+        );
+    }
+
     // The backend a read command opens cannot write at all.
     let backend = sqlite(&db);
     runtime().block_on(async {

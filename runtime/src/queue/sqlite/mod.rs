@@ -192,8 +192,8 @@ pub struct SqliteBackend {
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
-    /// Opened with [`SqliteBackend::open_read_only`]: every connection is read-only.
-    read_only: bool,
+    /// How every connection opens the file.
+    access: Access,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Per queue, where the last fair claim's tenant listing stopped (see `limits`).
@@ -217,7 +217,7 @@ impl SqliteBackend {
     /// is stamped with it.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
         let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
-        let mut writer = connect(path, &options, false).map_err(|e| fail(e.into()))?;
+        let mut writer = connect(path, &options, Access::ReadWrite).map_err(|e| fail(e.into()))?;
         // Judge the file before anything writes to it (switching to WAL does).
         if let schema::Kind::Foreign(why) = schema::identify(&writer).map_err(fail)? {
             return Err(fail(schema::foreign(why)));
@@ -248,7 +248,7 @@ impl SqliteBackend {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 options,
-                read_only: false,
+                access: Access::ReadWrite,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
@@ -263,13 +263,33 @@ impl SqliteBackend {
     /// reason. Every write through the backend fails.
     pub fn open_read_only(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
         let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
-        let conn = connect(path, &options, true).map_err(|e| fail(e.into()))?;
-        schema::check_readable(&conn).map_err(fail)?;
+        let open = |access| -> Result<Connection, Failure> {
+            let conn = connect(path, &options, access)?;
+            schema::check_readable(&conn)?;
+            Ok(conn)
+        };
+        let mut access = Access::ReadOnly;
+        let conn = match open(access) {
+            // A WAL database needs its `-shm` file, which a reader creates when it is missing;
+            // in a directory this process may not write, it cannot. No writer is at work then
+            // (it would have made the file), so the file is read as it stands.
+            Err(Failure::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen
+                ) && !shm_path(path).exists() =>
+            {
+                access = Access::Immutable;
+                open(access)
+            }
+            other => other,
+        }
+        .map_err(fail)?;
         Ok(SqliteBackend {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 options,
-                read_only: true,
+                access,
                 writer: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
@@ -342,7 +362,7 @@ impl Inner {
         match idle {
             Some(conn) => Ok(conn),
             None => {
-                let conn = connect(&self.path, &self.options, self.read_only)?;
+                let conn = connect(&self.path, &self.options, self.access)?;
                 conn.pragma_update(None, "query_only", true)?;
                 Ok(conn)
             }
@@ -357,17 +377,44 @@ impl Inner {
     }
 }
 
-/// A connection with the per-connection settings; `read_only` opens an existing file for
-/// reading only.
-fn connect(path: &Path, options: &SqliteOptions, read_only: bool) -> rusqlite::Result<Connection> {
-    let mut conn = if read_only {
-        use rusqlite::OpenFlags;
-        Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?
-    } else {
-        Connection::open(path)?
+/// How a backend's connections open the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write, creating the file if need be.
+    ReadWrite,
+    /// Read an existing file.
+    ReadOnly,
+    /// Read an existing file that nothing writes meanwhile (SQLite's `immutable`: no locks,
+    /// no `-shm`).
+    Immutable,
+}
+
+/// The `-shm` file of the database at `path`.
+fn shm_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-shm");
+    PathBuf::from(name)
+}
+
+/// A connection with the per-connection settings.
+fn connect(path: &Path, options: &SqliteOptions, access: Access) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let read = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = match access {
+        Access::ReadWrite => Connection::open(path)?,
+        Access::ReadOnly => Connection::open_with_flags(path, read)?,
+        Access::Immutable => {
+            // A URI, with the characters that mean something in one escaped.
+            let mut uri = String::from("file:");
+            for c in path.to_string_lossy().chars() {
+                match c {
+                    '?' | '#' | '%' => uri.push_str(&format!("%{:02X}", u32::from(c))),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, read | OpenFlags::SQLITE_OPEN_URI)?
+        }
     };
     conn.busy_handler(Some(lock_poller(options.busy_timeout)))?;
     conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
