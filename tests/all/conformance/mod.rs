@@ -100,6 +100,7 @@ macro_rules! backend_conformance {
             an_unchanged_spec_keeps_its_tick_and_a_removed_schedule_fires_no_more,
             queue_names_follow_one_rule_on_every_backend,
             a_payload_over_the_backends_limit_is_refused_and_one_at_it_is_kept,
+            a_job_with_the_largest_payload_runs_and_dies_with_it_kept,
             jobs_filter_by_tenant_and_since_and_page_with_a_cursor,
             events_filter_by_queue_and_since_and_the_newest_come_last,
         );

@@ -55,3 +55,22 @@ pub async fn a_payload_over_the_backends_limit_is_refused_and_one_at_it_is_kept<
         "the payload is kept whole"
     );
 }
+
+pub async fn a_job_with_the_largest_payload_runs_and_dies_with_it_kept<B: Backend>(b: B) {
+    let limit = b.max_payload();
+    let payload: Vec<u8> = (0..limit).map(|i| (i % 253) as u8).collect();
+    let id = enqueue_one(&b, job("q", &payload)).await;
+    let claimed = claim_one(&b, "q").await;
+    assert!(
+        claimed.payload == payload,
+        "the attempt gets the payload whole"
+    );
+    settle_ok(&b, dead(&claimed, Phase::Run, "refused")).await;
+    let dead = b.dead(&DlqFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert!(
+        detail(&b, &id).await.payload == payload,
+        "the dead job keeps it"
+    );
+}
