@@ -428,3 +428,21 @@ fn jobs_and_events_filter_through_the_cli() {
     let (_, _, stderr) = s.run(&["events", "--limit", "3"]);
     assert!(!stderr.contains("left out"), "{stderr}");
 }
+
+#[test]
+fn on_nats_read_commands_create_nothing_on_a_server_without_spool() {
+    let server = NatsServer::start();
+    let s = Setup::nats(CONFIG, &server.url());
+    for _ in 0..2 {
+        let (code, _, stderr) = s.run(&["jobs"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("no Spool installation with prefix `spool` on this server"),
+            "{stderr}"
+        );
+    }
+    s.enqueue("email", "{}");
+    let (code, stdout, stderr) = s.run(&["jobs"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+}

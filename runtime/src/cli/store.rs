@@ -182,7 +182,8 @@ impl Store {
 
     /// Open the store for a command that only reads: a SQLite file is opened read-only and
     /// must already be a Spool database (nothing is created, migrated or written, so a
-    /// read-only file can be read and another application's database is refused untouched).
+    /// read-only file can be read and another application's database is refused untouched);
+    /// on NATS, the installation must exist (no stream or bucket is created).
     pub async fn open_read_only(&self) -> anyhow::Result<AnyBackend> {
         match self {
             Store::Sqlite(path) => {
@@ -193,7 +194,12 @@ impl Store {
                     .with_context(|| format!("cannot read the database {}", path.display()))?;
                 Ok(backend.into())
             }
-            Store::Nats { .. } => self.open(Synchronous::Full).await,
+            Store::Nats { url, options } => {
+                let backend = NatsBackend::connect_existing(url, options.clone())
+                    .await
+                    .with_context(|| format!("cannot read the NATS server {}", redact(url)))?;
+                Ok(backend.into())
+            }
         }
     }
 

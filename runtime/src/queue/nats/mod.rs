@@ -351,6 +351,24 @@ impl NatsBackend {
     /// without end for an answer a restart can lose: requests, a claim's fetch and a scan
     /// each give up after five seconds of silence.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBackend, QueueError> {
+        Self::open(url, options, false).await
+    }
+
+    /// As [`connect`](NatsBackend::connect), for a process that only reads: an installation
+    /// with `options`' prefix must exist on the server already (its jobs stream is looked
+    /// for first); when there is none, nothing is created and the error says so.
+    pub async fn connect_existing(
+        url: &str,
+        options: NatsOptions,
+    ) -> Result<NatsBackend, QueueError> {
+        Self::open(url, options, true).await
+    }
+
+    async fn open(
+        url: &str,
+        options: NatsOptions,
+        existing: bool,
+    ) -> Result<NatsBackend, QueueError> {
         let names = Names::new(&options.prefix)?;
         let client = async_nats::ConnectOptions::new()
             .name("spool")
@@ -360,6 +378,13 @@ impl NatsBackend {
             .await
             .map_err(|e| QueueError::Store(format!("cannot connect to NATS: {e}")))?;
         let js = async_nats::jetstream::new(client.clone());
+        if existing && js.get_stream(names.jobs_stream()).await.is_err() {
+            return Err(QueueError::Store(format!(
+                "no Spool installation with prefix `{}` on this server (no stream {}); nothing was created",
+                options.prefix,
+                names.jobs_stream()
+            )));
+        }
         let streams = setup::streams(&js, &names, &options).await?;
         Ok(NatsBackend {
             inner: Arc::new(Inner::new(client, js, names, options, streams)),
