@@ -11,8 +11,9 @@
 //!                           # state: retention = { succeeded = "1h", cancelled = "7d" }
 //!                           # (dead jobs are kept until `spool dlq purge`)
 //! synchronous = "full"      # or "normal": see `SqliteOptions`
+//! max_payload = "16MiB"     # the largest payload an enqueue takes, on either backend
 //!
-//! [queues.email]
+//! [queues.email]                  # a queue name: 1 to 128 ASCII letters, digits, `-`, `_`
 //! plugin = "plugins/email.wasm"   # relative to this file
 //! timeout = "5s"                  # default 30m; "0" = none
 //! max_attempts = 3
@@ -213,6 +214,10 @@ pub struct WorkerSettings {
     /// as CPUs): threads of different processes competing for the same CPUs cost more in
     /// wake-ups than they gain.
     pub threads: u32,
+    /// The largest payload an enqueue takes (`spool enqueue`, a plugin's children, a
+    /// schedule), on either backend; 16 MiB by default. Every process that enqueues reads it.
+    #[serde(deserialize_with = "size")]
+    pub max_payload: usize,
 }
 
 impl Default for WorkerSettings {
@@ -226,6 +231,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(50),
             prefetch: 0,
             threads: 0,
+            max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
         }
     }
 }
@@ -639,6 +645,9 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
         for (name, queue) in &config.queues {
+            if let Some(why) = crate::queue::check::bad_queue_name(name) {
+                return Err(format!("queues.{name}: {why}"));
+            }
             let b = &queue.backoff;
             if b.factor.is_nan() || b.factor < 1.0 {
                 return Err(format!(
@@ -893,6 +902,23 @@ mod tests {
             Config::parse("[queues.email]\nplugin = \"e.wasm\"\nconcurency = 2\n").unwrap_err();
         assert!(err.contains("concurency"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn queue_names_follow_the_backends_rule_and_max_payload_reads_as_a_size() {
+        let err = Config::parse("[queues.\"bad queue/name\"]\nplugin = \"e.wasm\"\n").unwrap_err();
+        assert!(
+            err.contains("queues.bad queue/name: bad queue name"),
+            "{err}"
+        );
+        let config = Config::parse(
+            "[worker]\nmax_payload = \"32MiB\"\n[queues.e-mail_2]\nplugin = \"e.wasm\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.worker.max_payload, 32 << 20);
+        assert!(config.queues.contains_key("e-mail_2"));
+        let defaults = Config::parse("").unwrap();
+        assert_eq!(defaults.worker.max_payload, 16 << 20);
     }
 
     #[test]

@@ -171,6 +171,43 @@ pub struct EventFilter {
     pub after: Option<i64>,
     /// At most this many; `None` = the backend's default of 1000.
     pub limit: Option<usize>,
+    /// Only events of this queue.
+    pub queue: Option<String>,
+    /// Only events recorded at or after this time.
+    pub since: Option<Timestamp>,
+    /// The newest `limit` matching events (still in order of their sequence number) instead
+    /// of the oldest.
+    pub newest: bool,
+}
+
+impl EventFilter {
+    /// Whether `event` meets the filter's conditions (all but `limit` and `newest`).
+    pub fn matches(&self, event: &Event) -> bool {
+        self.job
+            .as_ref()
+            .is_none_or(|job| event.job_id.as_ref() == Some(job))
+            && self.after.is_none_or(|after| event.seq > after)
+            && self
+                .queue
+                .as_ref()
+                .is_none_or(|queue| event.queue.as_ref() == Some(queue))
+            && self.since.is_none_or(|since| event.at >= since)
+    }
+
+    /// The events of `events` (in order of their sequence number) that match, at most
+    /// `limit` (`None`: `default_limit`) of them: the oldest, or the newest when
+    /// [`newest`](EventFilter::newest) is set, still in order.
+    pub fn select(&self, events: Vec<Event>, default_limit: usize) -> Vec<Event> {
+        let limit = self.limit.unwrap_or(default_limit);
+        let mut matching: Vec<Event> = events.into_iter().filter(|e| self.matches(e)).collect();
+        if self.newest {
+            let cut = matching.len().saturating_sub(limit);
+            matching.drain(..cut);
+        } else {
+            matching.truncate(limit);
+        }
+        matching
+    }
 }
 
 /// Emit a committed event through `tracing`, at its kind's level.

@@ -613,6 +613,10 @@ impl<B: Backend> Journal for AttemptJournal<B> {
         *lock(&self.log) = Some(log);
     }
 
+    fn max_payload(&self) -> usize {
+        self.backend.max_payload()
+    }
+
     fn child_id(&self, index: u32) -> JournalFuture<'_, String> {
         Box::pin(async move {
             self.backend

@@ -17,6 +17,7 @@ mod flows;
 mod hostile;
 mod http;
 mod http_server;
+mod input;
 mod json;
 mod logs;
 mod nats;

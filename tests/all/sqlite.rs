@@ -224,6 +224,7 @@ async fn synchronous_normal_opens_and_works() {
     let options = SqliteOptions {
         synchronous: Synchronous::Normal,
         busy_timeout: Duration::from_secs(1),
+        ..SqliteOptions::default()
     };
     let backend = SqliteBackend::open(&path, options).unwrap();
     let id = backend.enqueue(vec![job("q", b"x")]).await.unwrap()[0]

@@ -102,7 +102,9 @@ fn a_hang_is_aborted_at_its_timeout_and_dead_lettered_after_its_attempts() {
 #[test]
 fn a_queue_with_no_plugin_waits_visibly_and_nothing_is_lost() {
     let s = Setup::new(EMAIL_CONFIG);
-    let id = s.enqueue("sms", r#"{"to":"+1555"}"#);
+    let (code, stdout, stderr) = s.run(&["enqueue", "sms", r#"{"to":"+1555"}"#, "--force"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let id = stdout.trim().to_owned();
     let worker = s.worker(&[]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(state(&s.job(&id)), "ready");

@@ -91,7 +91,10 @@ impl FilterArgs {
 }
 
 pub async fn run(store: &StoreArgs, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let backend = store.open_existing().await?;
+    let backend = match command {
+        DlqCommand::List { .. } | DlqCommand::Show { .. } => store.open_read_only().await?,
+        _ => store.open_existing().await?,
+    };
     match command {
         DlqCommand::List {
             filter,

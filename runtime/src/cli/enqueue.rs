@@ -1,5 +1,10 @@
-//! `spool enqueue`: put a job on a queue.
+//! `spool enqueue`: put a job on a queue, or one job per line of a file (`--bulk`).
+//!
+//! The payload is an argument, `-` for standard input or `@PATH` for a file, so payloads of
+//! any size up to the store's `max_payload` get in (an argument is limited to ~128 KiB by
+//! the OS). The queue must be one of the config's, when there is a config, unless `--force`.
 
+use std::io::Read as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,8 +19,18 @@ use super::util::{parse_time, print_json};
 pub struct EnqueueArgs {
     /// The queue.
     queue: String,
-    /// The payload, as JSON.
-    payload: String,
+    /// The payload, as JSON: the text itself, `-` to read it from standard input, or `@PATH`
+    /// to read it from a file.
+    #[arg(required_unless_present = "bulk", conflicts_with = "bulk")]
+    payload: Option<String>,
+    /// Enqueue one job per line of FILE (`-`: standard input), each line a JSON payload
+    /// (blank lines are skipped), in batches of 1,000; every other option applies to each.
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    bulk: Option<String>,
+    /// Enqueue even though the config has no such queue (a worker with another config
+    /// serves it).
+    #[arg(long)]
+    force: bool,
     /// Run no earlier than this long from now (`30s`, `5m`).
     #[arg(long, value_parser = spool::units::parse_duration, conflicts_with = "run_at")]
     delay: Option<Duration>,
@@ -44,27 +59,14 @@ pub struct EnqueueArgs {
 }
 
 pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    serde_json::from_str::<serde_json::Value>(&args.payload)
-        .with_context(|| format!("bad payload: not JSON: {}", args.payload))?;
-    if args.queue.trim().is_empty() {
-        anyhow::bail!("bad queue name: it is empty");
-    }
+    known_queue(store, &args.queue, args.force)?;
+    spool::queue::check::check_queue_name(&args.queue)?;
     let run_at = match (args.delay, &args.run_at) {
         (Some(delay), _) => Some(spool::queue::now() + i64::try_from(delay.as_millis())?),
         (None, Some(at)) => Some(parse_time(at, true)?),
         (None, None) => None,
     };
     let config = store.config()?;
-    let target = store.store(config.as_ref());
-    let new_file = match &target {
-        Store::Sqlite(path) if !path.exists() => Some(path.clone()),
-        _ => None,
-    };
-    let backend = target.open(Synchronous::Full).await?;
-    if let Some(path) = new_file {
-        let path = std::path::absolute(&path).unwrap_or(path);
-        eprintln!("created the database {}", path.display());
-    }
     // Settled now when the config knows the queue; otherwise at the job's first claim.
     let max_attempts = match args.max_attempts {
         Some(max) => Some(max),
@@ -72,16 +74,41 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
             .as_ref()
             .and_then(|c| c.queues.get(&args.queue).map(|q| q.max_attempts)),
     };
-    let job = NewJob {
-        queue: args.queue,
-        payload: args.payload.into_bytes(),
+    let template = NewJob {
+        queue: args.queue.clone(),
+        payload: Vec::new(),
         run_at,
         priority: args.priority,
         max_attempts,
-        tenant: args.tenant,
-        key: args.key,
+        tenant: args.tenant.clone(),
+        key: args.key.clone(),
         metadata: Vec::new(),
-        group: args.group,
+        group: args.group.clone(),
+    };
+    let target = store.store(config.as_ref());
+    let new_file = match &target {
+        Store::Sqlite(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    // Read before the store is opened, so a bad payload creates no database.
+    let payload = match &args.bulk {
+        Some(_) => Vec::new(),
+        None => read_payload(args.payload.as_deref().unwrap_or("-"))?,
+    };
+    let max_payload = config
+        .as_ref()
+        .map_or(spool::queue::check::DEFAULT_MAX_PAYLOAD, |c| c.worker.max_payload);
+    let backend = target.open_with(Synchronous::Full, max_payload).await?;
+    if let Some(path) = new_file {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        eprintln!("created the database {}", path.display());
+    }
+    if let Some(source) = &args.bulk {
+        return super::bulk::run(&backend, source, template, args.json).await;
+    }
+    let job = NewJob {
+        payload,
+        ..template
     };
     let enqueued = backend.enqueue(vec![job]).await?;
     let Some(done) = enqueued.first() else {
@@ -98,4 +125,54 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         outln!("{}", done.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The payload an argument stands for: the text, standard input (`-`) or a file (`@PATH`),
+/// checked to be JSON.
+fn read_payload(arg: &str) -> anyhow::Result<Vec<u8>> {
+    let (payload, from) = if arg == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("cannot read the payload from standard input")?;
+        (bytes, "standard input".to_owned())
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read the payload from {path}"))?;
+        (bytes, path.to_owned())
+    } else {
+        return check_json(arg.as_bytes(), || format!("bad payload: not JSON: {arg}"))
+            .map(|()| arg.as_bytes().to_vec());
+    };
+    check_json(&payload, || format!("bad payload in {from}: not JSON"))?;
+    Ok(payload)
+}
+
+/// Check that `bytes` are one JSON value (without building it: payloads can be large).
+pub(super) fn check_json(bytes: &[u8], what: impl FnOnce() -> String) -> anyhow::Result<()> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .with_context(what)
+}
+
+/// Refuse a queue the config does not have, unless `force`: a job on a queue no worker
+/// serves would wait for ever.
+fn known_queue(store: &StoreArgs, queue: &str, force: bool) -> anyhow::Result<()> {
+    let Some(config) = store.config()? else {
+        return Ok(());
+    };
+    if force || config.queues.contains_key(queue) {
+        return Ok(());
+    }
+    let path = store.config_path().display();
+    if config.queues.is_empty() {
+        anyhow::bail!(
+            "unknown queue `{queue}`: {path} has no [queues] (pass --force if a worker with another config serves it)"
+        );
+    }
+    let known = config.queues.keys().cloned().collect::<Vec<_>>().join(", ");
+    anyhow::bail!(
+        "unknown queue `{queue}`: {path} has {known} (pass --force if a worker with another config serves it)"
+    )
 }

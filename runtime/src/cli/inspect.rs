@@ -6,7 +6,7 @@ use std::time::Duration;
 use spool::queue::{Backend, Event, EventFilter, JobDetail, JobFilter, JobId, JobState};
 
 use super::store::StoreArgs;
-use super::util::{print_json, text, time};
+use super::util::{parse_time, print_json, text, time};
 
 #[derive(clap::Args)]
 pub struct JobArgs {
@@ -31,6 +31,15 @@ pub struct JobsArgs {
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// Only this tenant's jobs.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only jobs enqueued since this time (RFC 3339, or a duration ago like `1h`).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// The next page: only jobs listed after this one (the last id of the previous page).
+    #[arg(long, value_name = "ID")]
+    after: Option<String>,
     /// Print JSON: one job per line (README: "JSON output").
     #[arg(long)]
     json: bool,
@@ -50,6 +59,16 @@ pub struct EventsArgs {
     /// Only this job's events.
     #[arg(long)]
     job: Option<String>,
+    /// Only events of this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only events since this time (RFC 3339, or a duration ago like `1h`).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Print the newest this many (oldest first); a note on stderr says when older ones were
+    /// left out.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
     /// Keep printing new events as they happen.
     #[arg(long)]
     follow: bool,
@@ -59,7 +78,7 @@ pub struct EventsArgs {
 }
 
 pub async fn job(store: &StoreArgs, args: JobArgs) -> anyhow::Result<ExitCode> {
-    let backend = store.open_existing().await?;
+    let backend = store.open_read_only().await?;
     let Some(detail) = backend.job(&JobId(args.id.clone())).await? else {
         anyhow::bail!("no job with id {}", args.id);
     };
@@ -229,13 +248,20 @@ pub fn event_line(e: &Event) -> String {
 }
 
 pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode> {
-    let backend = store.open_existing().await?;
+    let backend = store.open_read_only().await?;
     let jobs = backend
         .jobs(&JobFilter {
             queue: args.queue,
             state: args.state,
             parent: args.parent.map(JobId),
             limit: Some(args.limit),
+            tenant: args.tenant,
+            since: args
+                .since
+                .as_deref()
+                .map(|t| parse_time(t, false))
+                .transpose()?,
+            after: args.after.map(JobId),
         })
         .await?;
     if args.json {
@@ -295,7 +321,7 @@ struct RetentionSecs {
 pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<ExitCode> {
     let config = store_args.config()?;
     let store = store_args.store(config.as_ref());
-    let backend = store.open_existing().await?;
+    let backend = store.open_read_only().await?;
     let mut rows: Vec<QueueRow> = backend
         .queues()
         .await?
@@ -392,21 +418,40 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
 }
 
 pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let backend = store.open_existing().await?;
+    let backend = store.open_read_only().await?;
     if let Some(id) = &args.job
         && backend.job(&JobId(id.clone())).await?.is_none()
     {
         anyhow::bail!("no job with id {id}");
     }
+    let filter = EventFilter {
+        job: args.job.clone().map(JobId),
+        queue: args.queue.clone(),
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, false))
+            .transpose()?,
+        ..EventFilter::default()
+    };
+    // First the newest `--limit` (one more read tells whether older ones were left out)...
+    let mut events = backend
+        .events(&EventFilter {
+            limit: Some(args.limit.saturating_add(1)),
+            newest: true,
+            ..filter.clone()
+        })
+        .await?;
+    if events.len() > args.limit {
+        events.remove(0);
+        eprintln!(
+            "(the newest {} events; older ones were left out: raise --limit, or narrow with --since or --queue)",
+            args.limit
+        );
+    }
+    // ... then, following, every new one.
     let mut after = None;
     loop {
-        let events = backend
-            .events(&EventFilter {
-                job: args.job.clone().map(JobId),
-                after,
-                limit: Some(1000),
-            })
-            .await?;
         for event in &events {
             if args.json {
                 print_json(event)?;
@@ -423,5 +468,12 @@ pub async fn events(store: &StoreArgs, args: EventsArgs) -> anyhow::Result<ExitC
         if events.len() < 1000 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        events = backend
+            .events(&EventFilter {
+                after,
+                limit: Some(1000),
+                ..filter.clone()
+            })
+            .await?;
     }
 }

@@ -12,6 +12,7 @@ macro_rules! outln {
     }};
 }
 
+mod bulk;
 mod cache;
 mod cancel;
 mod demo;

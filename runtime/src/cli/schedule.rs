@@ -141,7 +141,7 @@ async fn add(store: &StoreArgs, args: AddArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
-    let backend = store.open_existing().await?;
+    let backend = store.open_read_only().await?;
     let schedules = backend.schedules().await?;
     if args.json {
         for state in &schedules {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use spool::config::Config;
 use spool::queue::AnyBackend;
+use spool::queue::check::DEFAULT_MAX_PAYLOAD;
 use spool::queue::nats::{NatsBackend, NatsOptions, Storage};
 use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
 
@@ -100,9 +101,21 @@ impl StoreArgs {
         }
     }
 
-    /// Open the store a command that writes uses, creating it when it does not exist yet.
+    /// Open the store a command that writes uses, creating it when it does not exist yet,
+    /// with the config's `[worker] max_payload` (if any).
     pub async fn open(&self, synchronous: Synchronous) -> anyhow::Result<AnyBackend> {
-        self.store(self.config()?.as_ref()).open(synchronous).await
+        let config = self.config()?;
+        let max_payload = config
+            .as_ref()
+            .map_or(DEFAULT_MAX_PAYLOAD, |c| c.worker.max_payload);
+        self.store(config.as_ref())
+            .open_with(synchronous, max_payload)
+            .await
+    }
+
+    /// Open the store a command that only reads uses (see [`Store::open_read_only`]).
+    pub async fn open_read_only(&self) -> anyhow::Result<AnyBackend> {
+        self.store(self.config()?.as_ref()).open_read_only().await
     }
 
     /// Open the store a reading command uses (see [`Store::open_existing`]).
@@ -147,10 +160,20 @@ impl Store {
     /// Open the store, creating the SQLite file (with `synchronous`) or the NATS streams when
     /// they do not exist yet.
     pub async fn open(&self, synchronous: Synchronous) -> anyhow::Result<AnyBackend> {
+        self.open_with(synchronous, DEFAULT_MAX_PAYLOAD).await
+    }
+
+    /// [`Store::open`] taking payloads up to `max_payload` bytes (`[worker] max_payload`).
+    pub async fn open_with(
+        &self,
+        synchronous: Synchronous,
+        max_payload: usize,
+    ) -> anyhow::Result<AnyBackend> {
         match self {
             Store::Sqlite(path) => {
                 let options = SqliteOptions {
                     synchronous,
+                    max_payload,
                     ..SqliteOptions::default()
                 };
                 let backend = SqliteBackend::open(path, options)
@@ -158,11 +181,13 @@ impl Store {
                 Ok(backend.into())
             }
             Store::Nats { url, options } => {
-                let backend = NatsBackend::connect(url, options.clone())
-                    .await
-                    .with_context(|| {
-                        format!("cannot connect to the NATS server {}", redact(url))
-                    })?;
+                let options = NatsOptions {
+                    max_payload,
+                    ..options.clone()
+                };
+                let backend = NatsBackend::connect(url, options).await.with_context(|| {
+                    format!("cannot connect to the NATS server {}", redact(url))
+                })?;
                 Ok(backend.into())
             }
         }
@@ -180,6 +205,29 @@ impl Store {
             );
         }
         self.open(Synchronous::Full).await
+    }
+
+    /// Open the store for a command that only reads: a SQLite file is opened read-only and
+    /// must already be a Spool database (nothing is created, migrated or written, so a
+    /// read-only file can be read and another application's database is refused untouched);
+    /// on NATS, the installation must exist (no stream or bucket is created).
+    pub async fn open_read_only(&self) -> anyhow::Result<AnyBackend> {
+        match self {
+            Store::Sqlite(path) => {
+                if !path.exists() {
+                    return self.open_existing().await;
+                }
+                let backend = SqliteBackend::open_read_only(path, SqliteOptions::default())
+                    .with_context(|| format!("cannot read the database {}", path.display()))?;
+                Ok(backend.into())
+            }
+            Store::Nats { url, options } => {
+                let backend = NatsBackend::connect_existing(url, options.clone())
+                    .await
+                    .with_context(|| format!("cannot read the NATS server {}", redact(url)))?;
+                Ok(backend.into())
+            }
+        }
     }
 
     /// The flag that names this store on the command line, for the commands `spool demo`

@@ -74,7 +74,9 @@ pub async fn run(
     }
     let sandbox = cache.apply(sandbox_for(config.worker.concurrency, &config.queues)?);
     let store = store_args.store(Some(&config));
-    let backend = store.open(synchronous(&config)).await?;
+    let backend = store
+        .open_with(synchronous(&config), config.worker.max_payload)
+        .await?;
     let layout = match &store {
         Store::Sqlite(_) => format!("synchronous = {:?}", config.worker.synchronous),
         Store::Nats { options, .. } => nats_layout(options),

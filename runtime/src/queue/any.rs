@@ -58,6 +58,13 @@ impl From<NatsBackend> for AnyBackend {
 macro_rules! forward {
     ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
         impl Backend for AnyBackend {
+            fn max_payload(&self) -> usize {
+                match self {
+                    AnyBackend::Sqlite(backend) => backend.max_payload(),
+                    AnyBackend::Nats(backend) => backend.max_payload(),
+                }
+            }
+
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {

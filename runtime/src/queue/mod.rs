@@ -11,6 +11,7 @@
 
 pub mod any;
 pub mod cancel;
+pub mod check;
 pub mod flow;
 pub mod nats;
 pub mod sqlite;
@@ -490,6 +491,13 @@ pub struct JobFilter {
     pub parent: Option<JobId>,
     /// At most this many (newest first); `None` = the backend's default of 100.
     pub limit: Option<usize>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only jobs enqueued at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only jobs listed after this one, newest first (a cursor: pass the last id of the
+    /// previous page).
+    pub after: Option<JobId>,
 }
 
 /// Which dead jobs to list, replay or purge.
@@ -543,13 +551,36 @@ pub enum QueueError {
     /// No job has this id.
     #[error("no job with id {0}")]
     NotFound(JobId),
+    /// A job's payload is larger than the backend takes ([`Backend::max_payload`]).
+    #[error(
+        "payload of {} is larger than the maximum payload of {}{}",
+        check::bytes(*.size),
+        check::bytes(*.limit),
+        .why.as_deref().map(|why| format!(" ({why})")).unwrap_or_default()
+    )]
+    PayloadTooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The largest payload the backend takes.
+        limit: usize,
+        /// Where the limit comes from, when it is not Spool's own `max_payload`.
+        why: Option<String>,
+    },
 }
 
 /// The operations every queue store provides. One conformance suite (in `tests/all`) runs
 /// against every implementation.
 pub trait Backend: Send + Sync + 'static {
+    /// The largest payload, in bytes, that [`enqueue`](Backend::enqueue) takes: larger ones
+    /// are refused with [`QueueError::PayloadTooLarge`].
+    fn max_payload(&self) -> usize {
+        check::DEFAULT_MAX_PAYLOAD
+    }
+
     /// Enqueue jobs, all in one transaction; see [`NewJob::key`] for duplicates. Records
-    /// `enqueued` (or `duplicate`) for each.
+    /// `enqueued` (or `duplicate`) for each. Every job is checked first
+    /// ([`check::check_jobs`]: its queue name and payload size); one that fails refuses the
+    /// whole batch.
     fn enqueue(
         &self,
         jobs: Vec<NewJob>,

@@ -39,6 +39,12 @@ pub trait Journal: Send + Sync {
     fn attempt_started(&self, log: super::LogHandle) {
         let _ = log;
     }
+
+    /// The largest payload the store takes ([`Backend::max_payload`](crate::queue::Backend::max_payload)):
+    /// a child with a larger one is refused when the plugin enqueues it.
+    fn max_payload(&self) -> usize {
+        crate::queue::check::DEFAULT_MAX_PAYLOAD
+    }
 }
 
 /// The data of one attempt's `Store`: created fresh per attempt, dropped with the instance.
@@ -158,8 +164,17 @@ impl RunState {
         payload: Vec<u8>,
         options: EnqueueOptions,
     ) -> wasmtime::Result<Result<String, String>> {
-        if queue.trim().is_empty() {
-            return Ok(Err("the queue name is empty".to_owned()));
+        // The store's rules, checked here so the plugin hears of a refusal at once.
+        let limit = self
+            .journal
+            .as_ref()
+            .map_or(crate::queue::check::DEFAULT_MAX_PAYLOAD, |j| {
+                j.max_payload()
+            });
+        if let Err(e) = crate::queue::check::check_queue_name(&queue)
+            .and_then(|()| crate::queue::check::check_payload(payload.len(), limit))
+        {
+            return Ok(Err(e.to_string()));
         }
         if self.children.len() >= MAX_CHILDREN {
             return Ok(Err(format!(

@@ -22,20 +22,24 @@ mod attempts;
 mod cancel;
 mod dlq;
 mod enqueue;
+mod filters;
 mod flow_control;
 mod flows;
 mod leases;
 mod listing;
+mod rules;
 mod schedules;
 
 pub use self::attempts::*;
 pub use self::cancel::*;
 pub use self::dlq::*;
 pub use self::enqueue::*;
+pub use self::filters::*;
 pub use self::flow_control::*;
 pub use self::flows::*;
 pub use self::leases::*;
 pub use self::listing::*;
+pub use self::rules::*;
 pub use self::schedules::*;
 
 /// One `#[tokio::test]` per case, each on a backend from `$factory`: an async fn returning
@@ -98,6 +102,11 @@ macro_rules! backend_conformance {
             the_leader_lock_is_exclusive_and_passes_on_after_expiry,
             missed_ticks_are_skipped_or_caught_up_once,
             an_unchanged_spec_keeps_its_tick_and_a_removed_schedule_fires_no_more,
+            queue_names_follow_one_rule_on_every_backend,
+            a_payload_over_the_backends_limit_is_refused_and_one_at_it_is_kept,
+            a_job_with_the_largest_payload_runs_and_dies_with_it_kept,
+            jobs_filter_by_tenant_and_since_and_page_with_a_cursor,
+            events_filter_by_queue_and_since_and_the_newest_come_last,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {

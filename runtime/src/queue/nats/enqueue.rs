@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 
-use super::names::{Lane, check_queue};
+use super::names::Lane;
 use super::read::unclaimed;
 use super::record::{Wire, headers};
 use super::setup::store;
@@ -31,15 +31,45 @@ enum Holder {
     Free(u64),
 }
 
-pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
-    for (n, job) in jobs.iter().enumerate() {
-        check_queue(&job.queue).map_err(|e| match e {
-            QueueError::BadRequest(why) => {
-                QueueError::BadRequest(format!("job {n} of the batch: {why}"))
-            }
-            other => other,
-        })?;
+/// Room in a job's record for everything but its payload (state, history, timeline).
+const RECORD_ROOM: usize = 64 << 10;
+
+/// The largest payload the backend takes, and, when it is less than Spool's own
+/// `max_payload`, why: the server's `max_payload` must hold the job's record, which carries
+/// the payload in base64 (4 bytes for every 3) beside [`RECORD_ROOM`] of the rest.
+pub fn max_payload(inner: &Inner) -> (usize, Option<String>) {
+    let own = inner.options.max_payload;
+    let server = inner.client.server_info().max_payload;
+    if server == 0 {
+        return (own, None);
     }
+    let room = server.saturating_sub(RECORD_ROOM) / 4 * 3;
+    if room >= own {
+        return (own, None);
+    }
+    let why = format!(
+        "the NATS server's max_payload of {} leaves room for no more; Spool's own max_payload is {}: raise the server's to take larger payloads",
+        crate::queue::check::bytes(server),
+        crate::queue::check::bytes(own)
+    );
+    (room, Some(why))
+}
+
+/// Check every job of a batch (queue name, payload size) against this server's limits.
+pub fn check(inner: &Inner, jobs: &[NewJob]) -> Result<(), QueueError> {
+    let (limit, why) = max_payload(inner);
+    crate::queue::check::check_jobs(jobs, limit).map_err(|e| match e {
+        QueueError::PayloadTooLarge { size, limit, .. } => QueueError::PayloadTooLarge {
+            size,
+            limit,
+            why: why.clone(),
+        },
+        other => other,
+    })
+}
+
+pub async fn enqueue(inner: &Inner, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+    check(inner, &jobs)?;
     let at = now();
 
     // Idempotency keys, in batch order.

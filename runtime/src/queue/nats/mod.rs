@@ -306,6 +306,11 @@ pub struct NatsOptions {
     pub ack_wait: Duration,
     /// How long the jobs stream remembers a `Nats-Msg-Id` to drop a republished message.
     pub duplicate_window: Duration,
+    /// The largest payload an enqueue takes, in bytes;
+    /// [`DEFAULT_MAX_PAYLOAD`](crate::queue::check::DEFAULT_MAX_PAYLOAD) (16 MiB) by default.
+    /// The server's own `max_payload` (1 MiB unless configured) may allow less: see
+    /// [`Backend::max_payload`].
+    pub max_payload: usize,
 }
 
 impl Default for NatsOptions {
@@ -316,6 +321,7 @@ impl Default for NatsOptions {
             storage: Storage::File,
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
+            max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
         }
     }
 }
@@ -345,6 +351,24 @@ impl NatsBackend {
     /// without end for an answer a restart can lose: requests, a claim's fetch and a scan
     /// each give up after five seconds of silence.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBackend, QueueError> {
+        Self::open(url, options, false).await
+    }
+
+    /// As [`connect`](NatsBackend::connect), for a process that only reads: an installation
+    /// with `options`' prefix must exist on the server already (its jobs stream is looked
+    /// for first); when there is none, nothing is created and the error says so.
+    pub async fn connect_existing(
+        url: &str,
+        options: NatsOptions,
+    ) -> Result<NatsBackend, QueueError> {
+        Self::open(url, options, true).await
+    }
+
+    async fn open(
+        url: &str,
+        options: NatsOptions,
+        existing: bool,
+    ) -> Result<NatsBackend, QueueError> {
         let names = Names::new(&options.prefix)?;
         let client = async_nats::ConnectOptions::new()
             .name("spool")
@@ -354,6 +378,13 @@ impl NatsBackend {
             .await
             .map_err(|e| QueueError::Store(format!("cannot connect to NATS: {e}")))?;
         let js = async_nats::jetstream::new(client.clone());
+        if existing && js.get_stream(names.jobs_stream()).await.is_err() {
+            return Err(QueueError::Store(format!(
+                "no Spool installation with prefix `{}` on this server (no stream {}); nothing was created",
+                options.prefix,
+                names.jobs_stream()
+            )));
+        }
         let streams = setup::streams(&js, &names, &options).await?;
         Ok(NatsBackend {
             inner: Arc::new(Inner::new(client, js, names, options, streams)),
@@ -373,6 +404,13 @@ impl NatsBackend {
 }
 
 impl Backend for NatsBackend {
+    /// The smaller of [`NatsOptions::max_payload`] and what the server's `max_payload` leaves
+    /// room for: a job's record (its KV value) holds the payload in base64 beside up to
+    /// 64 KiB of state, so a server at its default of 1 MiB takes payloads up to 720 KiB.
+    fn max_payload(&self) -> usize {
+        enqueue::max_payload(&self.inner).0
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
         enqueue::enqueue(&self.inner, jobs).await
     }

@@ -282,17 +282,10 @@ pub fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Check a queue name: it becomes a subject token and part of a consumer name.
+/// Check a queue name (it becomes a subject token and part of a consumer name) by the rule
+/// both backends share.
 pub fn check_queue(queue: &str) -> Result<(), QueueError> {
-    if queue.is_empty() {
-        return Err(QueueError::BadRequest("empty queue name".into()));
-    }
-    if !is_token(queue) {
-        return Err(QueueError::BadRequest(format!(
-            "bad queue name `{queue}` for NATS: use letters, digits, `-` and `_` (at most 128)"
-        )));
-    }
-    Ok(())
+    crate::queue::check::check_queue_name(queue)
 }
 
 /// A job id as the backend hands it out: the decimal stream sequence of its first message.

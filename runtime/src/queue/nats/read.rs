@@ -130,9 +130,29 @@ pub async fn jobs(inner: &Inner, filter: &JobFilter) -> Result<Vec<JobSummary>, 
         },
         None => all(inner).await?,
     };
+    // The cursor: jobs after it in newest-first order (by its place in the order when it is
+    // still listed, else by its id).
+    let skip = match &filter.after {
+        None => 0,
+        Some(after) => match records.iter().position(|(id, _)| id == after) {
+            Some(at) => at + 1,
+            None => {
+                let Some(path) = id_path(after) else {
+                    return Ok(Vec::new());
+                };
+                records
+                    .iter()
+                    .position(|(id, _)| id_path(id).is_some_and(|p| p < path))
+                    .unwrap_or(records.len())
+            }
+        },
+    };
     Ok(records
         .into_iter()
+        .skip(skip)
         .filter(|(_, r)| filter.queue.as_ref().is_none_or(|q| *q == r.queue))
+        .filter(|(_, r)| filter.tenant.is_none() || filter.tenant == r.tenant)
+        .filter(|(_, r)| filter.since.is_none_or(|t| r.enqueued_at >= t))
         .map(|(id, r)| r.summary(&id, now))
         .filter(|s| filter.state.is_none_or(|state| state == s.state))
         .take(filter.limit.unwrap_or(DEFAULT_LIMIT))
@@ -164,47 +184,101 @@ pub async fn queues(inner: &Inner) -> Result<Vec<QueueCounts>, QueueError> {
 
 pub async fn events(inner: &Inner, filter: &EventFilter) -> Result<Vec<Event>, QueueError> {
     let limit = filter.limit.unwrap_or(DEFAULT_EVENTS);
-    let after = filter.after.unwrap_or(0);
     if let Some(id) = &filter.job {
         // A job's events are its record's timeline (numbered in the job's own order).
         let record = match inner.get(id).await? {
             Some((r, _)) => Some(r),
             None => unclaimed(inner, id).await?,
         };
-        return Ok(record
-            .map(|r| r.events(id))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.seq > after)
-            .take(limit)
-            .collect());
+        let timeline = record.map(|r| r.events(id)).unwrap_or_default();
+        return Ok(filter.select(timeline, DEFAULT_EVENTS));
     }
-    // The log: from the message holding the event after `after` on, each message's events
-    // numbered by its sequence and their place in it.
-    let start = u64::try_from(after >> LOG_INDEX_BITS).unwrap_or(0).max(1);
-    // Each message holds at least one event; the first may hold only events up to `after`.
-    let scanned = inner
-        .scan(
-            &inner.s.events,
-            inner.names.events_all(),
-            Some(start),
-            Some(limit.saturating_add(1)),
-        )
-        .await?;
-    let mut out = Vec::with_capacity(limit.min(scanned.len() * 4));
-    'messages: for m in scanned {
-        for (i, wire) in log_entries(&m.payload).into_iter().enumerate() {
-            let seq = log_seq(m.seq, i);
-            if seq <= after {
-                continue;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // The log: one message per queue and batch (so a queue's events are its subject's), each
+    // message's events numbered by its sequence and their place in it.
+    let subject = match &filter.queue {
+        Some(queue) => inner.names.event_subject(Some(queue)),
+        None => inner.names.events_all(),
+    };
+    // The message holding the event after `after`.
+    let first = u64::try_from(filter.after.unwrap_or(0) >> LOG_INDEX_BITS)
+        .unwrap_or(0)
+        .max(1);
+    if filter.newest {
+        return newest_events(inner, filter, subject, first, limit).await;
+    }
+    // Each message holds at least one event, so `limit + 1` messages hold `limit` events
+    // unless the filter leaves some out: then read on.
+    let chunk = limit.saturating_add(1).min(10_000);
+    let mut start = first;
+    let mut out = Vec::new();
+    loop {
+        let scanned = inner
+            .scan(&inner.s.events, subject.clone(), Some(start), Some(chunk))
+            .await?;
+        let Some(last) = scanned.last().map(|m| m.seq) else {
+            return Ok(out);
+        };
+        for m in &scanned {
+            for (i, wire) in log_entries(&m.payload).into_iter().enumerate() {
+                let event = wire.into_event(log_seq(m.seq, i));
+                if filter.matches(&event) {
+                    out.push(event);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
             }
-            if out.len() == limit {
-                break 'messages;
-            }
-            out.push(wire.into_event(seq));
         }
+        if scanned.len() < chunk {
+            return Ok(out);
+        }
+        start = last + 1;
     }
-    Ok(out)
+}
+
+/// The newest `limit` events of the log matching `filter` on `subject`, no older than message
+/// `first`: read back from the end in growing windows until they hold enough.
+async fn newest_events(
+    inner: &Inner,
+    filter: &EventFilter,
+    subject: String,
+    first: u64,
+    limit: usize,
+) -> Result<Vec<Event>, QueueError> {
+    let end = inner
+        .s
+        .events
+        .get_info()
+        .await
+        .map_err(|e| super::setup::store("reading the event log", e))?
+        .state
+        .last_sequence;
+    let mut window = u64::try_from(limit).unwrap_or(u64::MAX).max(64);
+    loop {
+        let start = end.saturating_sub(window.saturating_sub(1)).max(first);
+        let most = usize::try_from(end.saturating_sub(start) + 1).unwrap_or(usize::MAX);
+        let scanned = inner
+            .scan(&inner.s.events, subject.clone(), Some(start), Some(most))
+            .await?;
+        let mut found = Vec::new();
+        for m in scanned.iter().filter(|m| m.seq <= end) {
+            for (i, wire) in log_entries(&m.payload).into_iter().enumerate() {
+                let event = wire.into_event(log_seq(m.seq, i));
+                if filter.matches(&event) {
+                    found.push(event);
+                }
+            }
+        }
+        if found.len() >= limit || start <= first {
+            let cut = found.len().saturating_sub(limit);
+            found.drain(..cut);
+            return Ok(found);
+        }
+        window = window.saturating_mul(4);
+    }
 }
 
 /// The events of one event-log message: a JSON array of events (a single event object, as

@@ -84,7 +84,7 @@ pub async fn put(
     schedule: Schedule,
     next_run_at: Timestamp,
 ) -> Result<bool, QueueError> {
-    check_queue(&schedule.queue)?;
+    super::enqueue::check(inner, &[schedule.job(next_run_at)])?;
     let key = key(&schedule.name);
     for _ in 0..ROUNDS {
         let (existing, revision) = read::<ScheduleState>(inner, &key).await?;

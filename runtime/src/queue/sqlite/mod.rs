@@ -100,6 +100,8 @@ mod schedule;
 mod schema;
 mod settle;
 
+pub use self::schema::APPLICATION_ID;
+
 #[cfg(test)]
 mod plans;
 
@@ -153,6 +155,9 @@ pub struct SqliteOptions {
     /// worker in another committing back to back; the wait is long so that such a run of bad
     /// luck on a loaded machine never fails the write.
     pub busy_timeout: Duration,
+    /// The largest payload an enqueue takes, in bytes;
+    /// [`DEFAULT_MAX_PAYLOAD`](crate::queue::check::DEFAULT_MAX_PAYLOAD) (16 MiB) by default.
+    pub max_payload: usize,
 }
 
 impl Default for SqliteOptions {
@@ -160,6 +165,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(30),
+            max_payload: super::check::DEFAULT_MAX_PAYLOAD,
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct SqliteBackend {
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
+    /// How every connection opens the file.
+    access: Access,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Per queue, where the last fair claim's tenant listing stopped (see `limits`).
@@ -205,9 +213,16 @@ impl std::fmt::Debug for SqliteBackend {
 impl SqliteBackend {
     /// Open (or create) the database at `path`: switch it to WAL mode and create or check
     /// the schema. Blocks while it does; call it before serving jobs.
+    /// Another application's database is refused, untouched (see the `schema` module docs
+    /// for how a Spool database is recognised), and one from before the Spool marker existed
+    /// is stamped with it.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
         let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
-        let mut writer = connect(path, &options).map_err(|e| fail(e.into()))?;
+        let mut writer = connect(path, &options, Access::ReadWrite).map_err(|e| fail(e.into()))?;
+        // Judge the file before anything writes to it (switching to WAL does).
+        if let schema::Kind::Foreign(why) = schema::identify(&writer).map_err(fail)? {
+            return Err(fail(schema::foreign(why)));
+        }
         // Switching a new file to WAL takes an exclusive lock, and SQLite answers BUSY at once
         // (without its busy handler) while another process opens the same new file: retry
         // for as long as the busy timeout.
@@ -234,7 +249,49 @@ impl SqliteBackend {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 options,
+                access: Access::ReadWrite,
                 writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                fair_cursors: Arc::default(),
+            }),
+        })
+    }
+
+    /// Open an existing Spool database for reading only: nothing is created, migrated or
+    /// written (a file the process may not write, a database of a newer or older schema
+    /// version, and another application's database are all left as they are). A file that
+    /// is not a Spool database, or whose schema is not this build's, is refused with the
+    /// reason. Every write through the backend fails.
+    pub fn open_read_only(path: &Path, options: SqliteOptions) -> Result<Self, QueueError> {
+        let fail = |e: Failure| e.into_queue(&format!("open {}", path.display()));
+        let open = |access| -> Result<Connection, Failure> {
+            let conn = connect(path, &options, access)?;
+            schema::check_readable(&conn)?;
+            Ok(conn)
+        };
+        let mut access = Access::ReadOnly;
+        let conn = match open(access) {
+            // A WAL database needs its `-shm` file, which a reader creates when it is missing;
+            // in a directory this process may not write, it cannot. No writer is at work then
+            // (it would have made the file), so the file is read as it stands.
+            Err(Failure::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen
+                ) && !shm_path(path).exists() =>
+            {
+                access = Access::Immutable;
+                open(access)
+            }
+            other => other,
+        }
+        .map_err(fail)?;
+        Ok(SqliteBackend {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                options,
+                access,
+                writer: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
             }),
@@ -306,7 +363,7 @@ impl Inner {
         match idle {
             Some(conn) => Ok(conn),
             None => {
-                let conn = connect(&self.path, &self.options)?;
+                let conn = connect(&self.path, &self.options, self.access)?;
                 conn.pragma_update(None, "query_only", true)?;
                 Ok(conn)
             }
@@ -321,9 +378,45 @@ impl Inner {
     }
 }
 
+/// How a backend's connections open the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write, creating the file if need be.
+    ReadWrite,
+    /// Read an existing file.
+    ReadOnly,
+    /// Read an existing file that nothing writes meanwhile (SQLite's `immutable`: no locks,
+    /// no `-shm`).
+    Immutable,
+}
+
+/// The `-shm` file of the database at `path`.
+fn shm_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-shm");
+    PathBuf::from(name)
+}
+
 /// A connection with the per-connection settings.
-fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
-    let mut conn = Connection::open(path)?;
+fn connect(path: &Path, options: &SqliteOptions, access: Access) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let read = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = match access {
+        Access::ReadWrite => Connection::open(path)?,
+        Access::ReadOnly => Connection::open_with_flags(path, read)?,
+        Access::Immutable => {
+            // A URI, with the characters that mean something in one escaped.
+            let mut uri = String::from("file:");
+            for c in path.to_string_lossy().chars() {
+                match c {
+                    '?' | '#' | '%' => uri.push_str(&format!("%{:02X}", u32::from(c))),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, read | OpenFlags::SQLITE_OPEN_URI)?
+        }
+    };
     conn.busy_handler(Some(lock_poller(options.busy_timeout)))?;
     conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
     // 8 MiB of page cache (the default is 2 MiB) holds the pages every claim and settle
@@ -408,12 +501,12 @@ impl From<QueueError> for Failure {
 }
 
 impl Backend for SqliteBackend {
+    fn max_payload(&self) -> usize {
+        self.inner.options.max_payload
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
-        if let Some(n) = jobs.iter().position(|job| job.queue.is_empty()) {
-            return Err(QueueError::BadRequest(format!(
-                "job {n} of the batch has an empty queue name"
-            )));
-        }
+        super::check::check_jobs(&jobs, self.max_payload())?;
         self.write("enqueue", move |tx, journal| {
             enqueue::enqueue(tx, journal, &jobs)
         })
@@ -607,6 +700,7 @@ impl Backend for SqliteBackend {
         schedule
             .check()
             .map_err(|e| QueueError::BadRequest(e.to_string()))?;
+        super::check::check_job(&schedule.job(next_run_at), self.max_payload())?;
         self.write("put a schedule", move |tx, _| {
             schedule::put(tx, &schedule, next_run_at)
         })

@@ -37,6 +37,9 @@ const JOBS: &str = concat!(
     " FROM jobs \
     WHERE (?1 IS NULL OR queue = ?1) \
       AND (?5 IS NULL OR parent_id = ?5) \
+      AND (?6 IS NULL OR tenant = ?6) \
+      AND (?7 IS NULL OR enqueued_at >= ?7) \
+      AND (?8 IS NULL OR id < ?8) \
       AND (?2 IS NULL OR ?2 = CASE \
             WHEN state IN ('ready', 'scheduled') \
             THEN CASE WHEN run_at > ?4 THEN 'scheduled' ELSE 'ready' END \
@@ -69,7 +72,28 @@ macro_rules! event_select {
     };
 }
 
-const EVENTS: &str = concat!(event_select!(), "WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2");
+/// The log's events after `?1`, oldest first, optionally of one queue (`?3`) and since a
+/// time (`?4`).
+macro_rules! events_matching {
+    () => {
+        "WHERE e.seq > ?1 \
+           AND (?3 IS NULL OR COALESCE(e.queue, j.queue) = ?3) \
+           AND (?4 IS NULL OR e.at >= ?4) "
+    };
+}
+
+const EVENTS: &str = concat!(
+    event_select!(),
+    events_matching!(),
+    "ORDER BY e.seq LIMIT ?2"
+);
+
+/// As [`EVENTS`], the newest first.
+const NEWEST_EVENTS: &str = concat!(
+    event_select!(),
+    events_matching!(),
+    "ORDER BY e.seq DESC LIMIT ?2"
+);
 
 pub(super) const JOB_EVENTS: &str = concat!(
     event_select!(),
@@ -141,18 +165,29 @@ pub(super) fn jobs(
 ) -> Result<Vec<JobSummary>, Failure> {
     let state = filter.state.map(<&str>::from);
     let limit = int(filter.limit.unwrap_or(DEFAULT_JOBS));
-    let parent = match &filter.parent {
-        Some(id) => match row_id(id) {
-            Some(row) => Some(row),
-            None => return Ok(Vec::new()),
-        },
-        None => None,
+    let row = |id: &Option<JobId>| match id {
+        Some(id) => row_id(id).map(Some),
+        None => Some(None),
+    };
+    // An id that is not one of this backend's matches nothing.
+    let (Some(parent), Some(after)) = (row(&filter.parent), row(&filter.after)) else {
+        return Ok(Vec::new());
     };
     let jobs = tx
         .prepare_cached(JOBS)?
-        .query_map(params![filter.queue, state, limit, now, parent], |r| {
-            summary(r, now)
-        })?
+        .query_map(
+            params![
+                filter.queue,
+                state,
+                limit,
+                now,
+                parent,
+                filter.tenant,
+                filter.since,
+                after
+            ],
+            |r| summary(r, now),
+        )?
         .collect::<rusqlite::Result<_>>()?;
     Ok(jobs)
 }
@@ -197,21 +232,26 @@ pub(super) fn queues(tx: &Connection, now: Timestamp) -> Result<Vec<QueueCounts>
 
 pub(super) fn events(tx: &Connection, filter: &EventFilter) -> Result<Vec<Event>, Failure> {
     let after = filter.after.unwrap_or(0);
+    if let Some(id) = &filter.job {
+        // A job's timeline is short: read it whole and filter it.
+        let Some(row) = row_id(id) else {
+            return Ok(Vec::new());
+        };
+        let timeline = tx
+            .prepare_cached(JOB_EVENTS)?
+            .query_map(params![after, i64::MAX, row], event)?
+            .collect::<rusqlite::Result<_>>()?;
+        return Ok(filter.select(timeline, DEFAULT_EVENTS));
+    }
     let limit = int(filter.limit.unwrap_or(DEFAULT_EVENTS));
-    let events = match &filter.job {
-        Some(id) => {
-            let Some(row) = row_id(id) else {
-                return Ok(Vec::new());
-            };
-            tx.prepare_cached(JOB_EVENTS)?
-                .query_map(params![after, limit, row], event)?
-                .collect::<rusqlite::Result<_>>()?
-        }
-        None => tx
-            .prepare_cached(EVENTS)?
-            .query_map(params![after, limit], event)?
-            .collect::<rusqlite::Result<_>>()?,
-    };
+    let query = if filter.newest { NEWEST_EVENTS } else { EVENTS };
+    let mut events: Vec<Event> = tx
+        .prepare_cached(query)?
+        .query_map(params![after, limit, filter.queue, filter.since], event)?
+        .collect::<rusqlite::Result<_>>()?;
+    if filter.newest {
+        events.reverse();
+    }
     Ok(events)
 }
 
