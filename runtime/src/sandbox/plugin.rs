@@ -263,6 +263,7 @@ impl Plugin {
         Plugin(Arc::new(PluginInner {
             info: self.0.info.clone(),
             limits: self.0.limits,
+            grants: self.0.grants.clone(),
             pre: self.0.pre.clone(),
             cache: self.0.cache,
             config,
