@@ -326,8 +326,9 @@ pub async fn dead_letter(inner: &Inner, id: &JobId, record: &Record) -> Result<(
     // A large payload may not fit either: the envelope then goes without it (the job's
     // record keeps it, for `spool dlq show` and a replay).
     if body.len() > room {
-        detail.payload.clear();
-        body = serde_json::to_vec(&detail).unwrap_or_default();
+        envelope.payload = serde_json::Value::Null;
+        envelope.payload_encoding = None;
+        body = serde_json::to_vec(&envelope).unwrap_or_default();
     }
     inner
         .js
