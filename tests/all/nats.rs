@@ -685,6 +685,7 @@ async fn the_dead_letter_envelope_has_the_shape_of_spool_job_json() {
             error: Some("not JSON".into()),
             digest: None,
             logs: Vec::new(),
+            http: Default::default(),
         },
         checkpoint: None,
         children: Vec::new(),
