@@ -19,6 +19,7 @@ mod dlq;
 mod enqueue;
 mod exec;
 mod inspect;
+mod mail_api;
 mod plugin;
 mod schedule;
 mod store;
