@@ -139,9 +139,7 @@ fn a_granted_name_resolving_to_loopback_is_refused_unless_the_address_is_granted
     );
     let log = host_lines(&report["logs"]);
     assert!(
-        log.contains(&format!(
-            "resolves to 127.0.0.1, an internal address not named literally"
-        )),
+        log.contains("resolves to 127.0.0.1, an internal address not named literally"),
         "{log}"
     );
 
