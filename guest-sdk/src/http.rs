@@ -22,6 +22,10 @@
 //! | an invalid URL or a body over the host's limit         | [`JobError::fail`]                |
 //! | no connection, a timeout, a reset, a DNS failure       | [`JobError::retry`]               |
 //!
+//! (A refusal is recognised by wasi:http's `HTTP-request-denied` code. A host that reports it
+//! only in the response, after failing the body's stream, shows the stream's error first: the
+//! request is then retried as a connection failure, and the attempt's log names the refusal.)
+//!
 //! [`Request::fetch`] sends without looking at the status, for handlers that treat some 4xx as
 //! normal; [`Response::error_for_status`] is the status half of the table on its own.
 //!

@@ -19,9 +19,9 @@
 // `{"to", "job", "attempt"}` as JSON to `{api_base}/send` with `fetch` (which ComponentizeJS
 // maps onto wasi:http), with `Authorization: Bearer <api_key>` when the `api_key` secret is set;
 // a 429 or 5xx answer is a retryable error (after `Retry-After` seconds when given), any other
-// 4xx a permanent one; a request that could not be made is retried (ComponentizeJS's `fetch`
-// reports a refusal by the queue's grants like any network error). Without `api_base` the send
-// is only pretended.
+// 4xx a permanent one; a request that could not be made is retried (and one the queue's grants
+// refuse traps ComponentizeJS's engine: a failed attempt too). Without `api_base` the send is
+// only pretended.
 //
 // Payload: `{"to": string, "mode"?: string, "delay_ms"?: number}`. Every run but `noop` first
 // logs `info` "sending email" with fields `to`, `mode` and `attempt`. Success output:
@@ -63,9 +63,9 @@ async function sendEmail(job, to) {
       body: JSON.stringify({ to, job: job.id, attempt: job.attempt }),
     });
   } catch (e) {
-    // The engine reports every request that could not be made (refused by the queue's grants,
-    // no connection, a timeout) as the same "NetworkError": all are retried, and the host's log
-    // of the attempt says which it was.
+    // The engine reports a request that could not be made (no connection, a timeout) as a
+    // "NetworkError" without wasi:http's error code: retried. (A request the queue's grants
+    // refuse traps the engine instead; the host's log of the attempt names the URL.)
     throw retry(`POST ${url} failed: ${e?.message ?? e}`);
   }
   const body = (await response.text()).split(/\s+/).filter(Boolean).join(" ");

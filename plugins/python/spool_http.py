@@ -128,10 +128,15 @@ def _exchange(method: str, url: str, headers, body: bytes) -> Response:
     outgoing.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else ""))
     outgoing_body = outgoing.body()
     future = outgoing_handler.handle(outgoing, None)
-    with outgoing_body.write() as sink:
-        for start in range(0, len(body), WRITE_CHUNK):
-            sink.blocking_write_and_flush(body[start : start + WRITE_CHUNK])
-    http.OutgoingBody.finish(outgoing_body, None)
+    try:
+        with outgoing_body.write() as sink:
+            for start in range(0, len(body), WRITE_CHUNK):
+                sink.blocking_write_and_flush(body[start : start + WRITE_CHUNK])
+        http.OutgoingBody.finish(outgoing_body, None)
+    except Err:
+        # The host stopped taking the body (it refused the request, or the connection
+        # failed): the response future below says why.
+        pass
     with future:
         with future.subscribe() as ready:
             ready.block()

@@ -47,7 +47,9 @@ fn main() {
             median((0..loads.max(3)).map(|_| load(path, cache.path(), CacheStatus::Hit).1));
         let (sandbox, plugin) = {
             let (sandbox, _) = load(path, cache.path(), CacheStatus::Hit);
-            let plugin = sandbox.load_plugin(path, Limits::default()).unwrap();
+            let plugin = sandbox
+                .load_plugin_with(path, Limits::default(), grants())
+                .unwrap();
             (sandbox, plugin)
         };
         let (p50, p99, rate) = per_run(&sandbox, &plugin, payload, runs);
@@ -66,6 +68,14 @@ fn main() {
     }
 }
 
+/// The email plugins import wasi:http (they send when `api_base` is configured; the benchmark
+/// configures none): granted to 127.0.0.1, as a queue running them would be.
+fn grants() -> spool::Grants {
+    let mut queue = spool::config::QueueConfig::new("email");
+    queue.grants.http = vec!["http://127.0.0.1:*".parse().unwrap()];
+    queue.grants("email")
+}
+
 fn sandbox(cache: &Path) -> Sandbox {
     Sandbox::new(SandboxConfig {
         concurrency: 4,
@@ -80,7 +90,9 @@ fn sandbox(cache: &Path) -> Sandbox {
 fn load(path: &Path, cache: &Path, expect: CacheStatus) -> (Sandbox, Duration) {
     let sandbox = sandbox(cache);
     let start = Instant::now();
-    let plugin = sandbox.load_plugin(path, Limits::default()).unwrap();
+    let plugin = sandbox
+        .load_plugin_with(path, Limits::default(), grants())
+        .unwrap();
     let took = start.elapsed();
     assert_eq!(plugin.cache_status(), expect, "{}", path.display());
     (sandbox, took)

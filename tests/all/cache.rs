@@ -22,7 +22,11 @@ fn sandbox(dir: &Path, fuel: bool) -> Sandbox {
 
 fn load(sandbox: &Sandbox) -> spool::Plugin {
     sandbox
-        .load_plugin(&plugin_path("email"), limits())
+        .load_plugin_with(
+            &plugin_path("email"),
+            limits(),
+            crate::support::grants("email"),
+        )
         .unwrap()
 }
 

@@ -8,7 +8,11 @@ use crate::support::{exec_json, plugin_path, spool};
 const GRANT: [&str; 2] = ["--allow-http", "http://127.0.0.1:*"];
 
 fn exec(payload: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    exec_json(&plugin_path("email"), payload, &[&GRANT[..], extra].concat())
+    exec_json(
+        &plugin_path("email"),
+        payload,
+        &[&GRANT[..], extra].concat(),
+    )
 }
 
 #[test]

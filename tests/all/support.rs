@@ -43,7 +43,7 @@ pub fn plugin_with(name: &str, limits: Limits) -> Plugin {
             Some(plugin) => plugin.clone(),
             None => {
                 let plugin = sandbox()
-                    .load_plugin(&plugin_path(name), Limits::default())
+                    .load_plugin_with(&plugin_path(name), Limits::default(), grants(name))
                     .unwrap_or_else(|e| panic!("plugin {name} refused: {e}"));
                 loaded.insert(name.to_owned(), plugin.clone());
                 plugin
@@ -51,6 +51,16 @@ pub fn plugin_with(name: &str, limits: Limits) -> Plugin {
         }
     };
     sandbox().with_limits(&compiled, limits).expect("limits")
+}
+
+/// What plugin `name` needs granted: the `email` plugin imports wasi:http (it sends when its
+/// queue configures `api_base`), granted to 127.0.0.1 on any port.
+pub fn grants(name: &str) -> spool::Grants {
+    let mut queue = spool::config::QueueConfig::new(plugin_path(name));
+    if name == "email" {
+        queue.grants.http = vec!["http://127.0.0.1:*".parse().unwrap()];
+    }
+    queue.grants(name)
 }
 
 /// The plugin `name` with a short timeout and a small memory cap.

@@ -293,6 +293,8 @@ fn a_changed_plugin_file_is_reloaded_without_a_restart_and_events_name_the_diges
 concurrency = 2
 [queues.work]
 plugin = "plugin.wasm"
+[queues.work.grants]
+http = ["http://127.0.0.1:*"]   # the email plugin imports wasi:http
 "#,
     );
     let plugin = s.dir.path().join("plugin.wasm");

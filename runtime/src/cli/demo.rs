@@ -1,16 +1,20 @@
-//! `spool demo`: the email job in four modes through an embedded worker, printed as it happens.
+//! `spool demo`: the email job in four modes through an embedded worker, printed as it happens,
+//! sending to a local mail API (`mail_api`) whose deliveries it shows at the end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use spool::config::{BackoffConfig, QueueConfig, WorkerSettings};
+use anyhow::Context;
+
+use spool::config::{BackoffConfig, QueueConfig, SecretSource, WorkerSettings};
 use spool::queue::sqlite::Synchronous;
 use spool::queue::{Backend, EventFilter, EventKind, JobId, NewJob};
 use spool::worker::Worker;
 
 use super::cache::CacheArgs;
+use super::mail_api::MailApi;
 use super::store::{Store, StoreArgs};
 use super::worker::sandbox_for;
 
@@ -42,7 +46,24 @@ pub async fn run(
         }
     }
     let backend = store.open(Synchronous::Normal).await?;
+    // The mail API the plugin sends to: the one address the `email` queue may reach.
+    let started = Instant::now();
+    let api_key = format!("demo-{:016x}", fastrand::u64(..));
+    let mail = MailApi::start(started, api_key.clone())
+        .await
+        .context("cannot start the demo's mail API on 127.0.0.1")?;
     let mut email = QueueConfig::new(&plugin);
+    email.grants.http = vec![mail.base().parse().map_err(anyhow::Error::msg)?];
+    email.config.insert("api_base".to_owned(), mail.base());
+    // Secrets are read from a file or the environment when the worker starts: a file of the
+    // demo's own, removed at the end.
+    let key_file = std::env::temp_dir().join(format!("spool-demo-{}.key", std::process::id()));
+    std::fs::write(&key_file, &api_key)
+        .with_context(|| format!("cannot write the demo's API key to {}", key_file.display()))?;
+    let _key_file = RemoveOnDrop(key_file.clone());
+    email
+        .secrets
+        .insert("api_key".to_owned(), SecretSource::File(key_file));
     email.timeout = Duration::from_secs(5);
     email.max_attempts = 3;
     email.backoff = BackoffConfig {
@@ -60,8 +81,10 @@ pub async fn run(
         ..WorkerSettings::default()
     };
 
+    outln!("Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}");
     outln!(
-        "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}\n"
+        "The plugin sends each email to a mail API at {} (the only address the queue may reach)\n",
+        mail.base()
     );
     let modes = [
         ("ok", "succeeds first time"),
@@ -72,7 +95,7 @@ pub async fn run(
         ),
         (
             "hang",
-            "sleeps 8s: aborted at 5s, retried, dead-letter queue",
+            "sleeps 8s then sends: aborted at 5s, retried, dead-letter queue",
         ),
     ];
     let jobs: Vec<NewJob> = modes
@@ -103,7 +126,6 @@ pub async fn run(
         let _ = stopped.await;
     }));
 
-    let started = Instant::now();
     let mut after = None;
     let mut finished = 0;
     while finished < enqueued.len() && started.elapsed() < Duration::from_secs(50) {
@@ -149,6 +171,56 @@ pub async fn run(
     let _ = stop.send(());
     running.await??;
 
+    let deliveries = mail.deliveries();
+    outln!(
+        "\nThe mail API received {}:",
+        plural(deliveries.len(), "delivery", "deliveries")
+    );
+    for d in &deliveries {
+        let mode = label
+            .iter()
+            .find(|(id, _)| id.to_string() == d.job)
+            .map_or("?", |(_, mode)| *mode);
+        let key = if d.authorized {
+            "with the API key"
+        } else {
+            "WITHOUT the API key"
+        };
+        outln!(
+            "{:>5.1}s  email/{mode:<5} attempt {} to {} ({key})",
+            d.at.as_secs_f64(),
+            d.attempt,
+            d.to
+        );
+    }
+    for (mode, _) in &modes {
+        let sent: Vec<u32> = deliveries
+            .iter()
+            .filter(|d| {
+                label
+                    .iter()
+                    .any(|(id, m)| m == mode && id.to_string() == d.job)
+            })
+            .map(|d| d.attempt)
+            .collect();
+        let why = match *mode {
+            "fail" => "every attempt failed before sending",
+            "hang" => "each attempt was aborted at its 5 s timeout, before its send at 8 s",
+            _ => "",
+        };
+        let attempts = sent
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let line = match (sent.len(), why) {
+            (0, "") => "never".to_owned(),
+            (0, why) => format!("never: {why}"),
+            (n, _) => format!("{} (attempt {attempts})", plural(n, "time", "times")),
+        };
+        outln!("  email/{mode:<5} sent {line}");
+    }
+
     let at = store.flag();
     outln!(
         "\nDone in {:.1} s. Look around with:",
@@ -168,10 +240,25 @@ pub async fn run(
         "  spool {at} events --job {}       # one job's events",
         enqueued[1].id
     );
+    drop(mail);
     Ok(if finished == enqueued.len() {
         ExitCode::SUCCESS
     } else {
         eprintln!("the demo did not finish within 50 s");
         ExitCode::from(1)
     })
+}
+
+/// `1 delivery`, `2 deliveries`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A file removed when this is dropped, however the demo ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -20,6 +20,7 @@ mod dlq;
 mod enqueue;
 mod exec;
 mod inspect;
+mod mail_api;
 mod manual;
 mod plugin;
 mod schedule;
