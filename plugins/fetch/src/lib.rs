@@ -37,8 +37,14 @@ struct Req {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Done {
-    Answered { status: u16, bytes: u64, body: String },
-    Failed { error: String },
+    Answered {
+        status: u16,
+        bytes: u64,
+        body: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 async fn one(req: &Req) -> Done {
@@ -54,7 +60,11 @@ async fn one(req: &Req) -> Done {
     };
     let request = match Request::builder().method(method).uri(&req.url).body(body) {
         Ok(request) => request,
-        Err(e) => return Done::Failed { error: format!("bad request: {e}") },
+        Err(e) => {
+            return Done::Failed {
+                error: format!("bad request: {e}"),
+            };
+        }
     };
     let failed = |e: wstd::http::Error| Done::Failed {
         error: match e.downcast_ref::<wstd::http::error::ErrorCode>() {
