@@ -24,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
-use crate::outcome::{AttemptReport, LogLine, LogsDropped, Outcome, Progress, Timings};
+use crate::outcome::{AttemptReport, HttpUsage, LogLine, LogsDropped, Outcome, Progress, Timings};
 use crate::queue::{
     AttemptRecord, ChildOutcome, Event, JobDetail, JobId, JobState, JobSummary, Lease, NewChild,
     OnChildFailure, Phase, StepRecord, Timestamp,
@@ -228,6 +228,8 @@ pub struct AttemptJson {
     pub digest: Option<String>,
     /// Its log lines.
     pub logs: Vec<LogLine>,
+    /// What its outbound HTTP requests used (zeros when it made none).
+    pub http: HttpUsage,
 }
 
 impl AttemptJson {
@@ -243,6 +245,7 @@ impl AttemptJson {
             error: a.error.clone(),
             digest: a.digest.clone(),
             logs: a.logs.clone(),
+            http: a.http,
         }
     }
 }
@@ -402,6 +405,8 @@ pub struct ExecJson {
     pub checkpoint_encoding: Option<Encoding>,
     /// The last progress it reported.
     pub progress: Option<Progress>,
+    /// What its outbound HTTP requests used (zeros when it made none).
+    pub http: HttpUsage,
     /// Where the time went, in microseconds.
     pub timings: Timings,
 }
@@ -452,6 +457,7 @@ impl From<&AttemptReport> for ExecJson {
             checkpoint: checkpoint.value,
             checkpoint_encoding: checkpoint.encoding,
             progress: r.progress.clone(),
+            http: r.http,
             timings: r.timings,
         }
     }

@@ -213,7 +213,7 @@ fn bulk_works_the_same_on_nats() {
     let tally: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(tally["enqueued"], 3_000);
     assert_eq!(tally["duplicates"], 0);
-    let counts = s.json(&["queues", "--json"]);
+    let counts = s.json_lines(&["queues", "--json"]);
     let sms = counts
         .as_array()
         .unwrap()
@@ -401,19 +401,22 @@ fn jobs_and_events_filter_through_the_cli() {
             .collect()
     };
     assert_eq!(
-        ids(s.json(&["jobs", "--json", "--tenant", "acme"])).len(),
+        ids(s.json_lines(&["jobs", "--json", "--tenant", "acme"])).len(),
         1
     );
     assert_eq!(
-        ids(s.json(&["jobs", "--json", "--limit", "1"]))[..],
+        ids(s.json_lines(&["jobs", "--json", "--limit", "1"]))[..],
         [c.as_str()]
     );
     assert_eq!(
-        ids(s.json(&["jobs", "--json", "--limit", "1", "--after", &c])).len(),
+        ids(s.json_lines(&["jobs", "--json", "--limit", "1", "--after", &c])).len(),
         1
     );
-    assert_eq!(ids(s.json(&["jobs", "--json", "--since", "1h"])).len(), 3);
-    assert!(ids(s.json(&["jobs", "--json", "--after", &a])).is_empty());
+    assert_eq!(
+        ids(s.json_lines(&["jobs", "--json", "--since", "1h"])).len(),
+        3
+    );
+    assert!(ids(s.json_lines(&["jobs", "--json", "--after", &a])).is_empty());
 
     let (code, stdout, stderr) = s.run(&["events", "--queue", "sms"]);
     assert_eq!(code, Some(0), "{stderr}");

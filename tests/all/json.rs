@@ -22,6 +22,9 @@ lease = "5s"
 plugin = "EMAIL"
 max_attempts = 2
 
+[queues.email.grants]
+http = ["http://127.0.0.1:*"]   # the email plugin imports wasi:http
+
 [queues.steps]
 plugin = "STEPS"
 timeout = "5s"

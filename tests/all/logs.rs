@@ -32,8 +32,9 @@ fn log_lines(s: &Setup) -> Vec<String> {
 
 #[test]
 fn a_json_worker_writes_only_json_lines_and_logs_its_reload_stop_and_summary() {
-    let s =
-        Setup::new("[worker]\nshutdown_grace = \"7s\"\n\n[queues.email]\nplugin = \"job.wasm\"\n");
+    let s = Setup::new(
+        "[worker]\nshutdown_grace = \"7s\"\n\n[queues.email]\nplugin = \"job.wasm\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
+    );
     let plugin = s.dir.path().join("job.wasm");
     std::fs::copy(plugin_path("noop"), &plugin).unwrap();
     let worker = s.worker(&["--log-format", "json"]);
@@ -74,7 +75,9 @@ fn a_json_worker_writes_only_json_lines_and_logs_its_reload_stop_and_summary() {
 
 #[test]
 fn a_worker_logging_to_a_file_writes_no_colour_codes() {
-    let s = Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+    let s = Setup::new(
+        "[queues.email]\nplugin = \"EMAIL\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
+    );
     let id = s.enqueue("email", r#"{"to":"ada@example.com","mode":"fail"}"#);
     let worker = s.worker(&[]);
     s.wait_for(&id, Duration::from_secs(60), |j| state(j) == "dead");
@@ -91,7 +94,7 @@ fn a_worker_logging_to_a_file_writes_no_colour_codes() {
 #[test]
 fn a_second_interrupt_stops_the_worker_at_once_and_releases_its_jobs() {
     let s = Setup::new(
-        "[worker]\nshutdown_grace = \"60s\"\n\n[queues.email]\nplugin = \"EMAIL\"\ntimeout = \"120s\"\n",
+        "[worker]\nshutdown_grace = \"60s\"\n\n[queues.email]\nplugin = \"EMAIL\"\ntimeout = \"120s\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
     );
     let id = s.enqueue(
         "email",
@@ -133,7 +136,9 @@ fn a_second_interrupt_stops_the_worker_at_once_and_releases_its_jobs() {
 #[test]
 fn spool_log_debug_shows_spools_events_and_not_the_compilers() {
     let worker_log = |spec: &str| {
-        let s = Setup::new("[queues.email]\nplugin = \"EMAIL\"\n");
+        let s = Setup::new(
+            "[queues.email]\nplugin = \"EMAIL\"\n[queues.email.grants]\nhttp = [\"http://127.0.0.1:*\"]\n",
+        );
         let id = s.enqueue("email", r#"{"to":"ada@example.com"}"#);
         // A cache of its own: the worker compiles the plugin, which is when cranelift talks.
         let cache = tempfile::tempdir().unwrap();

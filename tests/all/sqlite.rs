@@ -266,8 +266,11 @@ async fn a_version_4_database_gains_the_attempts_http_counts_on_open() {
     let path = dir.path().join("spool.db");
     drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
     let conn = inspect(&path);
-    conn.execute_batch("ALTER TABLE attempts DROP COLUMN http; PRAGMA user_version = 4;")
-        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE attempts DROP COLUMN http; ALTER TABLE jobs DROP COLUMN progress; \
+             PRAGMA user_version = 4;",
+    )
+    .unwrap();
     drop(conn);
     drop(SqliteBackend::open(&path, SqliteOptions::default()).unwrap());
     let conn = inspect(&path);
@@ -377,11 +380,14 @@ async fn a_version_4_file_gains_the_progress_column_and_keeps_its_jobs() {
             .id
             .clone()
     };
-    // The file as a build of schema version 4 left it: no `progress` column.
+    // The file as a build of schema version 4 left it: no `progress` column (nor `http`).
     {
         let conn = inspect(&path);
-        conn.execute_batch("ALTER TABLE jobs DROP COLUMN progress; PRAGMA user_version = 4;")
-            .unwrap();
+        conn.execute_batch(
+            "ALTER TABLE attempts DROP COLUMN http; ALTER TABLE jobs DROP COLUMN progress; \
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
     }
 
     let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
