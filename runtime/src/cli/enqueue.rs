@@ -97,7 +97,9 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
     };
     let max_payload = config
         .as_ref()
-        .map_or(spool::queue::check::DEFAULT_MAX_PAYLOAD, |c| c.worker.max_payload);
+        .map_or(spool::queue::check::DEFAULT_MAX_PAYLOAD, |c| {
+            c.worker.max_payload
+        });
     let backend = target.open_with(Synchronous::Full, max_payload).await?;
     if let Some(path) = new_file {
         let path = std::path::absolute(&path).unwrap_or(path);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use super::cache::CacheArgs;
-use super::util::print_json;
 use super::store::StoreArgs;
+use super::util::print_json;
 use anyhow::Context as _;
 use spool::sandbox::{ConfigStore, ConfigValues, Secret};
 use spool::units::{parse_duration, parse_size};
