@@ -59,14 +59,19 @@ pub(super) fn build(config: &SandboxConfig) -> Result<Engine, SandboxError> {
 /// Link what Spool grants: its own host interface (every version it serves), WASI 0.2 with nothing behind the
 /// parts that would reach the outside world (the `WasiCtx` of each attempt decides that), `wasi:http` behind the
 /// queue's `http` grant, and `wasi:config` (each attempt's values, empty unless the operator configured some).
-pub(super) fn link(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+/// Without `capabilities` (benchmarks only, see [`SandboxConfig::capabilities`]), neither of the last two.
+pub(super) fn link(linker: &mut Linker<RunState>, capabilities: bool) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    // Linked for every plugin, used only by those whose queue grants `http` (a plugin that
-    // imports it without the grant is refused at load; see `plugin::grant_for`).
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    if capabilities {
+        // Linked for every plugin, used only by those whose queue grants `http` (a plugin that
+        // imports it without the grant is refused at load; see `plugin::grant_for`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    }
     bindings::v1::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     bindings::v2::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
-    super::wasi_config::link(linker)?;
+    if capabilities {
+        super::wasi_config::link(linker)?;
+    }
     Ok(())
 }
 

@@ -70,6 +70,10 @@ pub struct SandboxConfig {
     /// Check the epoch in guest code. On by default; only benchmarks turn it off, to measure
     /// what it costs. Without it, a spinning guest cannot be stopped.
     pub epoch_interruption: bool,
+    /// Link `wasi:http` and `wasi:config`, and set up each attempt's state for them. On by
+    /// default; only benchmarks turn it off, to measure what linking them costs. Without it, a
+    /// plugin importing either interface cannot be loaded, and no plugin reads its config.
+    pub capabilities: bool,
 }
 
 impl Default for SandboxConfig {
@@ -81,6 +85,7 @@ impl Default for SandboxConfig {
             epoch_tick: Duration::from_millis(1),
             fuel: false,
             epoch_interruption: true,
+            capabilities: true,
         }
     }
 }
@@ -114,7 +119,8 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
-        engine::link(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        engine::link(&mut linker, config.capabilities)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         if config.epoch_interruption {
             engine::start_ticker(&engine, config.epoch_tick)?;
         }

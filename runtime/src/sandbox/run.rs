@@ -66,14 +66,17 @@ impl Sandbox {
         let deadline = limits.timeout.map(|t| started + t);
 
         let earlier_children = u32::try_from(job.children.len()).unwrap_or(u32::MAX);
+        let capabilities = self.config.capabilities;
         let mut state = RunState::new(
             limits,
             started,
             journal,
             earlier_children,
-            plugin.grants().http.as_ref(),
+            plugin.grants().http.as_ref().filter(|_| capabilities),
         );
-        state.set_config(plugin.config().for_tenant(job.tenant.as_deref()).clone());
+        if capabilities {
+            state.set_config(plugin.config().for_tenant(job.tenant.as_deref()).clone());
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         if self.config.fuel {
