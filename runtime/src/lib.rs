@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod job;
 pub mod json;
+pub mod metrics;
 pub mod outcome;
 pub mod queue;
 pub mod retry;
