@@ -49,6 +49,11 @@
 //! replicas = 1                    # 3 on a cluster
 //! storage = "file"                # or "memory"
 //! ack_wait = "30s"                # server-side redelivery backstop
+//!
+//! [tracing]                       # optional: export each attempt as an OpenTelemetry span
+//! otlp_endpoint = "http://127.0.0.1:4318"   # an OTLP/HTTP collector; spans go to /v1/traces
+//! headers = { x-api-key = "..." }            # sent with every export request
+//! service_name = "spool"                     # the spans' `service.name` (this default)
 //! ```
 //!
 //! Values and secrets plugins read through `wasi:config` are described in [`values`].
@@ -112,6 +117,9 @@ pub struct Config {
     /// Per-tenant overlays of queues' `wasi:config` values, by tenant.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where the worker exports its attempt spans, if anywhere.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 /// One `[schedules.NAME]` table: a job enqueued at every tick.
@@ -391,6 +399,62 @@ impl NatsConfig {
             ..NatsOptions::default()
         }
     }
+}
+
+/// The `[tracing]` table: OpenTelemetry export of the worker's attempt spans (see
+/// [`crate::trace`]). Without `otlp_endpoint` nothing is exported.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// An OTLP/HTTP collector's base URL (`http://127.0.0.1:4318`); spans are posted as JSON to
+    /// its `/v1/traces`.
+    #[serde(deserialize_with = "otlp_endpoint")]
+    pub otlp_endpoint: Option<crate::trace::Endpoint>,
+    /// Headers sent with every export request (an API key, say).
+    #[serde(deserialize_with = "otlp_headers")]
+    pub headers: BTreeMap<String, String>,
+    /// The spans' `service.name` (default `spool`).
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            headers: BTreeMap::new(),
+            service_name: "spool".to_owned(),
+        }
+    }
+}
+
+impl TracingConfig {
+    /// The exporter these settings ask for; `None` without an endpoint.
+    pub fn otlp(&self) -> Option<crate::trace::OtlpOptions> {
+        Some(crate::trace::OtlpOptions {
+            endpoint: self.otlp_endpoint.clone()?,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            service_name: self.service_name.clone(),
+        })
+    }
+}
+
+fn otlp_endpoint<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::trace::Endpoint>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn otlp_headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let headers = BTreeMap::<String, String>::deserialize(d)?;
+    for (name, value) in &headers {
+        crate::trace::header(name, value).map_err(serde::de::Error::custom)?;
+    }
+    Ok(headers)
 }
 
 /// One queue's settings.

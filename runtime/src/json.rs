@@ -162,6 +162,8 @@ pub struct JobJson {
     pub key: Option<String>,
     /// Metadata, as `[key, value]` pairs.
     pub metadata: Vec<(String, String)>,
+    /// The W3C trace context the job was enqueued in, as its `traceparent` header.
+    pub traceparent: Option<String>,
     /// The current lease, while running.
     pub lease: Option<Lease>,
     /// Every run, oldest first.
@@ -190,6 +192,7 @@ impl From<&JobDetail> for JobJson {
             checkpoint_encoding: checkpoint.encoding,
             key: job.key.clone(),
             metadata: job.metadata.clone(),
+            traceparent: job.traceparent.map(|tp| tp.to_string()),
             lease: job.lease.clone(),
             attempts: job
                 .attempts

@@ -38,6 +38,8 @@ use crate::queue::{
     Settle, Timestamp, now,
 };
 use crate::sandbox::{Journal, JournalFuture, LoadError, LogHandle, Plugin, Sandbox};
+use crate::trace::{AttemptTrace, Tracer};
+use tracing::Instrument as _;
 
 /// Why a worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,8 @@ pub struct Worker<B: Backend + Clone> {
     settings: WorkerSettings,
     queues: Vec<Arc<QueueSlot>>,
     stats: Arc<Mutex<WorkerStats>>,
+    /// Where attempt spans are exported, if anywhere.
+    tracer: Option<Tracer>,
 }
 
 /// A live view of a running worker's [`WorkerStats`].
@@ -194,7 +198,14 @@ impl<B: Backend + Clone> Worker<B> {
             settings,
             queues: slots,
             stats: Arc::default(),
+            tracer: None,
         })
+    }
+
+    /// Export every attempt's span through `tracer` (see [`crate::trace`]).
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Make the backend's schedules match the configuration's `schedules`: create or update
@@ -465,6 +476,7 @@ impl<B: Backend + Clone> Worker<B> {
                             log: log.clone(),
                         }),
                         kept: KeepOnAbort::new(&self.backend, &lease, log),
+                        tracer: self.tracer.clone(),
                     },
                     job,
                     Outstanding::new(slot.clone(), outstanding.clone()),
@@ -533,6 +545,7 @@ struct Run {
     settles: mpsc::UnboundedSender<Settle>,
     journal: Arc<dyn Journal>,
     kept: KeepOnAbort,
+    tracer: Option<Tracer>,
 }
 
 /// What an attempt did, recorded if its task is dropped before it settles: a cancel's abort
@@ -639,6 +652,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         settles,
         journal,
         mut kept,
+        tracer,
     } = run;
     // Queue permit first, then the worker-wide one: every task takes them in that order.
     let (Ok(_queue_permit), Ok(_global_permit)) = (
@@ -665,6 +679,12 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         steps: job.steps.into_iter().map(|s| (s.name, s.output)).collect(),
         children: job.children,
     };
+    let trace = AttemptTrace::start(
+        job.traceparent,
+        &job.queue,
+        &job.lease.job_id.0,
+        job.attempt,
+    );
     let started_at = now();
     let started = Instant::now();
     kept.record = Some(AttemptRecord {
@@ -679,35 +699,41 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         logs: Vec::new(),
         http: Default::default(),
     });
-    let (outcome, logs, checkpoint, mut children, digest, progress, http) =
-        match sandbox.run_with(&plugin, &input, Some(journal)).await {
-            Ok(report) => (
-                report.outcome,
-                report.logs,
-                report.checkpoint,
-                report.children,
-                Some(report.digest.as_str().to_owned()),
-                report.progress,
-                report.http,
-            ),
-            Err(e) => (
-                crate::Outcome::Trapped {
-                    kind: crate::TrapKind::Other,
-                    message: format!("the host could not run the attempt: {e}"),
-                },
-                Vec::new(),
-                None,
-                Vec::new(),
-                Some(plugin.digest().as_str().to_owned()),
-                None,
-                crate::HttpUsage::default(),
-            ),
-        };
+    let (outcome, logs, checkpoint, mut children, digest, progress, http) = match sandbox
+        .run_with(&plugin, &input, Some(journal))
+        .instrument(trace.span().clone())
+        .await
+    {
+        Ok(report) => (
+            report.outcome,
+            report.logs,
+            report.checkpoint,
+            report.children,
+            Some(report.digest.as_str().to_owned()),
+            report.progress,
+            report.http,
+        ),
+        Err(e) => (
+            crate::Outcome::Trapped {
+                kind: crate::TrapKind::Other,
+                message: format!("the host could not run the attempt: {e}"),
+            },
+            Vec::new(),
+            None,
+            Vec::new(),
+            Some(plugin.digest().as_str().to_owned()),
+            None,
+            crate::HttpUsage::default(),
+        ),
+    };
     // The attempt ended on its own: its settle records it.
     kept.record = None;
     let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);
     let (next, phase) = policy.decide(&outcome, job.attempt, job.started, finished_at);
-    // Children are kept only when the attempt ends well; they inherit the job's tenant.
+    let traceparent = trace.traceparent();
+    trace.finish(tracer.as_ref(), &outcome, digest.as_deref(), &logs);
+    // Children are kept only when the attempt ends well; they inherit the job's tenant, and
+    // their trace context is the attempt's span.
     if !matches!(
         next,
         Next::Succeeded { .. } | Next::Delay { .. } | Next::Wait
@@ -716,6 +742,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     }
     for child in &mut children {
         child.job.tenant = child.job.tenant.take().or_else(|| job.tenant.clone());
+        child.job.traceparent = Some(traceparent);
     }
     let settle = Settle {
         lease: job.lease,

@@ -27,4 +27,5 @@ mod refusals;
 mod schedules;
 mod sqlite;
 mod support;
+mod trace;
 mod worker;

@@ -53,6 +53,10 @@ pub struct EnqueueArgs {
     /// The job's group: it never runs while another job of its queue and group runs.
     #[arg(long)]
     group: Option<String>,
+    /// The W3C trace context the job belongs to (`00-<32 hex trace id>-<16 hex parent span
+    /// id>-<2 hex flags>`): its attempts are spans of that trace, children of that span.
+    #[arg(long, value_name = "TRACEPARENT")]
+    traceparent: Option<spool::trace::TraceParent>,
     /// Print one JSON object: `id` and `duplicate` (README: "JSON output").
     #[arg(long)]
     json: bool,
@@ -84,6 +88,7 @@ pub async fn run(store: &StoreArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
         key: args.key.clone(),
         metadata: Vec::new(),
         group: args.group.clone(),
+        traceparent: args.traceparent,
     };
     let target = store.store(config.as_ref());
     let new_file = match &target {

@@ -83,7 +83,16 @@ pub async fn run(
     };
     let schedules = config.schedules().map_err(anyhow::Error::msg)?;
     let scheduled = schedules.len();
-    let worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
+    // Started before the worker, so the first attempts' spans have somewhere to go.
+    let exporter = config
+        .tracing
+        .otlp()
+        .map(spool::trace::OtlpExporter::start)
+        .transpose()?;
+    let mut worker = Worker::start(backend, sandbox, config.worker.clone(), config.queues).await?;
+    if let Some(exporter) = &exporter {
+        worker = worker.with_tracer(exporter.tracer());
+    }
     let removed = worker.sync_schedules(schedules).await?;
     for line in worker.summary().lines() {
         say(format, line);
@@ -104,8 +113,17 @@ pub async fn run(
         );
     }
     say(format, &format!("  store {store} ({layout})"));
+    if let Some(endpoint) = &config.tracing.otlp_endpoint {
+        say(
+            format,
+            &format!("  attempt spans exported to {}", endpoint.traces_url()),
+        );
+    }
     let (stop, stop_now) = signals();
     let stats = worker.run_until(stop, stop_now).await?;
+    if let Some(exporter) = exporter {
+        exporter.shutdown(std::time::Duration::from_secs(10)).await;
+    }
     say(
         format,
         &format!(

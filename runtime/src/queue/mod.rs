@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::events::{Event, EventFilter, EventKind, NewEvent};
 use crate::outcome::{HttpUsage, LogLine, Progress};
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
+use crate::trace::TraceParent;
 
 /// Milliseconds since the Unix epoch.
 pub type Timestamp = i64;
@@ -260,6 +261,11 @@ pub struct NewJob {
     /// (its turn comes once that one's attempt has settled or its lease has expired).
     #[serde(default)]
     pub group: Option<String>,
+    /// The W3C trace context the producer enqueued the job in: each attempt is a span of that
+    /// trace, a child of the producer's span. A child job an attempt enqueues gets the
+    /// attempt's span as its parent.
+    #[serde(default)]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The result of enqueueing one job.
@@ -329,6 +335,8 @@ pub struct Claimed {
     pub steps: Vec<StepRecord>,
     /// The children earlier attempts enqueued, in the order they were enqueued.
     pub children: Vec<ChildOutcome>,
+    /// The trace context the job was enqueued in ([`NewJob::traceparent`]).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// What happens to a job after an attempt: decided by the worker, applied by the backend.
@@ -468,6 +476,9 @@ pub struct JobDetail {
     pub metadata: Vec<(String, String)>,
     /// How many times the job has been started.
     pub started: u32,
+    /// The trace context the job was enqueued in ([`NewJob::traceparent`]).
+    #[serde(default)]
+    pub traceparent: Option<TraceParent>,
     /// The current lease, while running.
     pub lease: Option<Lease>,
     /// Every attempt, oldest first.

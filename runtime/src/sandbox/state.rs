@@ -206,6 +206,8 @@ impl RunState {
                 metadata: options.metadata,
                 // The WIT's enqueue options have no group (yet): a child has none.
                 group: None,
+                // The worker gives it the attempt's span.
+                traceparent: None,
             },
             on_failure: options.on_failure.into(),
         });

@@ -612,6 +612,7 @@ async fn take(
         parent: r.parent.clone(),
         steps: r.steps.iter().cloned().map(StepRecord::from).collect(),
         children: Box::pin(children::outcomes(inner, &id, &r)).await?,
+        traceparent: r.traceparent,
     };
     events.push(started);
     inner.hold(&id, Some((r, revision)));

@@ -8,6 +8,7 @@ use crate::queue::{
     AttemptRecord, ChildOutcome, Event, JobDetail, JobId, JobState, JobSummary, Lease, NewEvent,
     NewJob, OnChildFailure, Phase, QueueError, StepRecord, Timestamp,
 };
+use crate::trace::TraceParent;
 
 /// Header: the job's priority (default 0).
 pub const PRIORITY: &str = "Spool-Priority";
@@ -26,6 +27,9 @@ pub const GROUP: &str = "Spool-Group";
 /// Header: when the job was enqueued (set by Spool's own client; otherwise the message's
 /// stream timestamp).
 pub const ENQUEUED_AT: &str = "Spool-Enqueued-At";
+/// Header: the W3C trace context the job was enqueued in (its standard header name, so a
+/// producer's OpenTelemetry propagator sets it as it is).
+pub const TRACEPARENT: &str = "traceparent";
 /// Header: this message wakes an existing job (a replay) rather than enqueueing a new one.
 pub const WAKE: &str = "Spool-Job";
 
@@ -103,6 +107,9 @@ pub struct Record {
     /// The last progress an attempt reported (absent from records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<crate::outcome::Progress>,
+    /// The W3C trace context the job was enqueued in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The most entries a timeline keeps: a job that checkpoints or delays without end keeps its
@@ -260,6 +267,7 @@ impl Record {
             timeline: Vec::new(),
             dropped: 0,
             progress: None,
+            traceparent: job.traceparent,
         }
     }
 
@@ -348,6 +356,7 @@ impl Record {
             key: self.key,
             metadata: self.metadata,
             started: self.started,
+            traceparent: self.traceparent,
             lease,
             attempts: self.history,
             steps: self.steps.into_iter().map(StepRecord::from).collect(),
@@ -457,12 +466,15 @@ pub fn headers(job: &NewJob, enqueued_at: Timestamp) -> HeaderMap {
     if let Some(group) = &job.group {
         headers.insert(GROUP, group.as_str());
     }
+    if let Some(tp) = &job.traceparent {
+        headers.insert(TRACEPARENT, tp.to_string().as_str());
+    }
     headers
 }
 
 /// Read a job message published by any producer: the queue from its subject, the payload
 /// from its body, the rest from its headers. A header that does not parse is an error naming
-/// it.
+/// it (but for `traceparent`, which is dropped: see [`traceparent`]).
 pub fn parse(
     queue: &str,
     headers: Option<&HeaderMap>,
@@ -500,9 +512,24 @@ pub fn parse(
         key: get(headers, KEY).map(str::to_owned),
         metadata,
         group: get(headers, GROUP).map(str::to_owned),
+        traceparent: traceparent(get(headers, TRACEPARENT)),
     };
     let enqueued_at = number(headers, ENQUEUED_AT)?.unwrap_or(published);
     Ok((job, enqueued_at))
+}
+
+/// A job message's `traceparent` header. One that does not parse is dropped with a warning
+/// rather than refusing the job: as W3C trace context says, a receiver that cannot parse it
+/// starts a trace of its own, and a job must not die of its telemetry.
+fn traceparent(header: Option<&str>) -> Option<TraceParent> {
+    let header = header?;
+    match header.trim().parse() {
+        Ok(tp) => Some(tp),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a job message's traceparent header");
+            None
+        }
+    }
 }
 
 /// An event as it travels in the event log: everything but the sequence number, which comes

@@ -12,7 +12,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use super::children::tell;
 use super::enqueue::take_key;
 use super::names::{Lane, child_of, is_token, parent_of, staged_key, staged_of};
-use super::record::{Record, Spawn, WAKE, Wire};
+use super::record::{Record, Spawn, TRACEPARENT, WAKE, Wire};
 use super::setup::store;
 use super::store::Inner;
 use crate::queue::{EventKind, JobId, JobState, NewChild, NewEvent, QueueError, Timestamp, now};
@@ -102,7 +102,7 @@ pub async fn spawn(
     for ((id, _), r) in wanted.iter().zip(&created) {
         if matches!(r.state, JobState::Ready | JobState::Scheduled) && r.started == 0 {
             let message = PublishMessage::build()
-                .headers(wake_headers(id))
+                .headers(wake_headers(id, r))
                 .message_id(format!("{id}.spawn"));
             let lane = Lane::of(r.tenant.as_deref(), r.priority);
             let subject = inner.names.lane_subject(&r.queue, &lane);
@@ -262,7 +262,7 @@ pub async fn wake(
     r: &Record,
     dedupe: Option<String>,
 ) -> Result<(), QueueError> {
-    let mut message = PublishMessage::build().headers(wake_headers(id));
+    let mut message = PublishMessage::build().headers(wake_headers(id, r));
     if let Some(dedupe) = dedupe {
         message = message.message_id(dedupe);
     }
@@ -279,9 +279,13 @@ pub async fn wake(
 }
 
 /// The headers of a message that names the job it is for.
-fn wake_headers(id: &JobId) -> HeaderMap {
+/// It carries the job's `traceparent` too, for whoever watches the stream.
+fn wake_headers(id: &JobId, r: &Record) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(WAKE, id.0.as_str());
+    if let Some(tp) = &r.traceparent {
+        headers.insert(TRACEPARENT, tp.to_string().as_str());
+    }
     headers
 }
 

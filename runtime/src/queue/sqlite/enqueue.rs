@@ -9,8 +9,8 @@ use crate::queue::{Enqueued, EventKind, NewJob};
 
 const INSERT: &str = "INSERT INTO jobs \
     (id, queue, state, priority, run_at, enqueued_at, updated_at, max_attempts, tenant, key, \
-     metadata, payload, group_key) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     metadata, payload, group_key, traceparent) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// The unfinished job holding a key (through the `jobs_key` index). Run inside the same
 /// transaction as the insert, so two enqueues with one key cannot both miss it.
@@ -66,6 +66,7 @@ pub(super) fn enqueue(
             to_json(&job.metadata)?,
             job.payload,
             job.group,
+            job.traceparent.map(|tp| tp.to_string()),
         ])?;
         let subject = Subject {
             id,

@@ -31,8 +31,8 @@ const CHILDREN: &str = "SELECT id, queue, state, output, last_error, on_parent_f
 
 const INSERT_CHILD: &str = "INSERT INTO jobs \
     (id, queue, state, priority, run_at, enqueued_at, updated_at, max_attempts, tenant, key, \
-     metadata, payload, parent_id, on_parent_failure, last_error, group_key) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     metadata, payload, parent_id, on_parent_failure, last_error, group_key, traceparent) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 const UNFINISHED_CHILDREN: &str = "SELECT count(*) FROM jobs \
     WHERE parent_id = ?1 AND state NOT IN ('succeeded', 'dead', 'cancelled')";
@@ -196,6 +196,7 @@ pub(super) fn create_children(
             <&str>::from(*on_failure),
             error,
             job.group,
+            job.traceparent.map(|tp| tp.to_string()),
         ])?;
         let subject = Subject {
             id,

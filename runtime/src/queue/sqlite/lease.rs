@@ -5,7 +5,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Failure;
-use super::columns::{after, int, job_id, json, millis_between, row_id};
+use super::columns::{after, int, job_id, json, millis_between, opt_name, row_id};
 use super::journal::{Journal, Subject, insert_attempt};
 use crate::queue::{AttemptRecord, Claimed, EventKind, JobId, Lease, Phase, QueueClaim};
 
@@ -13,7 +13,7 @@ use crate::queue::{AttemptRecord, Claimed, EventKind, JobId, Lease, Phase, Queue
 macro_rules! claimed_columns {
     () => {
         "id, token, priority, run_at, attempts, max_attempts, started, payload, checkpoint, \
-         tenant, metadata, enqueued_at, parent_id"
+         tenant, metadata, enqueued_at, parent_id, traceparent"
     };
 }
 
@@ -188,6 +188,7 @@ fn claimed_row(
             parent: row.get::<_, Option<i64>>(12)?.map(job_id),
             steps: Vec::new(),
             children: Vec::new(),
+            traceparent: opt_name(row, 13)?,
         },
     })
 }

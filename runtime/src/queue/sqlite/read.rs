@@ -23,7 +23,7 @@ const JOB: &str = concat!(
     "SELECT ",
     summary_columns!(),
     ", payload, output, checkpoint, key, metadata, started, token, lease_worker, \
-     lease_expires_at FROM jobs WHERE id = ?1"
+     lease_expires_at, traceparent FROM jobs WHERE id = ?1"
 );
 
 const ATTEMPTS: &str = "SELECT attempt, worker, started_at, finished_at, outcome, phase, \
@@ -133,6 +133,7 @@ pub(super) fn job(
                 key: r.get(18)?,
                 metadata: json(r, 19)?,
                 started: r.get(20)?,
+                traceparent: opt_name(r, 24)?,
                 lease,
                 summary,
                 attempts: Vec::new(),

@@ -14,7 +14,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 5;
+pub(super) const VERSION: i64 = 6;
 
 /// Spool's `PRAGMA application_id`: the bytes `SPOL`.
 pub const APPLICATION_ID: i32 = 0x5350_4F4C;
@@ -112,6 +112,12 @@ fn newer(version: i64) -> Failure {
     )))
 }
 
+/// Whether `table` has a column `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])
+}
+
 /// Create the schema if the file has none, in one `BEGIN IMMEDIATE` transaction so that
 /// processes opening a new file at once take turns; refuse a file from a newer build or
 /// another application; stamp the marker on a Spool file made before it existed.
@@ -146,6 +152,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
             "ALTER TABLE attempts ADD COLUMN http TEXT; \
              ALTER TABLE jobs ADD COLUMN progress TEXT;",
         )?;
+    }
+    if version >= 1 && !has_column(&tx, "jobs", "traceparent")? {
+        // Version 6 keeps the W3C trace context a job was enqueued in. Judged by the column
+        // itself rather than the version, so the step stands on its own.
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN traceparent TEXT;")?;
     }
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {

@@ -61,7 +61,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     group_key         TEXT,
     -- The last progress an attempt reported (`host.progress`): JSON {percent, message}.
     -- Version 5 added it.
-    progress          TEXT
+    progress          TEXT,
+    -- The W3C traceparent the job was enqueued in (`00-<trace id>-<parent id>-<flags>`).
+    -- Version 6 added it.
+    traceparent       TEXT
 );
 
 -- A flow: a parent's children.
