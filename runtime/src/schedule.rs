@@ -295,6 +295,8 @@ pub struct ScheduleFire {
 }
 
 /// What one step of a schedule does.
+// One is made per tick and consumed at once: boxing the job would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FireAction {
     /// Enqueue `job` for `tick` (event `schedule-fired`).

@@ -250,9 +250,17 @@ fn children_carry_the_span_of_the_attempt_that_enqueued_them_on_nats() {
     children_share_the_parent_attempts_span(&parent, &children);
 }
 
-/// What the receiver got: one entry per request.
+/// One request the receiver got.
+struct Request {
+    path: String,
+    /// Names lowercased.
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+/// What the receiver got, in order.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Vec<(String, String)>, Value)>>>);
+struct Received(Arc<Mutex<Vec<Request>>>);
 
 impl Received {
     /// Every span received so far.
@@ -261,8 +269,8 @@ impl Received {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|(_, _, body)| {
-                body["resourceSpans"]
+            .flat_map(|request| {
+                request.body["resourceSpans"]
                     .as_array()
                     .unwrap()
                     .iter()
@@ -310,7 +318,11 @@ fn receiver() -> (u16, Received) {
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            log.0.lock().unwrap().push((path, headers, body));
+            log.0.lock().unwrap().push(Request {
+                path,
+                headers,
+                body,
+            });
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
                 .unwrap();
@@ -358,7 +370,12 @@ service_name = "spool-test"
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(spans.len(), 4, "{spans:#?}\n{}", s.worker_logs());
-    for (path, headers, body) in received.0.lock().unwrap().iter() {
+    for Request {
+        path,
+        headers,
+        body,
+    } in received.0.lock().unwrap().iter()
+    {
         assert_eq!(path, "/v1/traces");
         let header = |name: &str| {
             headers
