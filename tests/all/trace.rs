@@ -449,3 +449,38 @@ service_name = "spool-test"
         assert_ne!(span["spanId"], first["spanId"]);
     }
 }
+
+#[test]
+fn the_tracing_section_is_checked_when_the_config_is_read() {
+    let config = spool::config::Config::parse(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nheaders = { x-api-key = \"k\" }\n",
+    )
+    .unwrap();
+    let otlp = config.tracing.otlp().unwrap();
+    assert_eq!(
+        otlp.endpoint.traces_url(),
+        "http://127.0.0.1:4318/v1/traces"
+    );
+    assert_eq!(otlp.service_name, "spool");
+    assert_eq!(otlp.headers, [("x-api-key".to_owned(), "k".to_owned())]);
+    assert_eq!(
+        spool::config::Config::parse("").unwrap().tracing.otlp(),
+        None
+    );
+
+    for (text, want) in [
+        ("otlp_endpoint = \"127.0.0.1:4318\"", "bad OTLP endpoint"),
+        ("otlp_endpoint = \"ftp://127.0.0.1\"", "http or https"),
+        (
+            "headers = { \"bad name\" = \"v\" }",
+            "bad OTLP header `bad name`",
+        ),
+        (
+            "endpoint = \"http://127.0.0.1:4318\"",
+            "unknown field `endpoint`",
+        ),
+    ] {
+        let e = spool::config::Config::parse(&format!("[tracing]\n{text}\n")).unwrap_err();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
