@@ -14,7 +14,7 @@ use super::Failure;
 use crate::queue::QueueError;
 
 /// The schema this build writes and reads.
-pub(super) const VERSION: i64 = 5;
+pub(super) const VERSION: i64 = 6;
 
 /// Spool's `PRAGMA application_id`: the bytes `SPOL`.
 pub const APPLICATION_ID: i32 = 0x5350_4F4C;
@@ -147,6 +147,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
              ALTER TABLE jobs ADD COLUMN progress TEXT;",
         )?;
     }
+    // Version 6 added the worker registry: a new table only, which the schema creates.
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
