@@ -28,3 +28,4 @@ mod schedules;
 mod sqlite;
 mod support;
 mod worker;
+mod workers;

@@ -110,7 +110,7 @@ async fn reopening_the_file_keeps_the_jobs_and_their_history() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
@@ -277,7 +277,7 @@ async fn a_version_4_database_gains_the_attempts_http_counts_on_open() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('attempts')")
         .unwrap()
@@ -394,7 +394,7 @@ async fn a_version_4_file_gains_the_progress_column_and_keeps_its_jobs() {
     let version: i64 = inspect(&path)
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let old = backend.job(&id).await.unwrap().unwrap();
     assert_eq!(
         (old.payload.as_slice(), old.summary.progress),
