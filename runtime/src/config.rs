@@ -1102,4 +1102,22 @@ mod tests {
             Config::parse("[queues.email]\nplugin = \"e.wasm\"\ntimeout = \"0\"\n").unwrap();
         assert_eq!(config.queues["email"].limits().timeout, None);
     }
+
+    #[test]
+    fn the_heartbeat_interval_reads_within_its_bounds() {
+        assert_eq!(
+            Config::parse("").unwrap().worker.heartbeat,
+            Duration::from_secs(5)
+        );
+        let fast = Config::parse("[worker]\nheartbeat = \"200ms\"").unwrap();
+        assert_eq!(fast.worker.heartbeat, Duration::from_millis(200));
+        for bad in ["50ms", "61s", "0"] {
+            let err = Config::parse(&format!("[worker]\nheartbeat = \"{bad}\"")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("heartbeat must be from 100ms to 1m"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

@@ -88,7 +88,10 @@ fn a_worker_is_listed_while_it_runs_and_removed_when_it_stops(s: &Setup) {
     assert_eq!(entry["running"], 0, "{entry:#}");
     assert!(!entry["host"].as_str().unwrap().is_empty(), "{entry:#}");
     let id = entry["id"].as_str().unwrap();
-    assert!(id.starts_with(&format!("worker-{}-", worker.id())), "{entry:#}");
+    assert!(
+        id.starts_with(&format!("worker-{}-", worker.id())),
+        "{entry:#}"
+    );
     let started = entry["started_at"].as_i64().unwrap();
     let beat = entry["last_heartbeat"].as_i64().unwrap();
     assert!(beat >= started && started > 0, "{entry:#}");
@@ -125,7 +128,11 @@ fn a_worker_is_listed_while_it_runs_and_removed_when_it_stops(s: &Setup) {
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("no row for {name}: {stdout}"));
         // queue, seven counts, then the live workers.
-        line.split_whitespace().map(str::to_owned).nth(8).into_iter().collect()
+        line.split_whitespace()
+            .map(str::to_owned)
+            .nth(8)
+            .into_iter()
+            .collect()
     };
     assert_eq!(row("served"), ["1"], "{stdout}");
     assert_eq!(row("idle"), ["NONE"], "{stdout}");

@@ -323,10 +323,7 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
         .queues()
         .await?
         .into_iter()
-        .map(|counts| QueueLine {
-            counts,
-            ..row("")
-        })
+        .map(|counts| QueueLine { counts, ..row("") })
         .collect();
     if let Some(config) = &config {
         for (name, queue) in &config.queues {

@@ -31,13 +31,21 @@ pub async fn a_heartbeat_registers_a_worker_and_the_next_one_updates_it<B: Backe
     b.heartbeat(&a, LEASE).await.unwrap();
     b.heartbeat(&c, LEASE).await.unwrap();
     let listed = b.workers().await.unwrap();
-    assert_eq!(listed, vec![a.clone(), c.clone()], "every field kept, by id");
+    assert_eq!(
+        listed,
+        vec![a.clone(), c.clone()],
+        "every field kept, by id"
+    );
 
     a.running = 3;
     a.last_heartbeat = now() + 1;
     b.heartbeat(&a, LEASE).await.unwrap();
     let listed = b.workers().await.unwrap();
-    assert_eq!(listed.len(), 2, "one entry per worker, whatever its heartbeats");
+    assert_eq!(
+        listed.len(),
+        2,
+        "one entry per worker, whatever its heartbeats"
+    );
     assert_eq!(listed[0], a);
     assert_eq!(listed[0].running, 3);
 }
@@ -90,7 +98,10 @@ pub async fn a_worker_that_stops_heartbeating_drops_out_after_its_ttl<B: Backend
 
 pub async fn a_heartbeat_needs_an_id_and_a_ttl_within_bounds<B: Backend>(b: B) {
     let bad = |e: QueueError| assert!(matches!(e, QueueError::BadRequest(_)), "{e}");
-    bad(b.heartbeat(&worker("", &["email"]), LEASE).await.unwrap_err());
+    bad(b
+        .heartbeat(&worker("", &["email"]), LEASE)
+        .await
+        .unwrap_err());
     let w = worker("worker-1-aaaa", &["email"]);
     bad(b.heartbeat(&w, Duration::ZERO).await.unwrap_err());
     bad(b

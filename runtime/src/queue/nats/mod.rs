@@ -243,6 +243,11 @@
 //! milliseconds since the Unix epoch; and under `leader` the lock `{"holder", "expires_at"}`. A
 //! scheduled job's message carries the metadata `spool-schedule` and `spool-tick` (in
 //! `Spool-Metadata`) and `Nats-Msg-Id: schedule:<name>:<tick>`.
+//!
+//! The worker bucket `spool-workers` holds, under `w.<base64url(worker id)>`, the JSON object
+//! `{"id", "host", "pid", "version", "queues", "concurrency", "running", "started_at",
+//! "last_heartbeat", "expires_at"}` of each worker that heartbeat within the bucket's max age;
+//! the worker is live while `expires_at` (milliseconds since the Unix epoch) is in the future.
 
 mod admin;
 mod cancel;

@@ -40,7 +40,11 @@ async fn read(inner: &Inner, key: &str) -> Result<Option<Entry>, QueueError> {
         .transpose()
 }
 
-pub async fn heartbeat(inner: &Inner, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+pub async fn heartbeat(
+    inner: &Inner,
+    worker: &WorkerInfo,
+    ttl: Duration,
+) -> Result<(), QueueError> {
     let entry = Entry {
         info: worker.clone(),
         expires_at: worker_expiry(worker.last_heartbeat, ttl),
