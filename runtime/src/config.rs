@@ -12,6 +12,7 @@
 //!                           # (dead jobs are kept until `spool dlq purge`)
 //! synchronous = "full"      # or "normal": see `SqliteOptions`
 //! max_payload = "16MiB"     # the largest payload an enqueue takes, on either backend
+//! heartbeat = "5s"          # how often the worker refreshes its entry in the worker registry
 //!
 //! [queues.email]                  # a queue name: 1 to 128 ASCII letters, digits, `-`, `_`
 //! plugin = "plugins/email.wasm"   # relative to this file
@@ -226,6 +227,11 @@ pub struct WorkerSettings {
     /// schedule), on either backend; 16 MiB by default. Every process that enqueues reads it.
     #[serde(deserialize_with = "size")]
     pub max_payload: usize,
+    /// How often the worker refreshes its entry in the store's worker registry (`spool
+    /// workers`); it counts as gone once three have been missed. 5 s by default; from 100 ms
+    /// to 60 s.
+    #[serde(deserialize_with = "heartbeat")]
+    pub heartbeat: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -240,6 +246,7 @@ impl Default for WorkerSettings {
             prefetch: 0,
             threads: 0,
             max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -801,6 +808,20 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     crate::units::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A heartbeat interval: at least 100 ms, and at most a third of the longest worker TTL.
+fn heartbeat<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let interval = duration(d)?;
+    let max = crate::queue::MAX_WORKER_TTL / crate::queue::WORKER_TTL_BEATS;
+    if interval < Duration::from_millis(100) || interval > max {
+        return Err(serde::de::Error::custom(format!(
+            "heartbeat must be from 100ms to {}, got {}",
+            humantime::format_duration(max),
+            humantime::format_duration(interval)
+        )));
+    }
+    Ok(interval)
+}
+
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
@@ -1144,5 +1165,23 @@ mod tests {
         let config =
             Config::parse("[queues.email]\nplugin = \"e.wasm\"\ntimeout = \"0\"\n").unwrap();
         assert_eq!(config.queues["email"].limits().timeout, None);
+    }
+
+    #[test]
+    fn the_heartbeat_interval_reads_within_its_bounds() {
+        assert_eq!(
+            Config::parse("").unwrap().worker.heartbeat,
+            Duration::from_secs(5)
+        );
+        let fast = Config::parse("[worker]\nheartbeat = \"200ms\"").unwrap();
+        assert_eq!(fast.worker.heartbeat, Duration::from_millis(200));
+        for bad in ["50ms", "61s", "0"] {
+            let err = Config::parse(&format!("[worker]\nheartbeat = \"{bad}\"")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("heartbeat must be from 100ms to 1m"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

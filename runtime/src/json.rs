@@ -11,6 +11,8 @@
 //! - No key appears twice: a job's failed-attempt count is `failures`, its runs `started`, and
 //!   `attempts` is the list of its attempts.
 //!
+//! `spool workers --json` prints each live [`WorkerInfo`](crate::queue::WorkerInfo) as it is.
+//!
 //! ```
 //! use spool::json::Bytes;
 //!
@@ -27,7 +29,7 @@ use serde::Serialize;
 use crate::outcome::{AttemptReport, HttpUsage, LogLine, LogsDropped, Outcome, Progress, Timings};
 use crate::queue::{
     AttemptRecord, ChildOutcome, Event, JobDetail, JobId, JobState, JobSummary, Lease, NewChild,
-    OnChildFailure, Phase, StepRecord, Timestamp,
+    OnChildFailure, Phase, QueueCounts, StepRecord, Timestamp,
 };
 use crate::sandbox::Digest;
 
@@ -132,6 +134,36 @@ impl From<&JobSummary> for JobLine {
             progress: s.progress.clone(),
         }
     }
+}
+
+/// A queue as `spool queues --json` prints it (one per line): its job counts, its handler in
+/// the config, and the live workers that serve it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueLine {
+    /// The queue and its job counts per state.
+    #[serde(flatten)]
+    pub counts: QueueCounts,
+    /// The plugin the config names for it.
+    pub plugin: Option<String>,
+    /// That plugin file's digest; `null` when the file is missing.
+    pub digest: Option<String>,
+    /// Whether the config has a plugin for it (`[queues.NAME]`).
+    pub handler: bool,
+    /// Whether a live worker (see `spool workers`) serves it: without one, its jobs wait.
+    pub served: bool,
+    /// How many live workers serve it.
+    pub workers: u32,
+    /// How long finished jobs are kept (`[worker] retention`), when there is a config.
+    pub retention: Option<RetentionSecs>,
+}
+
+/// A retention in seconds per finished state; dead jobs are kept until purged.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RetentionSecs {
+    /// Succeeded jobs.
+    pub succeeded_secs: u64,
+    /// Cancelled jobs.
+    pub cancelled_secs: u64,
 }
 
 /// A whole job as `spool job --json` and `spool dlq show --json` print it, and as the NATS

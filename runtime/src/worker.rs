@@ -16,7 +16,10 @@
 //! - the scheduler fires due schedules while this worker holds the leader lock (see
 //!   [`scheduler`](crate::scheduler));
 //! - the reloader notices a changed plugin file and swaps in the new component without a
-//!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event).
+//!   restart (a file that fails to load keeps the old one, with a `plugin-refused` event);
+//! - the heartbeat keeps the worker's entry in the store's worker registry (`spool workers`)
+//!   fresh, with the attempts it is running, every `[worker] heartbeat`; a graceful stop
+//!   removes the entry.
 //!
 //! Shutdown stops claiming and scheduling (giving up the scheduler lock), lets running attempts
 //! finish for the grace period, aborts the rest and releases their leases so nothing waits for
@@ -35,7 +38,7 @@ use crate::events::{EventKind, NewEvent};
 use crate::job::JobInput;
 use crate::queue::{
     AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
-    Settle, Timestamp, now,
+    Settle, Timestamp, WORKER_TTL_BEATS, WorkerInfo, now,
 };
 use crate::sandbox::{Journal, JournalFuture, LoadError, LogHandle, Plugin, Sandbox};
 use crate::trace::{AttemptTrace, Tracer};
@@ -249,6 +252,22 @@ impl<B: Backend + Clone> Worker<B> {
         &self.id
     }
 
+    /// This worker as the worker registry lists it, as of now, running nothing.
+    fn info(&self) -> WorkerInfo {
+        let at = now();
+        WorkerInfo {
+            id: self.id.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            queues: self.queues.iter().map(|q| q.name.clone()).collect(),
+            concurrency: self.settings.concurrency,
+            running: 0,
+            started_at: at,
+            last_heartbeat: at,
+        }
+    }
+
     /// A human-readable start-up summary: queues, plugins and digests, limits.
     pub fn summary(&self) -> String {
         let mut out = format!(
@@ -374,6 +393,12 @@ impl<B: Backend + Clone> Worker<B> {
             self.sandbox.clone(),
             self.queues.clone(),
             self.id.clone(),
+        ));
+        background.spawn(heartbeat_loop(
+            self.backend.clone(),
+            self.info(),
+            self.settings.heartbeat,
+            global.clone(),
         ));
 
         let names: Vec<String> = self.queues.iter().map(|q| q.name.clone()).collect();
@@ -516,6 +541,10 @@ impl<B: Backend + Clone> Worker<B> {
             tracing::error!(error = %e, "settler task failed");
         }
         background.abort_all();
+        // Out of the worker registry at once, rather than when its entry's TTL passes.
+        if let Err(e) = self.backend.remove_worker(&self.id).await {
+            tracing::warn!(worker = %self.id, error = %e, "cannot remove the worker from the registry");
+        }
         let leftover: Vec<Lease> = lock(&inflight)
             .drain()
             .map(|(_, (lease, _))| lease)
@@ -909,6 +938,41 @@ async fn sweep_loop<B: Backend>(backend: B, lease: Duration, retention: Retentio
             }
         }
     }
+}
+
+/// Keep this worker's entry in the worker registry: a heartbeat at once (registering it),
+/// then one every `every`, each with the attempts running then (the worker-wide permits
+/// taken) and live for [`WORKER_TTL_BEATS`] intervals. A failed heartbeat is logged; the next
+/// tick tries again.
+async fn heartbeat_loop<B: Backend>(
+    backend: B,
+    mut info: WorkerInfo,
+    every: Duration,
+    global: Arc<Semaphore>,
+) {
+    let ttl = every * WORKER_TTL_BEATS;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let free = u32::try_from(global.available_permits()).unwrap_or(u32::MAX);
+        info.running = info.concurrency.saturating_sub(free);
+        info.last_heartbeat = now();
+        if let Err(e) = backend.heartbeat(&info, ttl).await {
+            tracing::warn!(worker = %info.id, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// This machine's host name, as the worker registry shows it.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {

@@ -29,3 +29,4 @@ mod sqlite;
 mod support;
 mod trace;
 mod worker;
+mod workers;

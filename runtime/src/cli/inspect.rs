@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spool::queue::{Backend, Event, EventFilter, JobDetail, JobFilter, JobId, JobState};
+use spool::json::{QueueLine, RetentionSecs};
+use spool::queue::{
+    Backend, Event, EventFilter, JobDetail, JobFilter, JobId, JobState, QueueCounts,
+};
 
 use super::store::StoreArgs;
 use super::util::{parse_time, print_json, text, time};
@@ -46,7 +49,7 @@ pub struct JobsArgs {
 }
 
 // The queues and their handlers come from the config file (the global `--config`, default
-// `spool.toml`), when there is one.
+// `spool.toml`), when there is one; the workers serving them from the worker registry.
 #[derive(clap::Args)]
 pub struct QueuesArgs {
     /// Print JSON: one queue per line (README: "JSON output").
@@ -300,53 +303,32 @@ pub async fn jobs(store: &StoreArgs, args: JobsArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(serde::Serialize)]
-struct QueueRow {
-    #[serde(flatten)]
-    counts: spool::queue::QueueCounts,
-    plugin: Option<String>,
-    digest: Option<String>,
-    handler: bool,
-    /// How long finished jobs are kept (`[worker] retention`), when there is a config.
-    retention: Option<RetentionSecs>,
-}
-
-/// A retention in seconds per finished state; dead jobs are kept until purged.
-#[derive(serde::Serialize)]
-struct RetentionSecs {
-    succeeded_secs: u64,
-    cancelled_secs: u64,
-}
-
 pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<ExitCode> {
     let config = store_args.config()?;
     let store = store_args.store(config.as_ref());
     let backend = store.open_read_only().await?;
-    let mut rows: Vec<QueueRow> = backend
+    let row = |queue: &str| QueueLine {
+        counts: QueueCounts {
+            queue: queue.to_owned(),
+            ..QueueCounts::default()
+        },
+        plugin: None,
+        digest: None,
+        handler: false,
+        served: false,
+        workers: 0,
+        retention: None,
+    };
+    let mut rows: Vec<QueueLine> = backend
         .queues()
         .await?
         .into_iter()
-        .map(|counts| QueueRow {
-            counts,
-            plugin: None,
-            digest: None,
-            handler: false,
-            retention: None,
-        })
+        .map(|counts| QueueLine { counts, ..row("") })
         .collect();
     if let Some(config) = &config {
         for (name, queue) in &config.queues {
             if !rows.iter().any(|r| &r.counts.queue == name) {
-                rows.push(QueueRow {
-                    counts: spool::queue::QueueCounts {
-                        queue: name.clone(),
-                        ..Default::default()
-                    },
-                    plugin: None,
-                    digest: None,
-                    handler: false,
-                    retention: None,
-                });
+                rows.push(row(name));
             }
             if let Some(row) = rows.iter_mut().find(|r| &r.counts.queue == name) {
                 row.handler = true;
@@ -354,6 +336,18 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
                 row.digest = std::fs::read(&queue.plugin)
                     .ok()
                     .map(|bytes| spool::Digest::of(&bytes).as_str().to_owned());
+            }
+        }
+    }
+    // A queue a live worker serves is listed even with no jobs and no config entry here.
+    for worker in backend.workers().await? {
+        for name in &worker.queues {
+            if !rows.iter().any(|r| &r.counts.queue == name) {
+                rows.push(row(name));
+            }
+            if let Some(row) = rows.iter_mut().find(|r| &r.counts.queue == name) {
+                row.served = true;
+                row.workers += 1;
             }
         }
     }
@@ -377,7 +371,7 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
         outln!("retention: {}", config.worker.retention);
     }
     outln!(
-        "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  handler",
+        "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9} {:>7}  handler",
         "queue",
         "scheduled",
         "ready",
@@ -385,7 +379,8 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
         "waiting",
         "succeeded",
         "dead",
-        "cancelled"
+        "cancelled",
+        "workers"
     );
     for r in &rows {
         let c = &r.counts;
@@ -402,8 +397,14 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
                 format!("unknown: no {} to read", store_args.config_path().display())
             }
         };
+        // Jobs wait on a queue no live worker serves, whatever the config says.
+        let workers = if r.served {
+            r.workers.to_string()
+        } else {
+            "NONE".to_owned()
+        };
         outln!(
-            "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9}  {handler}",
+            "{:<14} {:>9} {:>7} {:>7} {:>7} {:>9} {:>6} {:>9} {:>7}  {handler}",
             c.queue,
             c.scheduled,
             c.ready,
@@ -411,7 +412,8 @@ pub async fn queues(store_args: &StoreArgs, args: QueuesArgs) -> anyhow::Result<
             c.waiting,
             c.succeeded,
             c.dead,
-            c.cancelled
+            c.cancelled,
+            workers
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -27,6 +27,7 @@ mod schedule;
 mod store;
 mod util;
 mod worker;
+mod workers;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -78,8 +79,10 @@ enum Command {
     Job(inspect::JobArgs),
     /// List jobs.
     Jobs(inspect::JobsArgs),
-    /// Job counts per queue and state, each queue's plugin, and queues with no handler.
+    /// Job counts per queue and state, each queue's plugin, and whether live workers serve it.
     Queues(inspect::QueuesArgs),
+    /// The live workers: host, pid, version, queues, attempts running, last heartbeat.
+    Workers(workers::WorkersArgs),
     /// Cancel jobs by id, or the unfinished jobs a filter matches.
     Cancel(cancel::CancelArgs),
     /// The dead-letter queue: list, show, replay, purge.
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
             Command::Job(args) => inspect::job(store, args).await,
             Command::Jobs(args) => inspect::jobs(store, args).await,
             Command::Queues(args) => inspect::queues(store, args).await,
+            Command::Workers(args) => workers::run(store, args).await,
             Command::Cancel(args) => cancel::run(store, args).await,
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,

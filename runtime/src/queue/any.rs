@@ -28,7 +28,7 @@ use super::sqlite::SqliteBackend;
 use super::{
     AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
     EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
-    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, WorkerInfo,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -108,4 +108,7 @@ forward! {
     fn take_leadership(&self, holder: &str, ttl: Duration, now: Timestamp)
         -> Result<bool, QueueError>;
     fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError>;
+    fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError>;
+    fn remove_worker(&self, id: &str) -> Result<bool, QueueError>;
+    fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
 }

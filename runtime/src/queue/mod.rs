@@ -73,8 +73,8 @@ pub enum JobState {
     /// has passed. Kept until it runs or is cancelled.
     Scheduled,
     /// Waiting for a worker. Moved in by enqueue, by an expired lease, by a graceful release
-    /// and by a DLQ replay; moved out by a claim or a cancel. A job whose queue no worker
-    /// serves stays here, and `spool queues` lists that queue as having no handler.
+    /// and by a DLQ replay; moved out by a claim or a cancel. A job whose queue no live worker
+    /// serves stays here, and `spool queues` shows that no live worker serves the queue.
     Ready,
     /// Leased by a worker that is running an attempt. Moved out by that attempt's settle, by
     /// the worker's release on shutdown, or by the sweeper once the lease has expired.
@@ -550,6 +550,44 @@ pub struct QueueCounts {
     pub waiting: u64,
 }
 
+/// A live worker, as kept in the store's worker registry ([`Backend::heartbeat`],
+/// [`Backend::workers`]) and shown by `spool workers`.
+///
+/// A worker registers when it starts and heartbeats every few seconds (`[worker] heartbeat`,
+/// 5 s by default), each time with how many attempts it is running. It is live until
+/// [`WORKER_TTL_BEATS`] heartbeats have been missed: a worker that stops gracefully removes
+/// itself ([`Backend::remove_worker`]); one that is killed drops out of the list once that
+/// time has passed since its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's id, as recorded in leases and events (`worker-<pid>-<hex>`).
+    pub id: String,
+    /// The host name of the machine it runs on.
+    pub host: String,
+    /// Its process id on that machine.
+    pub pid: u32,
+    /// The Spool version it runs.
+    pub version: String,
+    /// The queues it serves, by name.
+    pub queues: Vec<String>,
+    /// Attempts it runs at once at most (`[worker] concurrency`).
+    pub concurrency: u32,
+    /// Attempts it was running at its last heartbeat.
+    pub running: u32,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it sent its last heartbeat.
+    pub last_heartbeat: Timestamp,
+}
+
+/// How many heartbeat intervals a worker stays live after its last heartbeat: the TTL a
+/// worker passes to [`Backend::heartbeat`] is this many times its interval.
+pub const WORKER_TTL_BEATS: u32 = 3;
+
+/// The longest TTL a heartbeat may ask for (so the longest heartbeat interval is a third of
+/// it). The NATS backend's worker bucket drops an entry this long after its last write.
+pub const MAX_WORKER_TTL: Duration = Duration::from_secs(180);
+
 /// A backend failure (as opposed to a refused write, which is [`LeaseLost`]).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -777,4 +815,41 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         fire: ScheduleFire,
     ) -> impl Future<Output = Result<Option<JobId>, QueueError>> + Send;
+
+    /// Register `worker` in the worker registry, or refresh its entry (keyed by
+    /// [`WorkerInfo::id`]): it is live until `ttl` after its
+    /// [`last_heartbeat`](WorkerInfo::last_heartbeat), unless it heartbeats again. An empty id,
+    /// or a `ttl` of zero or above [`MAX_WORKER_TTL`], is a [`QueueError::BadRequest`].
+    fn heartbeat(
+        &self,
+        worker: &WorkerInfo,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Take a worker out of the registry (a graceful stop). Returns whether it was listed
+    /// and live.
+    fn remove_worker(&self, id: &str) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// The live workers (whose TTL has not passed), by id. Works on a read-only store.
+    fn workers(&self) -> impl Future<Output = Result<Vec<WorkerInfo>, QueueError>> + Send;
+}
+
+/// Check a heartbeat's arguments, for every backend: an id and a TTL.
+pub(crate) fn check_heartbeat(worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+    if worker.id.is_empty() {
+        return Err(QueueError::BadRequest("a worker needs an id".to_owned()));
+    }
+    if ttl.is_zero() || ttl > MAX_WORKER_TTL {
+        return Err(QueueError::BadRequest(format!(
+            "worker {}: a heartbeat's TTL must be above zero and at most {}",
+            worker.id,
+            humantime::format_duration(MAX_WORKER_TTL)
+        )));
+    }
+    Ok(())
+}
+
+/// When a worker that heartbeat at `last_heartbeat` stops being live, `ttl` later.
+pub(crate) fn worker_expiry(last_heartbeat: Timestamp, ttl: Duration) -> Timestamp {
+    last_heartbeat.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }

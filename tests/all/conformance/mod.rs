@@ -29,6 +29,7 @@ mod leases;
 mod listing;
 mod rules;
 mod schedules;
+mod workers;
 
 pub use self::attempts::*;
 pub use self::cancel::*;
@@ -41,6 +42,7 @@ pub use self::leases::*;
 pub use self::listing::*;
 pub use self::rules::*;
 pub use self::schedules::*;
+pub use self::workers::*;
 
 /// One `#[tokio::test]` per case, each on a backend from `$factory`: an async fn returning
 /// `(backend, guard)`, where the guard (a temporary directory, a server) lives as long as the
@@ -107,6 +109,10 @@ macro_rules! backend_conformance {
             a_job_with_the_largest_payload_runs_and_dies_with_it_kept,
             jobs_filter_by_tenant_and_since_and_page_with_a_cursor,
             events_filter_by_queue_and_since_and_the_newest_come_last,
+            a_heartbeat_registers_a_worker_and_the_next_one_updates_it,
+            a_removed_worker_is_gone_and_removing_it_again_says_so,
+            a_worker_that_stops_heartbeating_drops_out_after_its_ttl,
+            a_heartbeat_needs_an_id_and_a_ttl_within_bounds,
         );
     };
     (@cases $factory:path; $($case:ident),+ $(,)?) => {

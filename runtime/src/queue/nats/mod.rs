@@ -20,6 +20,7 @@
 //! | cancel notices | core NATS, no stream | `spool.cancel` (`<job id> <token>`, see `cancel.rs`) |
 //! | flow control | KV bucket `spool-flow` | group locks `g.<queue>.<base64url(group)>`, slots `c.<queue>[.t.<tenant>]`, rate buckets `r.<queue>[.t.<tenant>]` |
 //! | schedules | KV bucket `spool-schedules` | schedules `s.<name>`, the schedulers' leader lock `leader` |
+//! | live workers | KV bucket `spool-workers`, max age 3 min | `w.<base64url(worker id)>` (see `workers.rs`) |
 //!
 //! **Queues.** A job is one message on its queue's subject, and its id is that message's
 //! stream sequence; a child job's id is its parent's and its index, `<parent>-<i>` counting
@@ -242,6 +243,11 @@
 //! milliseconds since the Unix epoch; and under `leader` the lock `{"holder", "expires_at"}`. A
 //! scheduled job's message carries the metadata `spool-schedule` and `spool-tick` (in
 //! `Spool-Metadata`) and `Nats-Msg-Id: schedule:<name>:<tick>`.
+//!
+//! The worker bucket `spool-workers` holds, under `w.<base64url(worker id)>`, the JSON object
+//! `{"id", "host", "pid", "version", "queues", "concurrency", "running", "started_at",
+//! "last_heartbeat", "expires_at"}` of each worker that heartbeat within the bucket's max age;
+//! the worker is live while `expires_at` (milliseconds since the Unix epoch) is in the future.
 
 mod admin;
 mod cancel;
@@ -260,6 +266,7 @@ mod steps;
 mod store;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,7 +281,7 @@ use self::store::Inner;
 use super::{
     AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
     EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
-    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, WorkerInfo,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -552,5 +559,18 @@ impl Backend for NatsBackend {
 
     async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Option<JobId>, QueueError> {
         schedule::fire(&self.inner, fire).await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+        super::check_heartbeat(worker, ttl)?;
+        workers::heartbeat(&self.inner, worker, ttl).await
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<bool, QueueError> {
+        workers::remove(&self.inner, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        workers::live(&self.inner).await
     }
 }

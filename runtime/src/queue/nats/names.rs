@@ -228,6 +228,12 @@ impl Names {
         format!("{}-schedules", self.prefix)
     }
 
+    /// The bucket of the worker registry: one key per live worker, dropped by the bucket's
+    /// max age once its worker stops heartbeating.
+    pub fn workers_bucket(&self) -> String {
+        format!("{}-workers", self.prefix)
+    }
+
     /// Every event subject.
     pub fn events_all(&self) -> String {
         format!("{}.events.>", self.prefix)

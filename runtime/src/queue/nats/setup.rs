@@ -44,6 +44,7 @@ pub struct Streams {
     pub staging_stream: stream::Stream,
     pub flow: kv::Store,
     pub schedules: kv::Store,
+    pub workers: kv::Store,
 }
 
 pub async fn streams(
@@ -100,13 +101,21 @@ pub async fn streams(
         },
     )
     .await?;
-    let records = ensure_bucket(js, &names.records_bucket(), options).await?;
+    let forever = Duration::ZERO;
+    let records = ensure_bucket(js, &names.records_bucket(), options, forever).await?;
     let records_stream = records.stream.clone();
-    let keys = ensure_bucket(js, &names.keys_bucket(), options).await?;
-    let staging = ensure_bucket(js, &names.staging_bucket(), options).await?;
+    let keys = ensure_bucket(js, &names.keys_bucket(), options, forever).await?;
+    let staging = ensure_bucket(js, &names.staging_bucket(), options, forever).await?;
     let staging_stream = staging.stream.clone();
-    let flow = ensure_bucket(js, &names.flow_bucket(), options).await?;
-    let schedules = ensure_bucket(js, &names.schedules_bucket(), options).await?;
+    let flow = ensure_bucket(js, &names.flow_bucket(), options, forever).await?;
+    let schedules = ensure_bucket(js, &names.schedules_bucket(), options, forever).await?;
+    let workers = ensure_bucket(
+        js,
+        &names.workers_bucket(),
+        options,
+        crate::queue::MAX_WORKER_TTL,
+    )
+    .await?;
     Ok(Streams {
         jobs,
         events,
@@ -119,6 +128,7 @@ pub async fn streams(
         staging_stream,
         flow,
         schedules,
+        workers,
     })
 }
 
@@ -218,10 +228,13 @@ async fn ensure_stream(
     }
 }
 
+/// The KV bucket `bucket` with a history of one, whose entries the server drops `max_age`
+/// after their last write (zero: never).
 async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
     options: &NatsOptions,
+    max_age: Duration,
 ) -> Result<kv::Store, QueueError> {
     let stream_name = format!("KV_{bucket}");
     match js.get_stream(&stream_name).await {
@@ -252,8 +265,12 @@ async fn ensure_bucket(
                     have.num_replicas, options.replicas
                 ));
             }
-            if !have.max_age.is_zero() {
-                wrong.push(format!("max age is {:?}, Spool needs none", have.max_age));
+            if have.max_age != max_age {
+                wrong.push(if max_age.is_zero() {
+                    format!("max age is {:?}, Spool needs none", have.max_age)
+                } else {
+                    format!("max age is {:?}, Spool needs {max_age:?}", have.max_age)
+                });
             }
             if !wrong.is_empty() {
                 return Err(QueueError::Store(format!(
@@ -278,6 +295,7 @@ async fn ensure_bucket(
                 allow_direct: true,
                 storage: storage(options),
                 num_replicas: options.replicas,
+                max_age,
                 ..stream::Config::default()
             };
             if let Err(e) = js.create_stream(config).await {

@@ -8,7 +8,8 @@
 //! holds one row per finished attempt, keyed by `(job_id, token)`; `events` is the event log,
 //! keyed by its sequence number; `counters` hands out job ids and event sequence numbers, so
 //! neither is ever reused, even once the newest rows are deleted; `schedules` and
-//! `leader_locks` hold the schedules and the schedulers' leader lock (see `schedule.rs`). Partial indexes keep every
+//! `leader_locks` hold the schedules and the schedulers' leader lock (see `schedule.rs`);
+//! `workers` is the live worker registry (see `workers.rs`). Partial indexes keep every
 //! hot statement a short index walk whatever the table size: the claimable jobs of a queue
 //! in claim order (`queue, priority DESC, run_at, id WHERE state IN ('ready', 'scheduled')`),
 //! running jobs by lease expiry, unfinished jobs by idempotency key (unique), dead jobs and
@@ -99,6 +100,7 @@ mod read;
 mod schedule;
 mod schema;
 mod settle;
+mod workers;
 
 pub use self::schema::APPLICATION_ID;
 
@@ -115,7 +117,7 @@ use self::journal::Journal;
 use super::{
     AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
     EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
-    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, now,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, WorkerInfo, now,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -737,5 +739,27 @@ impl Backend for SqliteBackend {
             schedule::fire(tx, journal, fire)
         })
         .await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+        super::check_heartbeat(worker, ttl)?;
+        let worker = worker.clone();
+        let expires_at = super::worker_expiry(worker.last_heartbeat, ttl);
+        self.write("heartbeat", move |tx, journal| {
+            workers::heartbeat(tx, &worker, expires_at, journal.now())
+        })
+        .await
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<bool, QueueError> {
+        let id = id.to_owned();
+        self.write("remove a worker", move |tx, journal| {
+            workers::remove(tx, &id, journal.now())
+        })
+        .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        self.read("workers", |tx, now| workers::live(tx, now)).await
     }
 }

@@ -154,10 +154,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         )?;
     }
     if version >= 1 && !has_column(&tx, "jobs", "traceparent")? {
-        // Version 6 keeps the W3C trace context a job was enqueued in. Judged by the column
-        // itself rather than the version, so the step stands on its own.
+        // Version 6 keeps the W3C trace context a job was enqueued in (judged by the column
+        // itself rather than the version, so the step stands on its own) ...
         tx.execute_batch("ALTER TABLE jobs ADD COLUMN traceparent TEXT;")?;
     }
+    // ... and adds the worker registry: a new table only, which the schema creates.
     tx.execute_batch(SCHEMA)?;
     if version < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;

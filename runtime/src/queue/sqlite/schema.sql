@@ -205,3 +205,19 @@ CREATE TABLE IF NOT EXISTS leader_locks (
     holder     TEXT    NOT NULL,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The worker registry (version 6): one row per worker, written by its heartbeats, live until
+-- `expires_at` (its last heartbeat plus its TTL). `queues` is a JSON array of names. Readers
+-- skip rows past `expires_at`; the next heartbeat of any worker deletes them.
+CREATE TABLE IF NOT EXISTS workers (
+    id             TEXT    PRIMARY KEY,
+    host           TEXT    NOT NULL,
+    pid            INTEGER NOT NULL,
+    version        TEXT    NOT NULL,
+    queues         TEXT    NOT NULL,
+    concurrency    INTEGER NOT NULL,
+    running        INTEGER NOT NULL,
+    started_at     INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+) WITHOUT ROWID;
