@@ -112,6 +112,18 @@ pub struct Config {
     /// Per-tenant overlays of queues' `wasi:config` values, by tenant.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The Prometheus metrics' settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table: what the Prometheus metrics at `/metrics` label.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Label the job counters and attempt histograms by tenant too (default off). Each tenant
+    /// then makes its own series: switch it on only for a bounded number of tenants.
+    pub tenant_label: bool,
 }
 
 /// One `[schedules.NAME]` table: a job enqueued at every tick.

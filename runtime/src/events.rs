@@ -1,13 +1,39 @@
 //! Typed events: one for every transition of a job, recorded by the backend in the same
-//! transaction as the transition (the job's timeline), and emitted through `tracing` once
-//! committed.
+//! transaction as the transition (the job's timeline), and published through the backend's
+//! [`EventSink`] once committed.
+//!
+//! The sink is the one way out for committed events: it fans each one out to `tracing`
+//! ([`emit`]), to the process's [`Metrics`] when it has them, and to an in-process broadcast
+//! that live views (the HTTP server's event stream, the dashboard) [`subscribe`](EventSink::subscribe)
+//! to. A backend emits exactly what its store committed, nothing before the commit, so every
+//! view shows the same events in the same order.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use spool::events::{Event, EventKind, EventSink};
+//! use spool::metrics::Metrics;
+//!
+//! let metrics = Arc::new(Metrics::new());
+//! let sink = EventSink::new().with_metrics(metrics.clone());
+//! let mut live = sink.subscribe();
+//! # let event = Event { seq: 1, at: 0, kind: EventKind::Enqueued, job_id: None, queue: Some("email".into()),
+//! #     tenant: None, attempt: None, phase: None, message: None, digest: None, worker: None, duration_ms: None };
+//! sink.emit(&event);
+//! assert_eq!(live.try_recv().map(|e| e.kind), Ok(EventKind::Enqueued));
+//! assert!(metrics.encode().contains("spool_jobs_enqueued_total{queue=\"email\"} 1"));
+//! ```
 //!
 //! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled`, `lease-expired` and
 //! `schedule-skipped` are warnings; `started`, `succeeded`, `checkpointed` and
 //! `step-completed` are debug; the rest info.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
 use crate::queue::{JobId, Phase, Timestamp};
 
 /// What happened.
@@ -210,7 +236,84 @@ impl EventFilter {
     }
 }
 
-/// Emit a committed event through `tracing`, at its kind's level.
+/// How many events the live broadcast holds for a subscriber that has not read them yet; one
+/// that falls further behind misses the oldest ([`broadcast::error::RecvError::Lagged`]).
+pub const LIVE_CAPACITY: usize = 4096;
+
+/// Where a backend publishes the events it committed: `tracing`, the metrics (when attached)
+/// and a live broadcast. Cheap to clone: clones share the broadcast and the metrics.
+///
+/// A backend opens with [`EventSink::new`] (tracing and the broadcast, no metrics); a worker
+/// attaches its [`Metrics`] with [`EventSink::with_metrics`] (see
+/// [`Backend::set_sink`](crate::queue::Backend::set_sink)).
+#[derive(Clone)]
+pub struct EventSink {
+    metrics: Option<Arc<Metrics>>,
+    live: broadcast::Sender<Event>,
+}
+
+impl EventSink {
+    /// A sink to `tracing` and a live broadcast of its own, without metrics.
+    pub fn new() -> Self {
+        EventSink {
+            metrics: None,
+            live: broadcast::Sender::new(LIVE_CAPACITY),
+        }
+    }
+
+    /// This sink, counting its events in `metrics` too. The broadcast is the same one: its
+    /// subscribers keep receiving.
+    pub fn with_metrics(&self, metrics: Arc<Metrics>) -> Self {
+        EventSink {
+            metrics: Some(metrics),
+            live: self.live.clone(),
+        }
+    }
+
+    /// The metrics the sink counts events in, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Every event emitted from now on, in the order emitted. A receiver that falls more than
+    /// [`LIVE_CAPACITY`] events behind is told how many it missed, and goes on from the
+    /// oldest still held.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    /// Publish a committed event: to `tracing` at its kind's level, to the metrics, and to
+    /// every subscriber. Call it only once the store has committed the event.
+    pub fn emit(&self, event: &Event) {
+        emit(event);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_event(event);
+        }
+        // Cloning only when someone listens: with no subscriber the broadcast costs nothing.
+        if self.live.receiver_count() > 0 {
+            // A send fails only when the last receiver went away meanwhile.
+            let _ = self.live.send(event.clone());
+        }
+    }
+}
+
+impl Default for EventSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink")
+            .field("metrics", &self.metrics.is_some())
+            .field("subscribers", &self.live.receiver_count())
+            .finish()
+    }
+}
+
+/// Emit a committed event through `tracing`, at its kind's level (one of the outlets of an
+/// [`EventSink`]).
 pub fn emit(event: &Event) {
     macro_rules! at_level {
         ($level:expr) => {
