@@ -342,3 +342,104 @@ pub fn emit(event: &Event) {
         _ => at_level!(tracing::Level::TRACE),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use super::{Event, EventKind, EventSink};
+    use crate::metrics::Metrics;
+
+    fn event(seq: i64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            at: 1_700_000_000_000,
+            kind,
+            job_id: Some(crate::queue::JobId(format!("{seq}"))),
+            queue: Some("email".to_owned()),
+            tenant: None,
+            attempt: Some(1),
+            phase: None,
+            message: None,
+            digest: None,
+            worker: None,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_sink_fans_each_event_out_to_every_subscriber_and_its_metrics_in_order() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = EventSink::new().with_metrics(metrics.clone());
+        let (mut first, mut second) = (sink.subscribe(), sink.subscribe());
+        let events = [
+            event(1, EventKind::Enqueued),
+            event(2, EventKind::Started),
+            event(3, EventKind::Succeeded),
+        ];
+        for e in &events {
+            sink.emit(e);
+        }
+        for rx in [&mut first, &mut second] {
+            for e in &events {
+                assert_eq!(rx.try_recv().as_ref(), Ok(e));
+            }
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        }
+        let text = metrics.encode();
+        for family in ["enqueued", "started", "succeeded"] {
+            let line = format!("spool_jobs_{family}_total{{queue=\"email\"}} 1\n");
+            assert!(text.contains(&line), "no {line} in {text}");
+        }
+    }
+
+    #[test]
+    fn attaching_metrics_keeps_the_subscribers_of_the_sink() {
+        let plain = EventSink::new();
+        let mut live = plain.subscribe();
+        let metrics = Arc::new(Metrics::new());
+        let counted = plain.with_metrics(metrics.clone());
+        assert!(plain.metrics().is_none());
+        assert!(Arc::ptr_eq(counted.metrics().unwrap(), &metrics));
+        counted.emit(&event(7, EventKind::Cancelled));
+        assert_eq!(live.try_recv().map(|e| e.seq), Ok(7));
+        // The plain sink counts nothing: only the one given the metrics does.
+        plain.emit(&event(8, EventKind::Cancelled));
+        assert_eq!(live.try_recv().map(|e| e.seq), Ok(8));
+        assert!(
+            metrics
+                .encode()
+                .contains("spool_jobs_cancelled_total{queue=\"email\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn a_sink_without_subscribers_still_counts_and_a_late_subscriber_sees_only_what_follows() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = EventSink::new().with_metrics(metrics.clone());
+        sink.emit(&event(1, EventKind::Enqueued));
+        let mut late = sink.subscribe();
+        sink.emit(&event(2, EventKind::Enqueued));
+        assert_eq!(late.try_recv().map(|e| e.seq), Ok(2));
+        assert_eq!(late.try_recv(), Err(TryRecvError::Empty));
+        assert!(
+            metrics
+                .encode()
+                .contains("spool_jobs_enqueued_total{queue=\"email\"} 2\n")
+        );
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_how_many_it_missed() {
+        let sink = EventSink::new();
+        let mut slow = sink.subscribe();
+        let n = i64::try_from(super::LIVE_CAPACITY).unwrap() + 10;
+        for seq in 1..=n {
+            sink.emit(&event(seq, EventKind::Checkpointed));
+        }
+        assert_eq!(slow.try_recv(), Err(TryRecvError::Lagged(10)));
+        assert_eq!(slow.try_recv().map(|e| e.seq), Ok(11));
+    }
+}

@@ -477,3 +477,69 @@ impl fmt::Debug for Metrics {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use crate::config::MetricsConfig;
+    use crate::events::{Event, EventKind};
+    use crate::queue::{JobId, Phase, QueueCounts};
+
+    fn event(kind: EventKind, tenant: Option<&str>) -> Event {
+        Event {
+            seq: 1,
+            at: 0,
+            kind,
+            job_id: Some(JobId("42".to_owned())),
+            queue: Some("email".to_owned()),
+            tenant: tenant.map(str::to_owned),
+            attempt: Some(1),
+            phase: Some(Phase::Timeout),
+            message: Some("timed out after 300 ms".to_owned()),
+            digest: None,
+            worker: Some("worker-1".to_owned()),
+            duration_ms: Some(300),
+        }
+    }
+
+    #[test]
+    fn tenants_are_a_label_only_when_switched_on() {
+        let off = Metrics::new();
+        let on = Metrics::with_config(&MetricsConfig { tenant_label: true });
+        for metrics in [&off, &on] {
+            metrics.observe_event(&event(EventKind::Failed, Some("acme")));
+            metrics.observe_event(&event(EventKind::Failed, None));
+        }
+        let off = off.encode();
+        assert!(
+            off.contains("spool_jobs_failed_total{queue=\"email\",phase=\"timeout\"} 2\n"),
+            "{off}"
+        );
+        assert!(!off.contains("acme") && !off.contains("42"), "{off}");
+        let on = on.encode();
+        for tenant in ["acme", ""] {
+            let line = format!(
+                "spool_jobs_failed_total{{queue=\"email\",tenant=\"{tenant}\",phase=\"timeout\"}} 1\n"
+            );
+            assert!(on.contains(&line), "no {line} in {on}");
+        }
+    }
+
+    #[test]
+    fn queue_depth_follows_the_store_and_forgets_a_queue_that_has_gone() {
+        let metrics = Metrics::new();
+        let counts = |queue: &str, ready| QueueCounts {
+            queue: queue.to_owned(),
+            ready,
+            ..QueueCounts::default()
+        };
+        metrics.set_queue_depth(&[counts("email", 3), counts("sms", 1)]);
+        let text = metrics.encode();
+        assert!(text.contains("spool_queue_jobs{queue=\"email\",state=\"ready\"} 3\n"));
+        assert!(text.contains("spool_queue_jobs{queue=\"sms\",state=\"ready\"} 1\n"));
+        metrics.set_queue_depth(&[counts("email", 0)]);
+        let text = metrics.encode();
+        assert!(text.contains("spool_queue_jobs{queue=\"email\",state=\"ready\"} 0\n"));
+        assert!(!text.contains("sms"), "{text}");
+    }
+}
