@@ -62,6 +62,8 @@ pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// The metric families of one process, registered under the `spool` prefix.
 pub struct Metrics {
     registry: Registry,
+    /// Off (`[metrics] enabled = false`): every observation returns at once.
+    enabled: bool,
     tenant_label: bool,
     // From committed events.
     enqueued: Counters,
@@ -208,6 +210,7 @@ impl Metrics {
 
         Metrics {
             registry,
+            enabled: config.enabled,
             tenant_label: config.tenant_label,
             enqueued,
             duplicates,
@@ -242,6 +245,10 @@ impl Metrics {
     /// application/openmetrics-text; version=1.0.0; charset=utf-8`).
     pub fn encode(&self) -> String {
         let mut text = String::new();
+        if !self.enabled {
+            text.push_str("# EOF\n");
+            return text;
+        }
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
@@ -259,6 +266,9 @@ impl Metrics {
 
     /// Count a committed event (called by the [`EventSink`](crate::events::EventSink)).
     pub fn observe_event(&self, event: &Event) {
+        if !self.enabled {
+            return;
+        }
         let labels = || self.job_labels(event.queue.as_deref(), event.tenant.as_deref());
         let family = match event.kind {
             EventKind::Enqueued => &self.enqueued,
@@ -304,6 +314,9 @@ impl Metrics {
 
     /// A worker's job started its first attempt `waited` after it was enqueued.
     pub fn job_started(&self, queue: &str, tenant: Option<&str>, waited: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.start_latency
             .get_or_create(&self.job_labels(Some(queue), tenant))
             .observe(waited.as_secs_f64());
@@ -321,6 +334,9 @@ impl Metrics {
         memory_peak: Option<u64>,
         timeout: Option<Duration>,
     ) {
+        if !self.enabled {
+            return;
+        }
         let mut labels = self.job_labels(Some(queue), tenant);
         labels.push(("outcome", outcome.name().to_owned()));
         self.attempt_duration
@@ -343,14 +359,17 @@ impl Metrics {
         }
         if let Some(peak) = memory_peak {
             // Exact below 2^53 bytes.
-            #[allow(clippy::cast_precision_loss)]
-            let peak = peak as f64;
-            self.memory_peak.get_or_create(&queue_only()).observe(peak);
+            self.memory_peak
+                .get_or_create(&queue_only())
+                .observe(peak as f64);
         }
     }
 
     /// A worker loaded a queue's plugin; `status` says whether it was compiled.
     pub fn plugin_loaded(&self, queue: &str, status: CacheStatus) {
+        if !self.enabled {
+            return;
+        }
         let labels = vec![("queue", queue.to_owned())];
         match status {
             CacheStatus::Hit => self.cache_hits.get_or_create(&labels).inc(),
@@ -363,6 +382,9 @@ impl Metrics {
 
     /// A worker with `slots` attempt slots in all starts: all of them free.
     pub fn worker_started(&self, worker: &str, slots: u32) {
+        if !self.enabled {
+            return;
+        }
         self.slots_free
             .get_or_create(&vec![("worker", worker.to_owned())])
             .set(i64::from(slots));
@@ -371,6 +393,13 @@ impl Metrics {
     /// An attempt of `worker` on `queue` took a slot; it is counted as running until the
     /// returned guard is dropped.
     pub fn attempt_running(self: &Arc<Self>, worker: &str, queue: &str) -> Running {
+        if !self.enabled {
+            return Running {
+                metrics: Arc::clone(self),
+                running: Vec::new(),
+                slots: Vec::new(),
+            };
+        }
         let running: Labels = vec![("worker", worker.to_owned()), ("queue", queue.to_owned())];
         let slots: Labels = vec![("worker", worker.to_owned())];
         self.running.get_or_create(&running).inc();
@@ -385,6 +414,9 @@ impl Metrics {
     /// Set the queue-depth gauges to `counts` (every queue the store holds jobs of); a queue
     /// seen before and absent now is removed.
     pub fn set_queue_depth(&self, counts: &[QueueCounts]) {
+        if !self.enabled {
+            return;
+        }
         let mut known = self
             .depth_queues
             .lock()
@@ -392,8 +424,10 @@ impl Metrics {
         let now: BTreeSet<String> = counts.iter().map(|c| c.queue.clone()).collect();
         for gone in known.difference(&now) {
             for state in STATES {
-                self.depth
-                    .remove(&vec![("queue", gone.clone()), ("state", (*state).to_owned())]);
+                self.depth.remove(&vec![
+                    ("queue", gone.clone()),
+                    ("state", (*state).to_owned()),
+                ]);
             }
         }
         for c in counts {
@@ -408,7 +442,10 @@ impl Metrics {
             ];
             for (state, n) in STATES.iter().zip(by_state) {
                 self.depth
-                    .get_or_create(&vec![("queue", c.queue.clone()), ("state", (*state).to_owned())])
+                    .get_or_create(&vec![
+                        ("queue", c.queue.clone()),
+                        ("state", (*state).to_owned()),
+                    ])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
@@ -418,6 +455,9 @@ impl Metrics {
     /// Read the queue depths from `backend` every `every`, for ever (run it on a task of its
     /// own and abort the task to stop). A failed read keeps the last values and is logged.
     pub async fn refresh_queue_depth<B: Backend>(self: Arc<Self>, backend: B, every: Duration) {
+        if !self.enabled {
+            return;
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -451,6 +491,9 @@ pub struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if !self.metrics.enabled {
+            return;
+        }
         self.metrics.running.get_or_create(&self.running).dec();
         self.metrics.slots_free.get_or_create(&self.slots).inc();
     }
@@ -473,6 +516,7 @@ impl Default for Metrics {
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
+            .field("enabled", &self.enabled)
             .field("tenant_label", &self.tenant_label)
             .finish_non_exhaustive()
     }
@@ -505,7 +549,10 @@ mod tests {
     #[test]
     fn tenants_are_a_label_only_when_switched_on() {
         let off = Metrics::new();
-        let on = Metrics::with_config(&MetricsConfig { tenant_label: true });
+        let on = Metrics::with_config(&MetricsConfig {
+            tenant_label: true,
+            ..MetricsConfig::default()
+        });
         for metrics in [&off, &on] {
             metrics.observe_event(&event(EventKind::Failed, Some("acme")));
             metrics.observe_event(&event(EventKind::Failed, None));

@@ -37,8 +37,8 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::config::{QueueConfig, Retention, WorkerSettings};
 use crate::events::{EventKind, EventSink, NewEvent};
-use crate::metrics::Metrics;
 use crate::job::JobInput;
+use crate::metrics::Metrics;
 use crate::queue::{
     AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
     Settle, Timestamp, now,
@@ -751,30 +751,29 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
             plugin.limits().timeout,
         ),
     }
-    let (outcome, logs, checkpoint, mut children, digest, progress, http) =
-        match ran {
-            Ok(report) => (
-                report.outcome,
-                report.logs,
-                report.checkpoint,
-                report.children,
-                Some(report.digest.as_str().to_owned()),
-                report.progress,
-                report.http,
-            ),
-            Err(e) => (
-                crate::Outcome::Trapped {
-                    kind: crate::TrapKind::Other,
-                    message: format!("the host could not run the attempt: {e}"),
-                },
-                Vec::new(),
-                None,
-                Vec::new(),
-                Some(plugin.digest().as_str().to_owned()),
-                None,
-                crate::HttpUsage::default(),
-            ),
-        };
+    let (outcome, logs, checkpoint, mut children, digest, progress, http) = match ran {
+        Ok(report) => (
+            report.outcome,
+            report.logs,
+            report.checkpoint,
+            report.children,
+            Some(report.digest.as_str().to_owned()),
+            report.progress,
+            report.http,
+        ),
+        Err(e) => (
+            crate::Outcome::Trapped {
+                kind: crate::TrapKind::Other,
+                message: format!("the host could not run the attempt: {e}"),
+            },
+            Vec::new(),
+            None,
+            Vec::new(),
+            Some(plugin.digest().as_str().to_owned()),
+            None,
+            crate::HttpUsage::default(),
+        ),
+    };
     // The attempt ended on its own: its settle records it.
     kept.record = None;
     let finished_at = started_at + i64::try_from(started.elapsed().as_millis()).unwrap_or(0);

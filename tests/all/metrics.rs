@@ -88,7 +88,12 @@ async fn start(s: &Setup, backend: &SqliteBackend) -> (Arc<Metrics>, Running) {
     (metrics, Running { stop, task })
 }
 
-async fn enqueue(backend: &SqliteBackend, queue: &str, payload: &str, tenant: Option<&str>) -> JobId {
+async fn enqueue(
+    backend: &SqliteBackend,
+    queue: &str,
+    payload: &str,
+    tenant: Option<&str>,
+) -> JobId {
     let job = NewJob {
         queue: queue.to_owned(),
         payload: payload.as_bytes().to_vec(),
@@ -99,7 +104,11 @@ async fn enqueue(backend: &SqliteBackend, queue: &str, payload: &str, tenant: Op
 }
 
 /// Wait until job `id` is in a state `done` accepts; its state.
-async fn wait_for(backend: &SqliteBackend, id: &JobId, done: impl Fn(JobState) -> bool) -> JobState {
+async fn wait_for(
+    backend: &SqliteBackend,
+    id: &JobId,
+    done: impl Fn(JobState) -> bool,
+) -> JobState {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let state = backend.job(id).await.unwrap().unwrap().summary.state;
@@ -156,9 +165,27 @@ async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
     let (metrics, worker) = start(&s, &backend).await;
 
     let ok = enqueue(&backend, "email", r#"{"to":"ada@example.com"}"#, None).await;
-    let flaky = enqueue(&backend, "email", r#"{"to":"ada@example.com","mode":"flaky"}"#, None).await;
-    let reject = enqueue(&backend, "email", r#"{"to":"nobody","mode":"reject"}"#, None).await;
-    let hang = enqueue(&backend, "hang", r#"{"to":"ada@example.com","mode":"hang"}"#, None).await;
+    let flaky = enqueue(
+        &backend,
+        "email",
+        r#"{"to":"ada@example.com","mode":"flaky"}"#,
+        None,
+    )
+    .await;
+    let reject = enqueue(
+        &backend,
+        "email",
+        r#"{"to":"nobody","mode":"reject"}"#,
+        None,
+    )
+    .await;
+    let hang = enqueue(
+        &backend,
+        "hang",
+        r#"{"to":"ada@example.com","mode":"hang"}"#,
+        None,
+    )
+    .await;
     let long = enqueue(
         &backend,
         "long",
@@ -170,10 +197,16 @@ async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
     wait_for(&backend, &long, |s| s == JobState::Running).await;
     assert!(backend.cancel(&long, "no longer wanted").await.unwrap());
     assert_eq!(wait_for(&backend, &ok, finished).await, JobState::Succeeded);
-    assert_eq!(wait_for(&backend, &flaky, finished).await, JobState::Succeeded);
+    assert_eq!(
+        wait_for(&backend, &flaky, finished).await,
+        JobState::Succeeded
+    );
     assert_eq!(wait_for(&backend, &reject, finished).await, JobState::Dead);
     assert_eq!(wait_for(&backend, &hang, finished).await, JobState::Dead);
-    assert_eq!(wait_for(&backend, &long, finished).await, JobState::Cancelled);
+    assert_eq!(
+        wait_for(&backend, &long, finished).await,
+        JobState::Cancelled
+    );
     let stats = worker.stop().await;
     assert_eq!(stats.cancelled, 1, "{stats:?}");
 
@@ -186,47 +219,82 @@ async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
         ("spool_jobs_succeeded_total", EventKind::Succeeded, 2.0),
         ("spool_jobs_failed_total", EventKind::Failed, 3.0),
         ("spool_jobs_retried_total", EventKind::RetryScheduled, 1.0),
-        ("spool_jobs_dead_lettered_total", EventKind::DeadLettered, 2.0),
+        (
+            "spool_jobs_dead_lettered_total",
+            EventKind::DeadLettered,
+            2.0,
+        ),
         ("spool_jobs_cancelled_total", EventKind::Cancelled, 1.0),
         ("spool_plugin_loads_total", EventKind::PluginLoaded, 3.0),
     ] {
-        assert_eq!(count(kind), expected, "{kind} events in the store: {events:?}");
+        assert_eq!(
+            count(kind),
+            expected,
+            "{kind} events in the store: {events:?}"
+        );
         assert_eq!(sum(&samples, metric, &[]), expected, "{metric}");
     }
     assert_eq!(sum(&samples, "spool_jobs_lease_expired_total", &[]), 0.0);
     assert_eq!(
-        sum(&samples, "spool_jobs_succeeded_total", &[("queue", "email")]),
+        sum(
+            &samples,
+            "spool_jobs_succeeded_total",
+            &[("queue", "email")]
+        ),
         2.0
     );
     assert_eq!(
-        sum(&samples, "spool_jobs_failed_total", &[("queue", "hang"), ("phase", "timeout")]),
+        sum(
+            &samples,
+            "spool_jobs_failed_total",
+            &[("queue", "hang"), ("phase", "timeout")]
+        ),
         1.0
     );
     assert_eq!(
-        sum(&samples, "spool_jobs_failed_total", &[("queue", "email"), ("phase", "run")]),
+        sum(
+            &samples,
+            "spool_jobs_failed_total",
+            &[("queue", "email"), ("phase", "run")]
+        ),
         2.0
     );
 
     // Attempts, by outcome: the cancelled one was aborted and never ended on its own.
     let duration = "spool_attempt_duration_seconds";
     assert_eq!(observed(&samples, duration, &[]), 5.0);
-    assert_eq!(observed(&samples, duration, &[("outcome", "succeeded")]), 2.0);
+    assert_eq!(
+        observed(&samples, duration, &[("outcome", "succeeded")]),
+        2.0
+    );
     assert_eq!(observed(&samples, duration, &[("outcome", "retry")]), 1.0);
     assert_eq!(observed(&samples, duration, &[("outcome", "fail")]), 1.0);
-    assert_eq!(observed(&samples, duration, &[("outcome", "timed-out")]), 1.0);
+    assert_eq!(
+        observed(&samples, duration, &[("outcome", "timed-out")]),
+        1.0
+    );
     let timed_out = sum(
         &samples,
         &format!("{duration}_sum"),
         &[("outcome", "timed-out")],
     );
-    assert!((0.3..3.0).contains(&timed_out), "timed out after {timed_out} s");
+    assert!(
+        (0.3..3.0).contains(&timed_out),
+        "timed out after {timed_out} s"
+    );
     // The timeout's abort, and how late past the 300 ms deadline it came.
     let overrun = "spool_timeout_abort_latency_seconds";
     assert_eq!(observed(&samples, overrun, &[("queue", "hang")]), 1.0);
     let late = sum(&samples, &format!("{overrun}_sum"), &[]);
-    assert!((0.0..2.0).contains(&late), "aborted {late} s past the deadline");
+    assert!(
+        (0.0..2.0).contains(&late),
+        "aborted {late} s past the deadline"
+    );
     // One first start per job; every attempt that ran reports its memory high-water mark.
-    assert_eq!(observed(&samples, "spool_enqueue_to_start_seconds", &[]), 5.0);
+    assert_eq!(
+        observed(&samples, "spool_enqueue_to_start_seconds", &[]),
+        5.0
+    );
     let memory = "spool_attempt_memory_peak_bytes";
     assert_eq!(observed(&samples, memory, &[]), 5.0);
     let mean = sum(&samples, &format!("{memory}_sum"), &[]) / 5.0;
@@ -247,12 +315,22 @@ async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
         .iter()
         .map(|id| id.0.clone())
         .collect();
-    let names: BTreeSet<&str> = ["queue", "phase", "outcome", "kind", "result", "worker", "state"]
-        .into();
+    let names: BTreeSet<&str> = [
+        "queue", "phase", "outcome", "kind", "result", "worker", "state",
+    ]
+    .into();
     for sample in &samples {
         for (name, value) in sample.labels.iter() {
-            assert!(names.contains(name.as_str()), "{} has label {name}", sample.metric);
-            assert!(!ids.contains(value), "{} has a job id in {name}", sample.metric);
+            assert!(
+                names.contains(name.as_str()),
+                "{} has label {name}",
+                sample.metric
+            );
+            assert!(
+                !ids.contains(value),
+                "{} has a job id in {name}",
+                sample.metric
+            );
         }
     }
 
@@ -265,7 +343,13 @@ async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     refresher.abort();
     let samples = scrape(&metrics);
-    let depth = |queue, state| sum(&samples, "spool_queue_jobs", &[("queue", queue), ("state", state)]);
+    let depth = |queue, state| {
+        sum(
+            &samples,
+            "spool_queue_jobs",
+            &[("queue", queue), ("state", state)],
+        )
+    };
     assert_eq!(depth("email", "succeeded"), 2.0);
     assert_eq!(depth("email", "dead"), 1.0);
     assert_eq!(depth("email", "ready"), 0.0);
@@ -278,13 +362,22 @@ async fn the_live_stream_carries_exactly_the_committed_events_and_tenants_label_
     let s = Setup::new(CONFIG);
     let backend = SqliteBackend::open(&s.db(), SqliteOptions::default()).unwrap();
     // The caller's metrics, with the tenant label on: the worker keeps them.
-    let mine = Arc::new(Metrics::with_config(&MetricsConfig { tenant_label: true }));
+    let mine = Arc::new(Metrics::with_config(&MetricsConfig {
+        tenant_label: true,
+        ..MetricsConfig::default()
+    }));
     backend.set_sink(backend.sink().with_metrics(mine.clone()));
     let mut live = backend.sink().subscribe();
     let (metrics, worker) = start(&s, &backend).await;
     assert!(Arc::ptr_eq(&metrics, &mine));
 
-    let acme = enqueue(&backend, "email", r#"{"to":"ada@example.com"}"#, Some("acme")).await;
+    let acme = enqueue(
+        &backend,
+        "email",
+        r#"{"to":"ada@example.com"}"#,
+        Some("acme"),
+    )
+    .await;
     let plain = enqueue(&backend, "email", r#"{"to":"ada@example.com"}"#, None).await;
     wait_for(&backend, &acme, finished).await;
     wait_for(&backend, &plain, finished).await;
