@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,9 +30,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::MetricsConfig;
 use crate::events::{Event, EventKind};
-use crate::outcome::Outcome;
+use crate::outcome::{AttemptReport, Outcome, TrapKind};
 use crate::queue::{Backend, QueueCounts};
-use crate::sandbox::CacheStatus;
+use crate::sandbox::{CacheStatus, RunError};
 
 /// A label set: a few names, each with its value.
 type Labels = Vec<(&'static str, String)>;
@@ -365,6 +365,35 @@ impl Metrics {
         }
     }
 
+    /// A worker's attempt of a job of `queue`, started at `started` under the queue's
+    /// `timeout`, ran (`Ok`) or could not be run by the host (`Err`, counted as a trap).
+    pub fn attempt_ran(
+        &self,
+        queue: &str,
+        tenant: Option<&str>,
+        ran: &Result<AttemptReport, RunError>,
+        started: Instant,
+        timeout: Option<Duration>,
+    ) {
+        match ran {
+            Ok(report) => self.attempt_finished(
+                queue,
+                tenant,
+                &report.outcome,
+                report.timings.elapsed,
+                Some(report.memory_peak),
+                timeout,
+            ),
+            Err(_) => {
+                let trap = Outcome::Trapped {
+                    kind: TrapKind::Other,
+                    message: String::new(),
+                };
+                self.attempt_finished(queue, tenant, &trap, started.elapsed(), None, timeout);
+            }
+        }
+    }
+
     /// A worker loaded a queue's plugin; `status` says whether it was compiled.
     pub fn plugin_loaded(&self, queue: &str, status: CacheStatus) {
         if !self.enabled {
@@ -453,19 +482,21 @@ impl Metrics {
     }
 
     /// Read the queue depths from `backend` every `every`, for ever (run it on a task of its
-    /// own and abort the task to stop). A failed read keeps the last values and is logged.
+    /// own and abort the task to stop). Reading the depths walks every job the store keeps, so
+    /// on a large store the pause grows to 20 times the last read's duration: the refresher
+    /// never keeps the store busy more than a twentieth of the time. A failed read keeps the
+    /// last values and is logged.
     pub async fn refresh_queue_depth<B: Backend>(self: Arc<Self>, backend: B, every: Duration) {
         if !self.enabled {
             return;
         }
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let read = Instant::now();
             match backend.queues().await {
                 Ok(counts) => self.set_queue_depth(&counts),
                 Err(e) => tracing::warn!(error = %e, "cannot read the queue depths for metrics"),
             }
+            tokio::time::sleep(every.max(read.elapsed() * 20)).await;
         }
     }
 }

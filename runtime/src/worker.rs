@@ -730,27 +730,8 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         http: Default::default(),
     });
     let ran = sandbox.run_with(&plugin, &input, Some(journal)).await;
-    match &ran {
-        Ok(report) => metrics.attempt_finished(
-            &job.queue,
-            job.tenant.as_deref(),
-            &report.outcome,
-            report.timings.elapsed,
-            Some(report.memory_peak),
-            plugin.limits().timeout,
-        ),
-        Err(_) => metrics.attempt_finished(
-            &job.queue,
-            job.tenant.as_deref(),
-            &crate::Outcome::Trapped {
-                kind: crate::TrapKind::Other,
-                message: String::new(),
-            },
-            started.elapsed(),
-            None,
-            plugin.limits().timeout,
-        ),
-    }
+    let timeout = plugin.limits().timeout;
+    metrics.attempt_ran(&job.queue, job.tenant.as_deref(), &ran, started, timeout);
     let (outcome, logs, checkpoint, mut children, digest, progress, http) = match ran {
         Ok(report) => (
             report.outcome,
