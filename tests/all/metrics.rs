@@ -13,11 +13,12 @@ use prometheus_parse::{Sample, Scrape, Value};
 use spool::config::{Config, MetricsConfig};
 use spool::events::{Event, EventKind};
 use spool::metrics::Metrics;
+use spool::queue::nats::{NatsBackend, NatsOptions};
 use spool::queue::sqlite::{SqliteBackend, SqliteOptions};
 use spool::queue::{Backend, EventFilter, JobId, JobState, NewJob};
 use spool::worker::Worker;
 
-use crate::support::{Setup, event_counts};
+use crate::support::{NatsServer, Setup, event_counts};
 
 const CONFIG: &str = r#"
 [worker]
@@ -65,7 +66,7 @@ impl Running {
     }
 }
 
-async fn start(s: &Setup, backend: &SqliteBackend) -> (Arc<Metrics>, Running) {
+async fn start<B: Backend + Clone>(s: &Setup, backend: &B) -> (Arc<Metrics>, Running) {
     let config = Config::load(&s.dir.path().join("spool.toml")).unwrap();
     let worker = Worker::start(
         backend.clone(),
@@ -88,8 +89,8 @@ async fn start(s: &Setup, backend: &SqliteBackend) -> (Arc<Metrics>, Running) {
     (metrics, Running { stop, task })
 }
 
-async fn enqueue(
-    backend: &SqliteBackend,
+async fn enqueue<B: Backend>(
+    backend: &B,
     queue: &str,
     payload: &str,
     tenant: Option<&str>,
@@ -104,8 +105,8 @@ async fn enqueue(
 }
 
 /// Wait until job `id` is in a state `done` accepts; its state.
-async fn wait_for(
-    backend: &SqliteBackend,
+async fn wait_for<B: Backend>(
+    backend: &B,
     id: &JobId,
     done: impl Fn(JobState) -> bool,
 ) -> JobState {
@@ -162,7 +163,26 @@ fn observed(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
 async fn counters_match_the_committed_events_and_no_label_holds_a_job_id() {
     let s = Setup::new(CONFIG);
     let backend = SqliteBackend::open(&s.db(), SqliteOptions::default()).unwrap();
-    let (metrics, worker) = start(&s, &backend).await;
+    counters_match_the_committed_events(&s, &backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_match_the_committed_events_on_nats_too() {
+    let server = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap();
+    let backend = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .unwrap();
+    let s = Setup::new(CONFIG);
+    counters_match_the_committed_events(&s, &backend).await;
+}
+
+/// Run a success, a retry, a dead job, a timeout and a cancel through a worker on `backend`,
+/// then hold its metrics against the events the store committed.
+async fn counters_match_the_committed_events<B: Backend + Clone>(s: &Setup, backend: &B) {
+    let (metrics, worker) = start(s, backend).await;
+    let backend = backend.clone();
 
     let ok = enqueue(&backend, "email", r#"{"to":"ada@example.com"}"#, None).await;
     let flaky = enqueue(
