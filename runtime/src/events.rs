@@ -8,6 +8,10 @@
 //! to. A backend emits exactly what its store committed, nothing before the commit, so every
 //! view shows the same events in the same order.
 //!
+//! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled`, `lease-expired` and
+//! `schedule-skipped` are warnings; `started`, `succeeded`, `checkpointed` and
+//! `step-completed` are debug; the rest info.
+//!
 //! ```
 //! use std::sync::Arc;
 //!
@@ -23,10 +27,6 @@
 //! assert_eq!(live.try_recv().map(|e| e.kind), Ok(EventKind::Enqueued));
 //! assert!(metrics.encode().contains("spool_jobs_enqueued_total{queue=\"email\"} 1"));
 //! ```
-//!
-//! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled`, `lease-expired` and
-//! `schedule-skipped` are warnings; `started`, `succeeded`, `checkpointed` and
-//! `step-completed` are debug; the rest info.
 
 use std::sync::Arc;
 
