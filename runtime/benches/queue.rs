@@ -1,10 +1,11 @@
 //! Queue benchmarks on the embedded SQLite backend: enqueue rate, end-to-end no-op
 //! throughput by concurrency, enqueue-to-start latency at a steady rate, and throughput with a
-//! large backlog.
+//! large backlog; and what the Prometheus metrics cost end-to-end throughput.
 //!
 //! Run with `cargo bench -p spool-runtime --bench queue` (`-- quick` for a shorter run,
-//! `-- normal` for `synchronous = NORMAL`; `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch,
-//! 1000 by default). Figures go into BENCHMARKS.md.
+//! `-- normal` for `synchronous = NORMAL`, `-- metrics` for the metrics comparison alone;
+//! `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch, 1000 by default). Figures go into
+//! BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -12,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use spool::config::{QueueConfig, WorkerSettings};
+use spool::config::{MetricsConfig, QueueConfig, WorkerSettings};
+use spool::metrics::Metrics;
 use spool::queue::sqlite::{SqliteBackend, SqliteOptions, Synchronous};
 use spool::queue::{Backend, EventFilter, EventKind, NewJob};
 use spool::worker::Worker;
@@ -30,6 +32,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("durability: synchronous = {synchronous:?}\n");
 
+    if std::env::args().any(|a| a == "metrics") {
+        rt.block_on(metrics_cost(&noop, synchronous, scale));
+        return;
+    }
     rt.block_on(async {
         println!("## enqueue rate");
         let dir = tempfile::tempdir().unwrap();
@@ -83,6 +89,51 @@ fn main() {
             println!("{queued:>9} queued: {rate:.0} jobs/s");
         }
     });
+    rt.block_on(metrics_cost(&noop, synchronous, scale));
+}
+
+/// End-to-end no-op throughput with the metrics off and on, alternating, three runs each.
+async fn metrics_cost(noop: &Path, synchronous: Synchronous, scale: usize) {
+    let n = 30_000 / scale;
+    println!("\n## metrics cost (concurrency 100, {n} jobs per run, off and on alternating)");
+    let mut rates: HashMap<bool, Vec<f64>> = HashMap::new();
+    for round in 0..3 {
+        for enabled in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let backend = open(&dir.path().join("metrics.db"), synchronous);
+            let config = MetricsConfig {
+                enabled,
+                ..MetricsConfig::default()
+            };
+            let metrics = std::sync::Arc::new(Metrics::with_config(&config));
+            backend.set_sink(backend.sink().with_metrics(metrics.clone()));
+            fill(&backend, n).await;
+            let rate = drain(&backend, noop, 100, n).await;
+            let state = if enabled { "on" } else { "off" };
+            println!("round {round}: metrics {state:>3}: {rate:.0} jobs/s");
+            if enabled {
+                let started = metrics
+                    .encode()
+                    .lines()
+                    .find(|l| l.starts_with("spool_jobs_succeeded_total"))
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(started.ends_with(&format!(" {n}")), "{started}");
+            }
+            rates.entry(enabled).or_default().push(rate);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let off = median(rates.remove(&false).unwrap());
+    let on = median(rates.remove(&true).unwrap());
+    println!(
+        "median: off {off:.0} jobs/s, on {on:.0} jobs/s: on/off = {:.3} (cost {:.1}%)",
+        on / off,
+        (1.0 - on / off) * 100.0
+    );
 }
 
 fn open(path: &Path, synchronous: Synchronous) -> SqliteBackend {

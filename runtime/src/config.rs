@@ -121,6 +121,30 @@ pub struct Config {
     /// Where the worker exports its attempt spans, if anywhere.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// The Prometheus metrics' settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table: whether the Prometheus metrics at `/metrics` are kept, and what
+/// they label.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Keep the metrics (default on). Off, nothing is counted and `/metrics` is empty.
+    pub enabled: bool,
+    /// Label the job counters and attempt histograms by tenant too (default off). Each tenant
+    /// then makes its own series: switch it on only for a bounded number of tenants.
+    pub tenant_label: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            tenant_label: false,
+        }
+    }
 }
 
 /// One `[schedules.NAME]` table: a job enqueued at every tick.

@@ -1,13 +1,39 @@
 //! Typed events: one for every transition of a job, recorded by the backend in the same
-//! transaction as the transition (the job's timeline), and emitted through `tracing` once
-//! committed.
+//! transaction as the transition (the job's timeline), and published through the backend's
+//! [`EventSink`] once committed.
+//!
+//! The sink is the one way out for committed events: it fans each one out to `tracing`
+//! ([`emit`]), to the process's [`Metrics`] when it has them, and to an in-process broadcast
+//! that live views (the HTTP server's event stream, the dashboard) [`subscribe`](EventSink::subscribe)
+//! to. A backend emits exactly what its store committed, nothing before the commit, so every
+//! view shows the same events in the same order.
 //!
 //! Levels: `failed` is an error; `dead-lettered`, `retry-scheduled`, `lease-expired` and
 //! `schedule-skipped` are warnings; `started`, `succeeded`, `checkpointed` and
 //! `step-completed` are debug; the rest info.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use spool::events::{Event, EventKind, EventSink};
+//! use spool::metrics::Metrics;
+//!
+//! let metrics = Arc::new(Metrics::new());
+//! let sink = EventSink::new().with_metrics(metrics.clone());
+//! let mut live = sink.subscribe();
+//! # let event = Event { seq: 1, at: 0, kind: EventKind::Enqueued, job_id: None, queue: Some("email".into()),
+//! #     tenant: None, attempt: None, phase: None, message: None, digest: None, worker: None, duration_ms: None };
+//! sink.emit(&event);
+//! assert_eq!(live.try_recv().map(|e| e.kind), Ok(EventKind::Enqueued));
+//! assert!(metrics.encode().contains("spool_jobs_enqueued_total{queue=\"email\"} 1"));
+//! ```
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
+use crate::metrics::Metrics;
 use crate::queue::{JobId, Phase, Timestamp};
 
 /// What happened.
@@ -210,7 +236,84 @@ impl EventFilter {
     }
 }
 
-/// Emit a committed event through `tracing`, at its kind's level.
+/// How many events the live broadcast holds for a subscriber that has not read them yet; one
+/// that falls further behind misses the oldest ([`broadcast::error::RecvError::Lagged`]).
+pub const LIVE_CAPACITY: usize = 4096;
+
+/// Where a backend publishes the events it committed: `tracing`, the metrics (when attached)
+/// and a live broadcast. Cheap to clone: clones share the broadcast and the metrics.
+///
+/// A backend opens with [`EventSink::new`] (tracing and the broadcast, no metrics); a worker
+/// attaches its [`Metrics`] with [`EventSink::with_metrics`] (see
+/// [`Backend::set_sink`](crate::queue::Backend::set_sink)).
+#[derive(Clone)]
+pub struct EventSink {
+    metrics: Option<Arc<Metrics>>,
+    live: broadcast::Sender<Event>,
+}
+
+impl EventSink {
+    /// A sink to `tracing` and a live broadcast of its own, without metrics.
+    pub fn new() -> Self {
+        EventSink {
+            metrics: None,
+            live: broadcast::Sender::new(LIVE_CAPACITY),
+        }
+    }
+
+    /// This sink, counting its events in `metrics` too. The broadcast is the same one: its
+    /// subscribers keep receiving.
+    pub fn with_metrics(&self, metrics: Arc<Metrics>) -> Self {
+        EventSink {
+            metrics: Some(metrics),
+            live: self.live.clone(),
+        }
+    }
+
+    /// The metrics the sink counts events in, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Every event emitted from now on, in the order emitted. A receiver that falls more than
+    /// [`LIVE_CAPACITY`] events behind is told how many it missed, and goes on from the
+    /// oldest still held.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    /// Publish a committed event: to `tracing` at its kind's level, to the metrics, and to
+    /// every subscriber. Call it only once the store has committed the event.
+    pub fn emit(&self, event: &Event) {
+        emit(event);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_event(event);
+        }
+        // Cloning only when someone listens: with no subscriber the broadcast costs nothing.
+        if self.live.receiver_count() > 0 {
+            // A send fails only when the last receiver went away meanwhile.
+            let _ = self.live.send(event.clone());
+        }
+    }
+}
+
+impl Default for EventSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink")
+            .field("metrics", &self.metrics.is_some())
+            .field("subscribers", &self.live.receiver_count())
+            .finish()
+    }
+}
+
+/// Emit a committed event through `tracing`, at its kind's level (one of the outlets of an
+/// [`EventSink`]).
 pub fn emit(event: &Event) {
     macro_rules! at_level {
         ($level:expr) => {
@@ -237,5 +340,106 @@ pub fn emit(event: &Event) {
         tracing::Level::INFO => at_level!(tracing::Level::INFO),
         tracing::Level::DEBUG => at_level!(tracing::Level::DEBUG),
         _ => at_level!(tracing::Level::TRACE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use super::{Event, EventKind, EventSink};
+    use crate::metrics::Metrics;
+
+    fn event(seq: i64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            at: 1_700_000_000_000,
+            kind,
+            job_id: Some(crate::queue::JobId(format!("{seq}"))),
+            queue: Some("email".to_owned()),
+            tenant: None,
+            attempt: Some(1),
+            phase: None,
+            message: None,
+            digest: None,
+            worker: None,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_sink_fans_each_event_out_to_every_subscriber_and_its_metrics_in_order() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = EventSink::new().with_metrics(metrics.clone());
+        let (mut first, mut second) = (sink.subscribe(), sink.subscribe());
+        let events = [
+            event(1, EventKind::Enqueued),
+            event(2, EventKind::Started),
+            event(3, EventKind::Succeeded),
+        ];
+        for e in &events {
+            sink.emit(e);
+        }
+        for rx in [&mut first, &mut second] {
+            for e in &events {
+                assert_eq!(rx.try_recv().as_ref(), Ok(e));
+            }
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        }
+        let text = metrics.encode();
+        for family in ["enqueued", "started", "succeeded"] {
+            let line = format!("spool_jobs_{family}_total{{queue=\"email\"}} 1\n");
+            assert!(text.contains(&line), "no {line} in {text}");
+        }
+    }
+
+    #[test]
+    fn attaching_metrics_keeps_the_subscribers_of_the_sink() {
+        let plain = EventSink::new();
+        let mut live = plain.subscribe();
+        let metrics = Arc::new(Metrics::new());
+        let counted = plain.with_metrics(metrics.clone());
+        assert!(plain.metrics().is_none());
+        assert!(Arc::ptr_eq(counted.metrics().unwrap(), &metrics));
+        counted.emit(&event(7, EventKind::Cancelled));
+        assert_eq!(live.try_recv().map(|e| e.seq), Ok(7));
+        // The plain sink counts nothing: only the one given the metrics does.
+        plain.emit(&event(8, EventKind::Cancelled));
+        assert_eq!(live.try_recv().map(|e| e.seq), Ok(8));
+        assert!(
+            metrics
+                .encode()
+                .contains("spool_jobs_cancelled_total{queue=\"email\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn a_sink_without_subscribers_still_counts_and_a_late_subscriber_sees_only_what_follows() {
+        let metrics = Arc::new(Metrics::new());
+        let sink = EventSink::new().with_metrics(metrics.clone());
+        sink.emit(&event(1, EventKind::Enqueued));
+        let mut late = sink.subscribe();
+        sink.emit(&event(2, EventKind::Enqueued));
+        assert_eq!(late.try_recv().map(|e| e.seq), Ok(2));
+        assert_eq!(late.try_recv(), Err(TryRecvError::Empty));
+        assert!(
+            metrics
+                .encode()
+                .contains("spool_jobs_enqueued_total{queue=\"email\"} 2\n")
+        );
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_how_many_it_missed() {
+        let sink = EventSink::new();
+        let mut slow = sink.subscribe();
+        let n = i64::try_from(super::LIVE_CAPACITY).unwrap() + 10;
+        for seq in 1..=n {
+            sink.emit(&event(seq, EventKind::Checkpointed));
+        }
+        assert_eq!(slow.try_recv(), Err(TryRecvError::Lagged(10)));
+        assert_eq!(slow.try_recv().map(|e| e.seq), Ok(11));
     }
 }

@@ -277,6 +277,9 @@ pub struct AttemptReport {
     /// What the attempt's outbound HTTP requests used.
     #[serde(default, skip_serializing_if = "HttpUsage::is_none")]
     pub http: HttpUsage,
+    /// The most linear memory the instance held at once, in bytes (its high-water mark).
+    #[serde(default, rename = "memory_peak_bytes")]
+    pub memory_peak: u64,
     /// Where the time went.
     pub timings: Timings,
 }

@@ -21,6 +21,11 @@
 //!   fresh, with the attempts it is running, every `[worker] heartbeat`; a graceful stop
 //!   removes the entry.
 //!
+//! The worker counts what it does in its [`Metrics`] ([`Worker::metrics`]): the backend's
+//! committed events reach them through the backend's [`EventSink`], which the worker gives
+//! its metrics to unless the caller already did; the worker adds what only it sees (attempt
+//! durations, traps, memory, slots) and refreshes the queue depths every few seconds.
+//!
 //! Shutdown stops claiming and scheduling (giving up the scheduler lock), lets running attempts
 //! finish for the grace period, aborts the rest and releases their leases so nothing waits for
 //! a lease to expire.
@@ -34,8 +39,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::config::{QueueConfig, Retention, WorkerSettings};
-use crate::events::{EventKind, NewEvent};
+use crate::events::{EventKind, EventSink, NewEvent};
 use crate::job::JobInput;
+use crate::metrics::Metrics;
 use crate::queue::{
     AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
     Settle, Timestamp, WORKER_TTL_BEATS, WorkerInfo, now,
@@ -139,6 +145,7 @@ pub struct Worker<B: Backend + Clone> {
     stats: Arc<Mutex<WorkerStats>>,
     /// Where attempt spans are exported, if anywhere.
     tracer: Option<Tracer>,
+    metrics: Arc<Metrics>,
 }
 
 /// A live view of a running worker's [`WorkerStats`].
@@ -169,6 +176,16 @@ impl<B: Backend + Clone> Worker<B> {
             ));
         }
         let id = format!("worker-{}-{:04x}", std::process::id(), fastrand::u16(..));
+        // The backend's events count in the metrics its sink already has, or in new ones.
+        let sink = backend.sink();
+        let metrics = match sink.metrics() {
+            Some(metrics) => metrics.clone(),
+            None => {
+                let metrics = Arc::new(Metrics::new());
+                backend.set_sink(sink.with_metrics(metrics.clone()));
+                metrics
+            }
+        };
         let mut slots = Vec::new();
         for (name, config) in queues {
             let plugin = sandbox
@@ -179,6 +196,7 @@ impl<B: Backend + Clone> Worker<B> {
                     error,
                 })?
                 .with_config(config.values(&name)?);
+            metrics.plugin_loaded(&name, plugin.cache_status());
             let mut event = NewEvent::new(EventKind::PluginLoaded);
             event.queue = Some(name.clone());
             event.digest = Some(plugin.digest().as_str().to_owned());
@@ -202,6 +220,7 @@ impl<B: Backend + Clone> Worker<B> {
             queues: slots,
             stats: Arc::default(),
             tracer: None,
+            metrics,
         })
     }
 
@@ -245,6 +264,17 @@ impl<B: Backend + Clone> Worker<B> {
     /// A handle that reads the worker's counts while it runs.
     pub fn stats(&self) -> StatsHandle {
         StatsHandle(self.stats.clone())
+    }
+
+    /// The worker's metrics, for `/metrics` ([`Metrics::encode`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The sink the worker's backend publishes committed events through: subscribe to it for
+    /// a live stream of them.
+    pub fn events(&self) -> EventSink {
+        self.backend.sink()
     }
 
     /// The worker's id, as recorded in leases and events.
@@ -360,6 +390,13 @@ impl<B: Backend + Clone> Worker<B> {
             stats.clone(),
         ));
         let mut background = JoinSet::new();
+        self.metrics
+            .worker_started(&self.id, self.settings.concurrency);
+        background.spawn(
+            self.metrics
+                .clone()
+                .refresh_queue_depth(self.backend.clone(), crate::metrics::DEPTH_REFRESH),
+        );
         background.spawn(renew_loop(
             self.backend.clone(),
             inflight.clone(),
@@ -393,6 +430,7 @@ impl<B: Backend + Clone> Worker<B> {
             self.sandbox.clone(),
             self.queues.clone(),
             self.id.clone(),
+            self.metrics.clone(),
         ));
         background.spawn(heartbeat_loop(
             self.backend.clone(),
@@ -493,6 +531,7 @@ impl<B: Backend + Clone> Worker<B> {
                         global: global.clone(),
                         stopping: stopping.clone(),
                         worker: self.id.clone(),
+                        metrics: self.metrics.clone(),
                         settles: settle_tx.clone(),
                         journal: Arc::new(AttemptJournal {
                             backend: self.backend.clone(),
@@ -571,6 +610,7 @@ struct Run {
     global: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
     worker: String,
+    metrics: Arc<Metrics>,
     settles: mpsc::UnboundedSender<Settle>,
     journal: Arc<dyn Journal>,
     kept: KeepOnAbort,
@@ -678,6 +718,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         global,
         stopping,
         worker,
+        metrics,
         settles,
         journal,
         mut kept,
@@ -693,6 +734,7 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     if stopping.load(Ordering::Relaxed) {
         return;
     }
+    let _running = metrics.attempt_running(&worker, &slot.name);
     let plugin = slot.plugin();
     let policy = slot.config.retry_policy(job.max_attempts);
     let input = JobInput {
@@ -716,6 +758,14 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     );
     let started_at = now();
     let started = Instant::now();
+    if job.started == 1 {
+        let waited = u64::try_from(started_at - job.enqueued_at).unwrap_or(0);
+        metrics.job_started(
+            &job.queue,
+            job.tenant.as_deref(),
+            Duration::from_millis(waited),
+        );
+    }
     kept.record = Some(AttemptRecord {
         attempt: job.attempt,
         worker: worker.clone(),
@@ -728,11 +778,13 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         logs: Vec::new(),
         http: Default::default(),
     });
-    let (outcome, logs, checkpoint, mut children, digest, progress, http) = match sandbox
+    let ran = sandbox
         .run_with(&plugin, &input, Some(journal))
         .instrument(trace.span().clone())
-        .await
-    {
+        .await;
+    let timeout = plugin.limits().timeout;
+    metrics.attempt_ran(&job.queue, job.tenant.as_deref(), &ran, started, timeout);
+    let (outcome, logs, checkpoint, mut children, digest, progress, http) = match ran {
         Ok(report) => (
             report.outcome,
             report.logs,
@@ -986,6 +1038,7 @@ async fn reload_loop<B: Backend>(
     sandbox: Sandbox,
     queues: Vec<Arc<QueueSlot>>,
     worker: String,
+    metrics: Arc<Metrics>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -1004,8 +1057,12 @@ async fn reload_loop<B: Backend>(
                 q.config.limits(),
                 q.config.grants(&q.name),
             ) {
-                Ok(plugin) if plugin.digest() == q.plugin().digest() => continue,
+                Ok(plugin) if plugin.digest() == q.plugin().digest() => {
+                    metrics.plugin_loaded(&q.name, plugin.cache_status());
+                    continue;
+                }
                 Ok(plugin) => {
+                    metrics.plugin_loaded(&q.name, plugin.cache_status());
                     // Secrets are read once, at start: the new plugin gets the same values.
                     let plugin = plugin.with_config(q.plugin().config().clone());
                     event.digest = Some(plugin.digest().as_str().to_owned());

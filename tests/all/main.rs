@@ -20,6 +20,7 @@ mod http_server;
 mod input;
 mod json;
 mod logs;
+mod metrics;
 mod nats;
 mod outcomes;
 mod polyglot;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use spool::config::{Config, QueueConfig};
+use spool::queue::Backend as _;
 use spool::worker::Worker;
 use spool::{Sandbox, SandboxConfig};
 
@@ -83,6 +84,9 @@ pub async fn run(
     };
     let schedules = config.schedules().map_err(anyhow::Error::msg)?;
     let scheduled = schedules.len();
+    // The worker's metrics count the backend's committed events, labelled as `[metrics]` says.
+    let metrics = std::sync::Arc::new(spool::metrics::Metrics::with_config(&config.metrics));
+    backend.set_sink(backend.sink().with_metrics(metrics));
     // Started before the worker, so the first attempts' spans have somewhere to go.
     let exporter = config
         .tracing

@@ -65,6 +65,20 @@ macro_rules! forward {
                 }
             }
 
+            fn sink(&self) -> crate::events::EventSink {
+                match self {
+                    AnyBackend::Sqlite(backend) => backend.sink(),
+                    AnyBackend::Nats(backend) => backend.sink(),
+                }
+            }
+
+            fn set_sink(&self, sink: crate::events::EventSink) {
+                match self {
+                    AnyBackend::Sqlite(backend) => backend.set_sink(sink),
+                    AnyBackend::Nats(backend) => backend.set_sink(sink),
+                }
+            }
+
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {

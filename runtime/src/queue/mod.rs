@@ -626,6 +626,13 @@ pub trait Backend: Send + Sync + 'static {
         check::DEFAULT_MAX_PAYLOAD
     }
 
+    /// The sink this backend publishes its committed events through (shared by its clones).
+    fn sink(&self) -> crate::events::EventSink;
+
+    /// Publish committed events through `sink` from now on: this backend and every clone of
+    /// it. A backend opens with a sink of its own ([`EventSink::new`](crate::events::EventSink::new)).
+    fn set_sink(&self, sink: crate::events::EventSink);
+
     /// Enqueue jobs, all in one transaction; see [`NewJob::key`] for duplicates. Records
     /// `enqueued` (or `duplicate`) for each. Every job is checked first
     /// ([`check::check_jobs`]: its queue name and payload size); one that fails refuses the

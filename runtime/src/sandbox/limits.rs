@@ -54,6 +54,8 @@ pub(crate) struct StoreLimiter {
     table_elements: usize,
     instances: usize,
     memory_in_use: usize,
+    /// The most linear memory the instance has held at once.
+    pub(crate) memory_peak: usize,
     pub(crate) refused_grow: bool,
 }
 
@@ -64,6 +66,7 @@ impl StoreLimiter {
             table_elements: limits.table_elements,
             instances: limits.instances,
             memory_in_use: 0,
+            memory_peak: 0,
             refused_grow: false,
         }
     }
@@ -81,6 +84,7 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             && maximum.is_none_or(|max| desired <= max);
         if fits {
             self.memory_in_use = others + desired;
+            self.memory_peak = self.memory_peak.max(self.memory_in_use);
         } else {
             self.refused_grow = true;
         }

@@ -198,6 +198,7 @@ impl Sandbox {
             children: state.children.clone(),
             progress: state.progress.clone(),
             http: state.http.usage(),
+            memory_peak: u64::try_from(state.limiter.memory_peak).unwrap_or(u64::MAX),
             timings: Timings {
                 queued: started - queued_at,
                 instantiate: instantiated.saturating_duration_since(started),

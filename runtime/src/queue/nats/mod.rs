@@ -418,6 +418,14 @@ impl Backend for NatsBackend {
         enqueue::max_payload(&self.inner).0
     }
 
+    fn sink(&self) -> crate::events::EventSink {
+        self.inner.sink()
+    }
+
+    fn set_sink(&self, sink: crate::events::EventSink) {
+        self.inner.set_sink(sink);
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
         enqueue::enqueue(&self.inner, jobs).await
     }

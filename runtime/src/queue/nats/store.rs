@@ -16,7 +16,7 @@ use super::NatsOptions;
 use super::names::{Lane, Names};
 use super::record::{Record, Wire};
 use super::setup::{self, REQUEST_TIMEOUT, Streams, store};
-use crate::events::emit;
+use crate::events::EventSink;
 use crate::queue::{JobId, NewEvent, QueueError};
 
 /// How often a compare-and-set is retried against concurrent writers before giving up.
@@ -66,12 +66,12 @@ pub async fn entry_at(
 /// Event-log messages sent and not yet confirmed, with the events each holds.
 type PendingEvents = (Vec<Wire>, async_nats::jetstream::context::PublishAckFuture);
 
-/// Wait for the server to store event-log messages, and emit their events through `tracing`.
-async fn confirm_events(pending: Vec<PendingEvents>) -> Result<(), QueueError> {
+/// Wait for the server to store event-log messages, and publish their events through `sink`.
+async fn confirm_events(sink: &EventSink, pending: Vec<PendingEvents>) -> Result<(), QueueError> {
     for (chunk, ack) in pending {
         let ack = ack.await.map_err(|e| store("publishing events", e))?;
         for (i, wire) in chunk.into_iter().enumerate() {
-            emit(&wire.into_event(log_seq(ack.sequence, i)));
+            sink.emit(&wire.into_event(log_seq(ack.sequence, i)));
         }
     }
     Ok(())
@@ -116,6 +116,8 @@ pub struct Inner {
     table_published: Mutex<Option<std::time::Instant>>,
     /// Cancel notices heard by this connection.
     pub notices: super::cancel::Notices,
+    /// Where stored events go.
+    sink: std::sync::RwLock<EventSink>,
 }
 
 /// One lease in a lease table: what the sweeper needs to find a lapsed lease.
@@ -177,8 +179,25 @@ impl Inner {
             table_publish: tokio::sync::Mutex::new(()),
             table_published: Mutex::new(None),
             notices: super::cancel::Notices::default(),
+            sink: std::sync::RwLock::default(),
             names,
         }
+    }
+
+    /// The sink stored events are published through.
+    pub fn sink(&self) -> EventSink {
+        self.sink
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publish stored events through `sink` from now on.
+    pub fn set_sink(&self, sink: EventSink) {
+        *self
+            .sink
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sink;
     }
 
     /// The consumer of a queue's lane, created on first use.
@@ -376,12 +395,12 @@ impl Inner {
     }
 
     /// Append events to the event log: one message per queue (and per [`LOG_BATCH`] events)
-    /// holding a JSON array, in order, pipelined; each event is emitted through `tracing`
-    /// once stored. The events about a job are already in its record's timeline: this is the
+    /// holding a JSON array, in order, pipelined; each event is published through the
+    /// sink once stored. The events about a job are already in its record's timeline: this is the
     /// log that `spool events` reads and follows.
     pub async fn publish_events(&self, events: Vec<Wire>) -> Result<(), QueueError> {
         let pending = self.send_events(events).await?;
-        confirm_events(pending).await
+        confirm_events(&self.sink(), pending).await
     }
 
     /// [`Inner::publish_events`] without waiting for the server to store them: the messages
@@ -391,8 +410,9 @@ impl Inner {
     pub async fn publish_events_unconfirmed(&self, events: Vec<Wire>) -> Result<(), QueueError> {
         let pending = self.send_events(events).await?;
         if !pending.is_empty() {
+            let sink = self.sink();
             tokio::spawn(async move {
-                if let Err(e) = confirm_events(pending).await {
+                if let Err(e) = confirm_events(&sink, pending).await {
                     tracing::warn!(error = %e, "the event log did not store a batch of events");
                 }
             });

@@ -23,8 +23,8 @@
 //! [`SqliteOptions::busy_timeout`]. A claim is one `UPDATE ... WHERE id IN (SELECT ... LIMIT n)
 //! RETURNING ...` statement inside that transaction: one winner per job, whatever the number
 //! of processes. Batches (enqueue, claim, settle) are one transaction each, so a batch of a
-//! thousand costs one commit. The events a transaction records are emitted through
-//! [`events::emit`](crate::events::emit) only once it has committed.
+//! thousand costs one commit. The events a transaction records are published through the
+//! backend's [`EventSink`](crate::events::EventSink) only once it has committed.
 //!
 //! **Fencing.** Every claim adds one to the job's `token` column and hands the new value out in
 //! the [`Lease`]; nothing ever lowers it. Every write for an attempt (renew, settle, release)
@@ -201,6 +201,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Per queue, where the last fair claim's tenant listing stopped (see `limits`).
     fair_cursors: Arc<Mutex<std::collections::HashMap<String, Option<String>>>>,
+    /// Where committed events go.
+    sink: std::sync::RwLock<crate::events::EventSink>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -255,6 +257,7 @@ impl SqliteBackend {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
+                sink: Default::default(),
             }),
         })
     }
@@ -296,6 +299,7 @@ impl SqliteBackend {
                 writer: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
+                sink: Default::default(),
             }),
         })
     }
@@ -306,7 +310,7 @@ impl SqliteBackend {
     }
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction on the write connection, off the async
-    /// executor; commit, then emit the events it recorded.
+    /// executor; commit, then publish the events it recorded through the sink.
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
@@ -314,19 +318,19 @@ impl SqliteBackend {
     {
         let inner = Arc::clone(&self.inner);
         blocking(op, move || {
-            let (value, events) = {
-                let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Read the clock once the write lock is ours: another process may have held
-                // it for a while.
-                let mut journal = Journal::new(now());
-                let value = f(&tx, &mut journal)?;
-                journal.finish(&tx)?;
-                tx.commit()?;
-                (value, journal.into_events())
-            };
-            for event in &events {
-                crate::events::emit(event);
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Read the clock once the write lock is ours: another process may have held it
+            // for a while.
+            let mut journal = Journal::new(now());
+            let value = f(&tx, &mut journal)?;
+            journal.finish(&tx)?;
+            tx.commit()?;
+            // Still holding the write connection, so this process's events reach the sink in
+            // the order of their sequence numbers.
+            let sink = inner.sink.read().unwrap_or_else(PoisonError::into_inner);
+            for event in &journal.into_events() {
+                sink.emit(event);
             }
             Ok(value)
         })
@@ -505,6 +509,22 @@ impl From<QueueError> for Failure {
 impl Backend for SqliteBackend {
     fn max_payload(&self) -> usize {
         self.inner.options.max_payload
+    }
+
+    fn sink(&self) -> crate::events::EventSink {
+        self.inner
+            .sink
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_sink(&self, sink: crate::events::EventSink) {
+        *self
+            .inner
+            .sink
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
     }
 
     async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
