@@ -74,11 +74,21 @@ function applyRole(root = document) {
   }
 }
 
+// Replaces the page's content, keeping what the user did to the old one: the details they
+// opened or closed, what they typed in a form's fields, and where the focus was.
 function show(...nodes) {
   const main = $("#view");
-  const open = new Set([...main.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key));
+  const open = new Map([...main.querySelectorAll("details[data-key]")].map((d) => [d.dataset.key, d.open]));
+  const fieldKey = (el) => `${el.form ? el.form.id : ""}/${el.name}`;
+  const typed = new Map([...main.querySelectorAll("[data-dirty][name]")].map((el) => [fieldKey(el), el.value]));
+  const focused = document.activeElement && main.contains(document.activeElement) && document.activeElement.name ? fieldKey(document.activeElement) : null;
   main.replaceChildren(...nodes);
-  for (const d of main.querySelectorAll("details[data-key]")) d.open = open.has(d.dataset.key);
+  for (const d of main.querySelectorAll("details[data-key]")) if (open.has(d.dataset.key)) d.open = open.get(d.dataset.key);
+  for (const el of main.querySelectorAll("[name]")) {
+    const key = fieldKey(el);
+    if (typed.has(key)) { el.value = typed.get(key); el.dataset.dirty = "1"; }
+    if (key === focused) el.focus();
+  }
   applyRole(main);
 }
 
@@ -183,6 +193,19 @@ async function follow() {
     }
     setLive(false);
     await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// The last five minutes' events give the sparklines their history; the stream goes on from
+// the newest of them.
+async function seed() {
+  try {
+    const { events } = await api("GET", "/events?since=5m&limit=1000");
+    throughput.counts.clear();
+    for (const event of events) throughput.record(event);
+    if (events.length) lastSeq = events[events.length - 1].seq;
+  } catch {
+    // No history: the sparklines start empty.
   }
 }
 
@@ -304,7 +327,7 @@ async function jobsPage(params) {
       h("td", { class: "num" }, `${j.failures}${j.max_attempts ? ` / ${j.max_attempts}` : ""}`),
       h("td", {}, j.tenant || ""), h("td", {}, time(j.enqueued_at)),
       h("td", { class: "error-text" }, j.last_error || "")));
-    const form = h("form", { class: "row filters", onsubmit: (e) => { e.preventDefault(); location.hash = link({ queue: e.target.queue.value, state: e.target.state.value, tenant: e.target.tenant.value }); } },
+    const form = h("form", { class: "row filters", id: "jobs-filter", onsubmit: (e) => { e.preventDefault(); location.hash = link({ queue: e.target.queue.value, state: e.target.state.value, tenant: e.target.tenant.value }); } },
       h("input", { name: "queue", placeholder: "queue", value: filter.queue, "aria-label": "queue" }),
       h("select", { name: "state", "aria-label": "state" }, h("option", { value: "" }, "any state"),
         STATES.map((s) => h("option", { value: s, selected: s === filter.state }, s))),
@@ -406,12 +429,14 @@ async function childTree(children, depth) {
 }
 
 async function dlqPage(params) {
-  const filter = { queue: params.get("queue") || "", tenant: params.get("tenant") || "" };
+  const filter = { queue: params.get("queue") || "", tenant: params.get("tenant") || "", since: params.get("since") || "" };
   const limit = 500;
   let jobs = [];
   let confirming = null; // { verb, count, run }
   const selected = new Set();
-  const bulk = () => (selected.size ? { ids: [...selected] } : { ...Object.fromEntries(Object.entries(filter).filter(([, v]) => v)) });
+  // The jobs acted on are exactly those listed (or selected), so the count asked about is the
+  // count touched: a job that dies meanwhile waits for the next look.
+  const bulk = () => ({ ids: selected.size ? [...selected] : jobs.map((j) => j.id) });
   const ask = (verb, run) => {
     const count = selected.size || jobs.length;
     confirming = { verb, count, run };
@@ -425,9 +450,10 @@ async function dlqPage(params) {
       h("td", { class: "num" }, j.failures), h("td", {}, j.last_phase || ""),
       h("td", { class: "error-text" }, j.last_error || ""), h("td", {}, time(j.updated_at))));
     const scope = selected.size ? `${selected.size} selected` : `all ${jobs.length}${jobs.length >= limit ? "+" : ""}`;
-    const form = h("form", { class: "row filters", onsubmit: (e) => { e.preventDefault(); location.hash = `#/dlq${query({ queue: e.target.queue.value, tenant: e.target.tenant.value })}`; } },
+    const form = h("form", { class: "row filters", id: "dlq-filter", onsubmit: (e) => { e.preventDefault(); location.hash = `#/dlq${query({ queue: e.target.queue.value, tenant: e.target.tenant.value, since: e.target.since.value })}`; } },
       h("input", { name: "queue", placeholder: "queue", value: filter.queue, "aria-label": "queue" }),
       h("input", { name: "tenant", placeholder: "tenant", value: filter.tenant, "aria-label": "tenant" }),
+      h("input", { name: "since", placeholder: "died since (1h)", value: filter.since, "aria-label": "died since" }),
       h("button", { type: "submit" }, "Filter"));
     const actions = h("p", { class: "row" },
       admin(h("button", { id: "replay", disabled: !jobs.length, onclick: () => ask("replay", (body) => api("POST", "/dlq/replay", body)) }, `Replay ${scope}`)),
@@ -560,6 +586,8 @@ async function route() {
   clearTimeout(pending);
   pending = null;
   flash("");
+  // A new page starts from its own fields, not what was typed on the last one.
+  for (const el of $("#view").querySelectorAll("[data-dirty]")) delete el.dataset.dirty;
   const hash = location.hash.replace(/^#\/?/, "") || "queues";
   const [path, search] = hash.split("?");
   const params = new URLSearchParams(search || "");
@@ -588,12 +616,15 @@ async function start() {
     else localStorage.removeItem("spool.token");
     await loadAuth();
     lastSeq = null;
+    await seed();
     follow();
     route();
   });
   demo.init();
+  for (const kind of ["input", "change"]) $("#view").addEventListener(kind, (e) => { if (e.target.name) e.target.dataset.dirty = "1"; });
   await loadAuth();
   window.addEventListener("hashchange", route);
+  await seed();
   follow();
   await route();
 }
