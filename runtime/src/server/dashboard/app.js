@@ -92,6 +92,11 @@ function show(...nodes) {
   applyRole(main);
 }
 
+// Forgets what was typed in `form`, so its next render shows the values it is given.
+function clean(form) {
+  if (form) for (const el of form.querySelectorAll("[data-dirty]")) delete el.dataset.dirty;
+}
+
 function flash(message) {
   const el = $("#error");
   el.textContent = message || "";
@@ -494,7 +499,7 @@ async function schedulesPage() {
       h("td", {}, s.name), h("td", { class: "mono" }, s.spec), h("td", {}, s.queue), h("td", {}, s.missed),
       h("td", {}, time(s.next_run_at)), h("td", {}, time(s.last_run_at)),
       h("td", {}, s.last_job ? jobLink(s.last_job) : ""), h("td", {}, s.from_config ? "config" : "api"),
-      h("td", {}, admin(h("button", { onclick: () => { editing = s; render(); } }, "Edit")), " ",
+      h("td", {}, admin(h("button", { onclick: () => { clean($("#schedule-form")); editing = s; render(); } }, "Edit")), " ",
         admin(h("button", { class: "danger", onclick: () => act(async () => {
           await api("DELETE", `/schedules/${encodeURIComponent(s.name)}`); await load();
         }) }, "Delete")))));
@@ -508,7 +513,7 @@ async function schedulesPage() {
       h("label", {}, "payload", h("input", { name: "payload", value: e.payload === undefined ? "{}" : JSON.stringify(e.payload) })),
       h("label", {}, "missed ticks", h("select", { name: "missed" }, ["skip", "catch-up"].map((m) => h("option", { selected: m === e.missed }, m)))),
       admin(h("button", { type: "submit" }, editing ? `Save ${editing.name}` : "Add schedule")),
-      editing ? h("button", { type: "button", onclick: () => { editing = null; render(); } }, "New instead") : null);
+      editing ? h("button", { type: "button", onclick: () => { clean($("#schedule-form")); editing = null; render(); } }, "New instead") : null);
     show(h("h1", {}, "Schedules"),
       table(["name", "spec", "queue", "missed", "next", "last", "last job", "from", ""], rows, "No schedules."),
       h("h2", {}, editing ? `Edit ${editing.name}` : "Add a schedule"), form);
@@ -518,6 +523,7 @@ async function schedulesPage() {
     if (form.cron.value) body.cron = form.cron.value;
     if (form.every.value) body.every = form.every.value;
     await api("PUT", `/schedules/${encodeURIComponent(form.name.value)}`, body);
+    clean(form);
     editing = null;
     await load();
   });
