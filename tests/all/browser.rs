@@ -236,10 +236,13 @@ impl Browser {
 
     /// Whether the element matching `css` is disabled, and its tooltip.
     async fn disabled(&self, css: &str) -> (bool, String) {
-        let el = self.find(css).await;
-        let disabled = el.prop("disabled").await.unwrap().as_deref() == Some("true");
-        let title = el.attr("title").await.unwrap().unwrap_or_default();
-        (disabled, title)
+        self.find(css).await;
+        let js = format!(
+            "const el = document.querySelector({}); return el && [el.disabled, el.title];",
+            serde_json::to_string(css).unwrap()
+        );
+        let state = self.script(&js).await;
+        serde_json::from_value(state).unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 }
 
@@ -279,25 +282,22 @@ fn screenshots_dir() -> PathBuf {
 
 /// Enqueue the email job in `mode` from the demo panel; returns its id.
 async fn enqueue_from_panel(browser: &Browser, mode: &str) -> String {
-    let before = browser
-        .client()
-        .find_all(Locator::Css("#demo-jobs li"))
-        .await
-        .unwrap()
-        .len();
+    // Read in one go: the panel re-renders as events arrive.
+    let listed = || async {
+        let ids = browser
+            .script("return [...document.querySelectorAll('#demo-jobs li')].map(li => li.dataset.job);")
+            .await;
+        serde_json::from_value::<Vec<String>>(ids).unwrap()
+    };
+    let before = listed().await;
     browser
         .click(&format!("#demo-form button[value={mode}]"))
         .await;
     let start = Instant::now();
     loop {
-        let items = browser
-            .client()
-            .find_all(Locator::Css("#demo-jobs li"))
-            .await
-            .unwrap();
-        if items.len() > before {
-            // The newest is first.
-            return items[0].attr("data-job").await.unwrap().unwrap();
+        // The newest is first.
+        if let Some(id) = listed().await.into_iter().find(|id| !before.contains(id)) {
+            return id;
         }
         assert!(
             start.elapsed() < PATIENCE,
@@ -316,7 +316,7 @@ async fn the_dashboard_shows_a_demo_job_succeed_live_and_every_page_renders() {
     browser.wait_text("#role", "admin").await;
     browser.wait_text("#live", "live").await;
     browser.find("#demo:not([hidden])").await;
-    browser.wait_text("tr[data-queue=email]", "email").await;
+    browser.wait_text("h1", "Queues").await;
     browser.mark().await;
 
     let id = enqueue_from_panel(&browser, "ok").await;
@@ -501,24 +501,15 @@ async fn with_a_read_token_the_admin_buttons_cannot_be_pressed() {
     browser.screenshot("queues-read-only").await;
 
     // Pressing a disabled button does nothing: no job appears.
-    let jobs = browser
-        .client()
-        .find_all(Locator::Css("#demo-jobs li"))
-        .await
-        .unwrap()
-        .len();
+    let count = "return document.querySelectorAll('#demo-jobs li').length;";
+    let jobs = browser.script(count).await;
     let _ = browser
         .find("#demo-form button[value=ok]")
         .await
         .click()
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = browser
-        .client()
-        .find_all(Locator::Css("#demo-jobs li"))
-        .await
-        .unwrap()
-        .len();
+    let after = browser.script(count).await;
     assert_eq!(after, jobs, "a read token enqueued a job");
 
     browser.open(&format!("{}#/dlq", demo.url)).await;
