@@ -61,6 +61,9 @@ pub async fn run(
         );
     }
     let mut config = Config::load(config_path)?;
+    // The HTTP API applies the whole config (its enqueue accepts every configured queue),
+    // whichever queues this worker serves.
+    let full_config = config.clone();
     if !args.queues.is_empty() {
         for name in &args.queues {
             if !config.queues.contains_key(name) {
@@ -80,6 +83,10 @@ pub async fn run(
     let layout = match &store {
         Store::Sqlite(_) => format!("synchronous = {:?}", config.worker.synchronous),
         Store::Nats { options, .. } => nats_layout(options),
+    };
+    let http = match config.worker.http {
+        Some(addr) => Some(http_server(addr, &backend, full_config).await?),
+        None => None,
     };
     let schedules = config.schedules().map_err(anyhow::Error::msg)?;
     let scheduled = schedules.len();
@@ -104,8 +111,20 @@ pub async fn run(
         );
     }
     say(format, &format!("  store {store} ({layout})"));
+    if let Some((addr, _, _)) = &http {
+        say(format, &format!("  HTTP API on http://{addr}/api/v1"));
+    }
     let (stop, stop_now) = signals();
-    let stats = worker.run_until(stop, stop_now).await?;
+    let stats = worker.run_until(stop, stop_now).await;
+    if let Some((_, stop_http, server)) = http {
+        let _ = stop_http.send(());
+        match server.await {
+            Ok(Err(e)) => tracing::error!("the HTTP API failed: {e}"),
+            Err(e) => tracing::error!("the HTTP API failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let stats = stats?;
     say(
         format,
         &format!(
@@ -121,6 +140,38 @@ pub async fn run(
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A running HTTP API: its address, what stops it, and its task.
+type HttpServer = (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Start the HTTP API (`[worker] http`) on `addr` beside the worker, on the same store; it
+/// stops when the worker has stopped. A bad address or a missing token stops the worker
+/// before it claims anything.
+async fn http_server(
+    addr: std::net::SocketAddr,
+    backend: &spool::queue::AnyBackend,
+    config: Config,
+) -> anyhow::Result<HttpServer> {
+    use spool::server::{Auth, ServerState};
+    let auth = Auth::from_env(Some(&config.http))?;
+    let state = ServerState::new(
+        backend.clone(),
+        std::sync::Arc::new(spool::metrics::Metrics::new()),
+    )
+    .with_config(Some(config))
+    .with_auth(auth);
+    let listener = spool::server::bind(addr, &state).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spool::server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Ok((addr, stop, server))
 }
 
 /// Write one line of the worker's own report on stderr: as it is in text mode, as a log line
