@@ -23,6 +23,7 @@
 //! ```
 
 pub mod auth;
+mod dashboard;
 mod dlq;
 mod error;
 mod events;
@@ -240,6 +241,7 @@ pub fn router(state: ServerState) -> Router {
     // The dashboard's routes are merged here: `.merge(dashboard::routes())`.
     guarded
         .merge(open)
+        .merge(dashboard::routes())
         .route("/api/v1/{*rest}", any(error::no_route))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

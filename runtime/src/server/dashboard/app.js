@@ -376,7 +376,7 @@ async function jobPage(id) {
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
     show(
       h("div", { class: "title-row" }, h("h1", {}, "Job ", h("span", { class: "mono" }, job.id), " ", badge(job.state)), finished ? null : cancel),
-      h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
       h("div", { class: "columns" },
         h("section", {}, h("h2", {}, "Timeline"), timeline(job.events)),
         h("section", {}, h("h2", {}, "Attempts"), attempts(job.attempts))),
@@ -407,7 +407,8 @@ function timeline(events) {
 
 function attempts(list) {
   if (!list || !list.length) return h("p", { class: "empty" }, "No attempts yet.");
-  return h("div", { id: "attempts" }, list.map((a) => h("details", { class: `attempt outcome-${a.outcome}`, "data-key": `attempt-${a.attempt}-${a.run}`, open: a.error ? true : null },
+  // The newest attempt and every failed one start open; the user's choice is kept after that.
+  return h("div", { id: "attempts" }, list.map((a, i) => h("details", { class: `attempt outcome-${a.outcome}`, "data-key": `attempt-${a.attempt}-${a.run}`, open: a.error || i === list.length - 1 ? true : null },
     h("summary", {}, h("b", {}, `#${a.attempt}`), " ", badge(a.outcome),
       a.phase ? h("span", { class: "phase" }, ` [${a.phase}]`) : null,
       ` ${a.finished_at && a.started_at ? `${a.finished_at - a.started_at} ms` : ""} on ${a.worker || "?"}`,
