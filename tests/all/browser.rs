@@ -285,7 +285,9 @@ async fn enqueue_from_panel(browser: &Browser, mode: &str) -> String {
     // Read in one go: the panel re-renders as events arrive.
     let listed = || async {
         let ids = browser
-            .script("return [...document.querySelectorAll('#demo-jobs li')].map(li => li.dataset.job);")
+            .script(
+                "return [...document.querySelectorAll('#demo-jobs li')].map(li => li.dataset.job);",
+            )
             .await;
         serde_json::from_value::<Vec<String>>(ids).unwrap()
     };
@@ -414,7 +416,9 @@ async fn a_dead_demo_job_is_replayed_then_purged_from_the_dead_letter_page() {
     assert!(browser.same_page().await, "the job page was reloaded");
 
     // Purge asks first, naming how many.
-    browser.open(&format!("{}#/dlq?queue=email", demo.url)).await;
+    browser
+        .open(&format!("{}#/dlq?queue=email", demo.url))
+        .await;
     browser.wait_text(&row, "email").await;
     browser.click("#purge").await;
     let question = browser.wait_text("#confirm", "Purge 1 dead job").await;
@@ -483,7 +487,9 @@ async fn with_a_read_token_the_admin_buttons_cannot_be_pressed() {
     // A reader sees the same job but cannot act.
     browser.use_token("read-secret").await;
     browser.wait_text("#role", "read").await;
-    browser.wait_text("#admin-note", "need an admin token").await;
+    browser
+        .wait_text("#admin-note", "need an admin token")
+        .await;
     let stored = browser
         .script("return localStorage.getItem('spool.token');")
         .await;
@@ -492,7 +498,10 @@ async fn with_a_read_token_the_admin_buttons_cannot_be_pressed() {
         let (disabled, why) = browser
             .disabled(&format!("#demo-form button[value={button}]"))
             .await;
-        assert!(disabled, "the demo's {button} button is enabled for a reader");
+        assert!(
+            disabled,
+            "the demo's {button} button is enabled for a reader"
+        );
         assert!(why.contains("admin token"), "{why}");
     }
     browser.wait_text("tr[data-queue=email]", "email").await;

@@ -104,7 +104,9 @@ pub async fn run(
             queues,
         )
         .await?;
-        outln!("Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}");
+        outln!(
+            "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}"
+        );
         outln!(
             "The plugin sends each email to a mail API at {} (the only address the queue may reach)",
             mail.base()
