@@ -73,7 +73,8 @@ pub async fn list(
 }
 
 fn phase(text: Option<&str>) -> Result<Option<Phase>, ApiError> {
-    text.map(|p| params::one_of::<Phase>("phase", p)).transpose()
+    text.map(|p| params::one_of::<Phase>("phase", p))
+        .transpose()
 }
 
 /// Which dead jobs to replay or purge: ids, or a filter.
