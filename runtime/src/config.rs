@@ -778,9 +778,7 @@ impl HttpConfig {
         for (i, token) in self.tokens.iter().enumerate() {
             match (&token.value, &token.env) {
                 (Some(_), Some(_)) => {
-                    return Err(format!(
-                        "http.tokens[{i}]: give `value` or `env`, not both"
-                    ));
+                    return Err(format!("http.tokens[{i}]: give `value` or `env`, not both"));
                 }
                 (None, None) => {
                     return Err(format!(

@@ -61,7 +61,12 @@ impl Auth {
     pub fn from_env(http: Option<&HttpConfig>) -> Result<Auth, AuthError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut auth = Auth::none();
-        for (index, token) in http.map(|h| h.tokens.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (index, token) in http
+            .map(|h| h.tokens.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let value = match (&token.value, &token.env) {
                 (Some(value), _) => value.clone(),
                 (None, Some(name)) => var(name).ok_or_else(|| AuthError::MissingEnv {
@@ -115,9 +120,7 @@ impl Auth {
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The guard in front of the API: 401 without a known token (when tokens are required), 403
@@ -136,8 +139,12 @@ pub async fn authorize(State(state): State<ServerState>, req: Request, next: Nex
             req.method(),
             req.uri().path()
         )),
-        None if presented => ApiError::unauthorized("the bearer token is not one this server knows"),
-        None => ApiError::unauthorized("this server needs a bearer token: send `Authorization: Bearer <token>`"),
+        None if presented => {
+            ApiError::unauthorized("the bearer token is not one this server knows")
+        }
+        None => ApiError::unauthorized(
+            "this server needs a bearer token: send `Authorization: Bearer <token>`",
+        ),
     };
     tracing::warn!(
         method = %req.method(),

@@ -73,7 +73,8 @@ pub async fn list(
 }
 
 fn phase(text: Option<&str>) -> Result<Option<Phase>, ApiError> {
-    text.map(|p| params::one_of::<Phase>("phase", p)).transpose()
+    text.map(|p| params::one_of::<Phase>("phase", p))
+        .transpose()
 }
 
 /// Which dead jobs to replay or purge: ids, or a filter.
@@ -108,7 +109,8 @@ impl DlqSelection {
         };
         let filtered = filter != DlqFilter::default();
         if self.ids.is_empty() {
-            if !filtered && !(self.all && what == "purge") {
+            let everything = self.all && what == "purge";
+            if !filtered && !everything {
                 return Err(ApiError::bad_request(if what == "purge" {
                     "say which dead jobs to purge: ids, a filter (queue, phase, since, until), or \"all\": true"
                 } else {

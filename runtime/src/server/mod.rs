@@ -43,10 +43,10 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use self::auth::{Auth, AuthError};
 use self::auth::BearerScheme;
-pub use crate::config::Role;
+pub use self::auth::{Auth, AuthError};
 use crate::config::Config;
+pub use crate::config::Role;
 use crate::metrics::Metrics;
 use crate::queue::{AnyBackend, Backend as _};
 
