@@ -13,6 +13,13 @@
 //! synchronous = "full"      # or "normal": see `SqliteOptions`
 //! max_payload = "16MiB"     # the largest payload an enqueue takes, on either backend
 //! heartbeat = "5s"          # how often the worker refreshes its entry in the worker registry
+//! http = "127.0.0.1:7070"   # also serve the operator HTTP API (as `spool serve` does)
+//!
+//! [http]                    # the operator HTTP API's bearer tokens (`spool serve`, `[worker] http`)
+//! tokens = [
+//!   { role = "admin", env = "OPS_ADMIN_TOKEN" },     # read from this environment variable
+//!   { role = "read", value = "s3cret-read-token" },  # or given by value
+//! ]
 //!
 //! [queues.email]                  # a queue name: 1 to 128 ASCII letters, digits, `-`, `_`
 //! plugin = "plugins/email.wasm"   # relative to this file
@@ -124,6 +131,9 @@ pub struct Config {
     /// The Prometheus metrics' settings.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The operator HTTP server's access tokens.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// The `[metrics]` table: whether the Prometheus metrics at `/metrics` are kept, and what
@@ -256,6 +266,9 @@ pub struct WorkerSettings {
     /// to 60 s.
     #[serde(deserialize_with = "heartbeat")]
     pub heartbeat: Duration,
+    /// Serve the operator HTTP API (the one `spool serve` serves) from the worker process on
+    /// this address, e.g. `127.0.0.1:7070`; none by default.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerSettings {
@@ -271,6 +284,7 @@ impl Default for WorkerSettings {
             threads: 0,
             max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
             heartbeat: Duration::from_secs(5),
+            http: None,
         }
     }
 }
@@ -784,6 +798,7 @@ impl Config {
                 queue.tenant_values.insert(tenant.clone(), values.clone());
             }
         }
+        config.http.check()?;
         for (name, table) in &config.schedules {
             table
                 .schedule(name)
@@ -809,6 +824,117 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// A queue the configuration does not have, refused by an enqueue (`spool enqueue`, the HTTP
+/// API) unless forced: a job on a queue no worker serves would wait for ever.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown queue `{queue}`: {}", known_queues(.known))]
+pub struct UnknownQueue {
+    /// The queue asked for.
+    pub queue: String,
+    /// The queues the configuration has.
+    pub known: Vec<String>,
+}
+
+fn known_queues(known: &[String]) -> String {
+    if known.is_empty() {
+        "the config has no [queues]".to_owned()
+    } else {
+        format!("the config has {}", known.join(", "))
+    }
+}
+
+impl Config {
+    /// Refuse `queue` unless the configuration has it.
+    pub fn known_queue(&self, queue: &str) -> Result<(), UnknownQueue> {
+        if self.queues.contains_key(queue) {
+            return Ok(());
+        }
+        Err(UnknownQueue {
+            queue: queue.to_owned(),
+            known: self.queues.keys().cloned().collect(),
+        })
+    }
+}
+
+/// The `[http]` table: who may use the operator HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Bearer tokens, each with its role. With none (and no `SPOOL_ADMIN_TOKEN` or
+    /// `SPOOL_READ_TOKEN` in the environment), the server binds to loopback only and every
+    /// request is admin.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl HttpConfig {
+    fn check(&self) -> Result<(), String> {
+        for (i, token) in self.tokens.iter().enumerate() {
+            match (&token.value, &token.env) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("http.tokens[{i}]: give `value` or `env`, not both"));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "http.tokens[{i}]: give the token as `value = \"...\"` or name its environment variable with `env = \"NAME\"`"
+                    ));
+                }
+                (Some(value), None) if value.is_empty() => {
+                    return Err(format!("http.tokens[{i}]: the token is empty"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One bearer token of the HTTP API: given by value, or by the name of the environment
+/// variable that holds it (read when the server starts).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// What the token may do.
+    pub role: Role,
+    /// The token itself.
+    pub value: Option<String>,
+    /// The environment variable that holds the token.
+    pub env: Option<String>,
+}
+
+// The token is a secret: never printed, not even in a debug dump of the config.
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("role", &self.role)
+            .field("value", &self.value.as_ref().map(|_| "***"))
+            .field("env", &self.env)
+            .finish()
+    }
+}
+
+/// What an HTTP API token may do.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    serde::Serialize,
+    strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Role {
+    /// Read everything: jobs, queues, the dead-letter queue, schedules, events, metrics.
+    Read,
+    /// Read, and change: enqueue, cancel, replay, purge, schedules.
+    Admin,
 }
 
 fn default_timeout() -> Duration {

@@ -16,6 +16,7 @@ pub mod retry;
 pub mod sandbox;
 pub mod schedule;
 pub mod scheduler;
+pub mod server;
 pub mod trace;
 pub mod units;
 pub mod worker;

@@ -1,16 +1,23 @@
 //! `spool demo`: the email job in four modes through an embedded worker, printed as it happens,
 //! sending to a local mail API (`mail_api`) whose deliveries it shows at the end.
+//!
+//! `spool demo --http` runs the same worker and mail API with the HTTP server and its dashboard
+//! instead, until Ctrl-C: the dashboard's email demo panel enqueues the jobs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use spool::config::{BackoffConfig, QueueConfig, SecretSource, WorkerSettings};
+use spool::metrics::Metrics;
 use spool::queue::sqlite::Synchronous;
-use spool::queue::{Backend, EventFilter, EventKind, JobId, NewJob};
+use spool::queue::{AnyBackend, Backend, EventFilter, EventKind, JobId, NewJob};
+use spool::server::{Auth, ServerState};
 use spool::worker::Worker;
 
 use super::cache::CacheArgs;
@@ -23,6 +30,15 @@ pub struct DemoArgs {
     /// Where the built plugins are (`cargo xtask plugins` puts them here).
     #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
     plugins: PathBuf,
+    /// Serve the dashboard and the HTTP API on ADDR (default 127.0.0.1:7070) until Ctrl-C,
+    /// and enqueue the demo jobs from the dashboard's email demo panel.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:7070"
+    )]
+    http: Option<SocketAddr>,
 }
 
 pub async fn run(
@@ -80,6 +96,25 @@ pub async fn run(
         poll_interval: Duration::from_millis(20),
         ..WorkerSettings::default()
     };
+    if let Some(addr) = args.http {
+        let worker = Worker::start(
+            backend.clone(),
+            cache.apply(sandbox_for(8, &queues)?),
+            settings,
+            queues,
+        )
+        .await?;
+        outln!(
+            "Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}"
+        );
+        outln!(
+            "The plugin sends each email to a mail API at {} (the only address the queue may reach)",
+            mail.base()
+        );
+        let served = serve(backend, worker, addr).await;
+        drop(mail);
+        return served;
+    }
 
     outln!("Spool demo: queue `email` (timeout 5s, 3 attempts, backoff 1s then 2s), store {store}");
     outln!(
@@ -247,6 +282,35 @@ pub async fn run(
         eprintln!("the demo did not finish within 50 s");
         ExitCode::from(1)
     })
+}
+
+/// Run `worker` and the HTTP server (with the dashboard's demo panel) on `addr` until Ctrl-C.
+async fn serve(
+    backend: AnyBackend,
+    worker: Worker<AnyBackend>,
+    addr: SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let state = ServerState::new(backend, Arc::new(Metrics::new()))
+        .with_auth(Auth::from_env(None)?)
+        .with_demo(true);
+    let listener = spool::server::bind(addr, &state).await?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {addr}"))?;
+    outln!("\nDashboard: http://{local}/  (Ctrl-C to stop)");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let served = spool::server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .with_context(|| format!("the HTTP server on {local} failed"));
+    let _ = stop.send(());
+    running.await??;
+    served?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `1 delivery`, `2 deliveries`.

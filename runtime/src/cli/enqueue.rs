@@ -164,21 +164,24 @@ pub(super) fn check_json(bytes: &[u8], what: impl FnOnce() -> String) -> anyhow:
 }
 
 /// Refuse a queue the config does not have, unless `force`: a job on a queue no worker
-/// serves would wait for ever.
+/// serves would wait for ever (the rule the HTTP API's enqueue applies too).
 fn known_queue(store: &StoreArgs, queue: &str, force: bool) -> anyhow::Result<()> {
     let Some(config) = store.config()? else {
         return Ok(());
     };
-    if force || config.queues.contains_key(queue) {
+    if force {
         return Ok(());
     }
+    let Err(unknown) = config.known_queue(queue) else {
+        return Ok(());
+    };
     let path = store.config_path().display();
-    if config.queues.is_empty() {
+    if unknown.known.is_empty() {
         anyhow::bail!(
             "unknown queue `{queue}`: {path} has no [queues] (pass --force if a worker with another config serves it)"
         );
     }
-    let known = config.queues.keys().cloned().collect::<Vec<_>>().join(", ");
+    let known = unknown.known.join(", ");
     anyhow::bail!(
         "unknown queue `{queue}`: {path} has {known} (pass --force if a worker with another config serves it)"
     )

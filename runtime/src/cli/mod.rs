@@ -24,6 +24,7 @@ mod mail_api;
 mod manual;
 mod plugin;
 mod schedule;
+mod serve;
 mod store;
 mod util;
 mod worker;
@@ -93,6 +94,8 @@ enum Command {
     /// Repeating jobs: add, list and remove schedules kept in the backend.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Serve the operator HTTP API, /metrics and health checks until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
     /// Run the email demo job in four modes through an embedded worker.
     Demo(demo::DemoArgs),
     /// Print a shell completion script
@@ -108,7 +111,7 @@ pub fn main() -> ExitCode {
     // worker's log says what it loaded, reloaded, released and why it stops.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn,spool::events=off",
-        Command::Worker(_) => "warn,spool=info",
+        Command::Worker(_) | Command::Serve(_) => "warn,spool=info",
         _ => "warn",
     };
     let format = cli.log_format;
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(command) => dlq::run(store, command).await,
             Command::Events(args) => inspect::events(store, args).await,
             Command::Schedule(command) => schedule::run(store, command).await,
+            Command::Serve(args) => serve::run(store, args).await,
             Command::Demo(args) => demo::run(store, cache, args).await,
             Command::Completions(args) => manual::completions(args),
             Command::Man(args) => manual::man(args),

@@ -62,6 +62,9 @@ pub async fn run(
         );
     }
     let mut config = Config::load(config_path)?;
+    // The HTTP API applies the whole config (its enqueue accepts every configured queue),
+    // whichever queues this worker serves.
+    let full_config = config.clone();
     if !args.queues.is_empty() {
         for name in &args.queues {
             if !config.queues.contains_key(name) {
@@ -86,7 +89,12 @@ pub async fn run(
     let scheduled = schedules.len();
     // The worker's metrics count the backend's committed events, labelled as `[metrics]` says.
     let metrics = std::sync::Arc::new(spool::metrics::Metrics::with_config(&config.metrics));
-    backend.set_sink(backend.sink().with_metrics(metrics));
+    backend.set_sink(backend.sink().with_metrics(metrics.clone()));
+    // The HTTP API beside the worker exports the worker's own metrics.
+    let http = match config.worker.http {
+        Some(addr) => Some(http_server(addr, &backend, metrics, full_config).await?),
+        None => None,
+    };
     // Started before the worker, so the first attempts' spans have somewhere to go.
     let exporter = config
         .tracing
@@ -123,11 +131,23 @@ pub async fn run(
             &format!("  attempt spans exported to {}", endpoint.traces_url()),
         );
     }
+    if let Some((addr, _, _)) = &http {
+        say(format, &format!("  HTTP API on http://{addr}/api/v1"));
+    }
     let (stop, stop_now) = signals();
-    let stats = worker.run_until(stop, stop_now).await?;
+    let stats = worker.run_until(stop, stop_now).await;
+    if let Some((_, stop_http, server)) = http {
+        let _ = stop_http.send(());
+        match server.await {
+            Ok(Err(e)) => tracing::error!("the HTTP API failed: {e}"),
+            Err(e) => tracing::error!("the HTTP API failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(exporter) = exporter {
         exporter.shutdown(std::time::Duration::from_secs(10)).await;
     }
+    let stats = stats?;
     say(
         format,
         &format!(
@@ -143,6 +163,36 @@ pub async fn run(
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A running HTTP API: its address, what stops it, and its task.
+type HttpServer = (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Start the HTTP API (`[worker] http`) on `addr` beside the worker, on the same store; it
+/// stops when the worker has stopped. A bad address or a missing token stops the worker
+/// before it claims anything.
+async fn http_server(
+    addr: std::net::SocketAddr,
+    backend: &spool::queue::AnyBackend,
+    metrics: std::sync::Arc<spool::metrics::Metrics>,
+    config: Config,
+) -> anyhow::Result<HttpServer> {
+    use spool::server::{Auth, ServerState};
+    let auth = Auth::from_env(Some(&config.http))?;
+    let state = ServerState::new(backend.clone(), metrics)
+        .with_config(Some(config))
+        .with_auth(auth);
+    let listener = spool::server::bind(addr, &state).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spool::server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Ok((addr, stop, server))
 }
 
 /// Write one line of the worker's own report on stderr: as it is in text mode, as a log line

@@ -1,0 +1,93 @@
+//! `/api/v1/queues`: counts per queue and state, with each queue's handler (`spool queues`).
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ServerState;
+use super::error::ApiError;
+use crate::queue::{Backend as _, QueueCounts};
+
+/// One queue.
+#[derive(Serialize, ToSchema)]
+pub struct QueueRow {
+    /// The queue's name.
+    name: String,
+    /// Jobs per state: scheduled, ready, running, waiting, succeeded, dead, cancelled.
+    #[schema(value_type = Object)]
+    counts: serde_json::Value,
+    /// The plugin serving it, per the config; `null` when the config has no such queue.
+    handler: Option<String>,
+    /// The plugin file's sha-256 digest; `null` when there is no handler or no file.
+    digest: Option<String>,
+    /// How long finished jobs are kept, when there is a config.
+    retention: Option<Retention>,
+}
+
+/// A retention in seconds per finished state; dead jobs are kept until purged.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+pub struct Retention {
+    /// Succeeded jobs.
+    succeeded_secs: u64,
+    /// Cancelled jobs.
+    cancelled_secs: u64,
+}
+
+/// The queues.
+#[derive(Serialize, ToSchema)]
+pub struct Queues {
+    /// Every queue that has jobs or a `[queues]` entry, by name.
+    queues: Vec<QueueRow>,
+}
+
+/// Counts per queue and state, each queue's plugin, and queues with jobs but no handler.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    tag = "queues",
+    responses((status = 200, body = Queues))
+)]
+pub async fn list(State(state): State<ServerState>) -> Result<Json<Queues>, ApiError> {
+    let mut counts = state.backend().queues().await?;
+    let config = state.config();
+    if let Some(config) = config {
+        for name in config.queues.keys() {
+            if !counts.iter().any(|c| &c.queue == name) {
+                counts.push(QueueCounts {
+                    queue: name.clone(),
+                    ..QueueCounts::default()
+                });
+            }
+        }
+    }
+    counts.sort_by(|a, b| a.queue.cmp(&b.queue));
+    let retention = config.map(|c| Retention {
+        succeeded_secs: c.worker.retention.succeeded.as_secs(),
+        cancelled_secs: c.worker.retention.cancelled.as_secs(),
+    });
+    let queues = counts
+        .into_iter()
+        .map(|c| {
+            let plugin = config.and_then(|config| config.queues.get(&c.queue).map(|q| &q.plugin));
+            QueueRow {
+                handler: plugin.map(|p| p.display().to_string()),
+                digest: plugin
+                    .and_then(|p| std::fs::read(p).ok())
+                    .map(|bytes| crate::Digest::of(&bytes).as_str().to_owned()),
+                retention,
+                counts: serde_json::json!({
+                    "scheduled": c.scheduled,
+                    "ready": c.ready,
+                    "running": c.running,
+                    "waiting": c.waiting,
+                    "succeeded": c.succeeded,
+                    "dead": c.dead,
+                    "cancelled": c.cancelled,
+                }),
+                name: c.queue,
+            }
+        })
+        .collect();
+    Ok(Json(Queues { queues }))
+}
