@@ -688,6 +688,7 @@ fn health_metrics_and_the_openapi_document_list_every_route() {
         ("/api/v1/schedules/{name}", "delete"),
         ("/api/v1/events", "get"),
         ("/api/v1/events/stream", "get"),
+        ("/api/v1/workers", "get"),
     ];
     for (path, method) in routes {
         assert!(
@@ -726,6 +727,77 @@ fn a_worker_with_worker_http_serves_the_same_api() {
     let job = server.wait_state(&id, "succeeded");
     assert_eq!(job["attempts"][0]["outcome"], "succeeded");
     assert_eq!(server.ok("/api/v1/auth")["role"], "admin");
+
+    // A producer's trace context, from the `traceparent` header, is kept on the job; a
+    // malformed one is refused.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let enqueue_traced = |value: &str| {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/api/v1/queues/email/jobs", server.base))
+            .header("Content-Type", "application/json")
+            .header("traceparent", value)
+            .body(json!({"payload": {"to": "ada@example.com"}}).to_string())
+            .unwrap();
+        let mut response = server.agent.run(request).unwrap();
+        let status = response.status().as_u16();
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body)
+    };
+    let (status, body) = enqueue_traced(traceparent);
+    assert_eq!(status, 201, "{body}");
+    let traced = body["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let job = server.wait_state(&traced, "succeeded");
+    assert_eq!(job["traceparent"], traceparent, "{job}");
+    let (status, body) = enqueue_traced("00-nothex");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad traceparent"),
+        "{body}"
+    );
+
+    // The worker is in the registry, serving the queue.
+    let workers = server.ok("/api/v1/workers");
+    let listed = workers["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{workers}");
+    assert_eq!(listed[0]["pid"], worker.id(), "{workers}");
+    assert_eq!(listed[0]["queues"], json!(["email"]), "{workers}");
+    let queues = server.ok("/api/v1/queues");
+    let email = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "email")
+        .unwrap_or_else(|| panic!("{queues}"));
+    assert_eq!(email["workers"], 1, "{queues}");
+
+    // The worker's `/metrics` counts what it ran: a Prometheus text parser reads it.
+    let text = server
+        .agent
+        .get(format!("{}/metrics", server.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let samples = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples;
+    let succeeded: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.metric.starts_with("spool_jobs_succeeded") && s.labels.get("queue") == Some("email")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(succeeded, 2.0, "{text}");
     stop(worker, "-TERM");
     assert!(
         server

@@ -401,7 +401,12 @@ async fn a_dead_demo_job_is_replayed_then_purged_from_the_dead_letter_page() {
     if deaths < 2 {
         let start = Instant::now();
         loop {
-            let now = browser.find("#timeline").await.text().await.unwrap();
+            // The timeline is redrawn as events arrive: an element found just before a
+            // redraw is stale by the time its text is read, so read it again.
+            let Ok(now) = browser.find("#timeline").await.text().await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
             let after = now.split("replayed").nth(1).unwrap_or("");
             if after.contains("dead-lettered") {
                 break;

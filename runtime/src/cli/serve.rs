@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use spool::queue::Backend as _;
 use spool::queue::sqlite::Synchronous;
 use spool::server::{Auth, ServerState};
 
@@ -25,7 +26,20 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<Exit
     // A server writes (enqueue, cancel, replay): read-write, created when missing, as
     // `spool enqueue` opens it.
     let backend = store_args.open(Synchronous::Full).await?;
-    let state = ServerState::new(backend, Arc::new(spool::metrics::Metrics::new()))
+    // `/metrics` here: the jobs this server enqueues, cancels and replays (its backend's
+    // committed events), and the queue depths read from the store every few seconds. A
+    // worker's own counters are on the worker's `/metrics` (`[worker] http`).
+    let metrics = Arc::new(match &config {
+        Some(config) => spool::metrics::Metrics::with_config(&config.metrics),
+        None => spool::metrics::Metrics::new(),
+    });
+    backend.set_sink(backend.sink().with_metrics(metrics.clone()));
+    let depths = tokio::spawn(
+        metrics
+            .clone()
+            .refresh_queue_depth(backend.clone(), spool::metrics::DEPTH_REFRESH),
+    );
+    let state = ServerState::new(backend, metrics)
         .with_config(config)
         .with_auth(auth);
     let listener = spool::server::bind(args.http, &state).await?;
@@ -36,7 +50,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<Exit
         "no token configured: every local caller is admin"
     };
     tracing::info!("serving the HTTP API on http://{addr}/api/v1 (store {store}; {tokens})");
-    spool::server::serve(listener, state, stop_signal()).await?;
+    let served = spool::server::serve(listener, state, stop_signal()).await;
+    depths.abort();
+    served?;
     tracing::info!("stopped serving the HTTP API");
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,7 @@ mod jobs;
 mod params;
 mod queues;
 mod schedules;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -173,6 +174,7 @@ fn guarded() -> OpenApiRouter<ServerState> {
         .routes(routes!(schedules::put, schedules::delete))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
+        .routes(routes!(workers::list))
         .routes(routes!(health::metrics))
 }
 

@@ -23,6 +23,8 @@ pub struct QueueRow {
     digest: Option<String>,
     /// How long finished jobs are kept, when there is a config.
     retention: Option<Retention>,
+    /// How many live workers serve the queue (0: its jobs wait for a worker).
+    workers: usize,
 }
 
 /// A retention in seconds per finished state; dead jobs are kept until purged.
@@ -41,7 +43,8 @@ pub struct Queues {
     queues: Vec<QueueRow>,
 }
 
-/// Counts per queue and state, each queue's plugin, and queues with jobs but no handler.
+/// Counts per queue and state, each queue's plugin and live workers, and queues with jobs
+/// but no handler.
 #[utoipa::path(
     get,
     path = "/api/v1/queues",
@@ -50,6 +53,13 @@ pub struct Queues {
 )]
 pub async fn list(State(state): State<ServerState>) -> Result<Json<Queues>, ApiError> {
     let mut counts = state.backend().queues().await?;
+    let workers = state.backend().workers().await?;
+    let serving = |queue: &str| {
+        workers
+            .iter()
+            .filter(|w| w.queues.iter().any(|q| q == queue))
+            .count()
+    };
     let config = state.config();
     if let Some(config) = config {
         for name in config.queues.keys() {
@@ -59,6 +69,15 @@ pub async fn list(State(state): State<ServerState>) -> Result<Json<Queues>, ApiE
                     ..QueueCounts::default()
                 });
             }
+        }
+    }
+    // A queue that only a live worker knows of (it serves it with another config).
+    for queue in workers.iter().flat_map(|w| &w.queues) {
+        if !counts.iter().any(|c| &c.queue == queue) {
+            counts.push(QueueCounts {
+                queue: queue.clone(),
+                ..QueueCounts::default()
+            });
         }
     }
     counts.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -76,6 +95,7 @@ pub async fn list(State(state): State<ServerState>) -> Result<Json<Queues>, ApiE
                     .and_then(|p| std::fs::read(p).ok())
                     .map(|bytes| crate::Digest::of(&bytes).as_str().to_owned()),
                 retention,
+                workers: serving(&c.queue),
                 counts: serde_json::json!({
                     "scheduled": c.scheduled,
                     "ready": c.ready,
