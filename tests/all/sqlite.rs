@@ -413,3 +413,33 @@ async fn a_version_4_file_gains_the_progress_column_and_keeps_its_jobs() {
     let done = backend.job(&id).await.unwrap().unwrap();
     assert_eq!(done.summary.progress.map(|p| p.percent), Some(100));
 }
+
+/// Processes that open one new file at the same moment (`spool enqueue` and `spool worker`
+/// started together) all get it: none sees the schema one of them is creating half-made and
+/// takes the file for another application's.
+#[test]
+fn opens_racing_on_a_new_file_all_find_a_spool_database() {
+    for round in 0..200 {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("spool.db");
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4u64)
+            .map(|k| {
+                let (path, start) = (path.clone(), start.clone());
+                // Staggered by up to a few milliseconds, so that some open lands while
+                // another is creating the schema.
+                let stagger = Duration::from_micros(k * (round % 40) * 50);
+                std::thread::spawn(move || {
+                    start.wait();
+                    std::thread::sleep(stagger);
+                    SqliteBackend::open(&path, SqliteOptions::default()).map(|_| ())
+                })
+            })
+            .collect();
+        for opener in openers {
+            if let Err(e) = opener.join().unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}

@@ -39,8 +39,16 @@ pub(super) enum Kind {
 
 /// Read what the file at the other end of `conn` holds.
 pub(super) fn identify(conn: &Connection) -> Result<Kind, Failure> {
-    let id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    // One statement, so one snapshot: read apart, another process creating the schema
+    // between the reads would show tables without the marker that came with them.
+    let (id, version, names): (i32, i64, Option<String>) = conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), \
+                (SELECT user_version FROM pragma_user_version), \
+                (SELECT group_concat(name, char(31)) FROM sqlite_master \
+                 WHERE type = 'table' AND name NOT LIKE 'sqlite_%')",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     if id == APPLICATION_ID {
         return Ok(Kind::Spool {
             version,
@@ -52,13 +60,11 @@ pub(super) fn identify(conn: &Connection) -> Result<Kind, Failure> {
             "its application_id is {id:#010x}, not Spool's {APPLICATION_ID:#010x}"
         )));
     }
-    let tables: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut tables: Vec<String> = names
+        .as_deref()
+        .map(|names| names.split('\u{1f}').map(str::to_owned).collect())
+        .unwrap_or_default();
+    tables.sort();
     if tables.is_empty() && version == 0 {
         return Ok(Kind::Empty);
     }
