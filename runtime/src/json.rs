@@ -498,6 +498,34 @@ impl From<&AttemptReport> for ExecJson {
     }
 }
 
+/// One schedule as `spool schedule list --json` and `GET /api/v1/schedules` print it: its
+/// spec in words, its payload as a JSON value (or base64, with `payload_encoding`).
+pub fn schedule(state: &crate::schedule::ScheduleState) -> serde_json::Value {
+    let payload = Bytes::of(&state.schedule.payload);
+    let mut line = serde_json::json!({
+        "name": state.schedule.name,
+        "spec": state.schedule.spec.to_string(),
+        "queue": state.schedule.queue,
+        "payload": payload.value,
+        "priority": state.schedule.priority,
+        "tenant": state.schedule.tenant,
+        "group": state.schedule.group,
+        "max_attempts": state.schedule.max_attempts,
+        "missed": state.schedule.missed,
+        "next_run_at": state.next_run_at,
+        "last_run_at": state.last_run_at,
+        "last_job": state.last_job,
+        "from_config": state.schedule.from_config,
+    });
+    if let (Some(encoding), Some(object)) = (payload.encoding, line.as_object_mut()) {
+        object.insert(
+            "payload_encoding".to_owned(),
+            serde_json::to_value(encoding).unwrap_or_default(),
+        );
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

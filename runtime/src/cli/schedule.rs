@@ -145,28 +145,7 @@ async fn list(store: &StoreArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
     let schedules = backend.schedules().await?;
     if args.json {
         for state in &schedules {
-            let payload = spool::json::Bytes::of(&state.schedule.payload);
-            let mut line = serde_json::json!({
-                "name": state.schedule.name,
-                "spec": state.schedule.spec.to_string(),
-                "queue": state.schedule.queue,
-                "payload": payload.value,
-                "priority": state.schedule.priority,
-                "tenant": state.schedule.tenant,
-                "group": state.schedule.group,
-                "max_attempts": state.schedule.max_attempts,
-                "missed": state.schedule.missed,
-                "next_run_at": state.next_run_at,
-                "last_run_at": state.last_run_at,
-                "last_job": state.last_job,
-                "from_config": state.schedule.from_config,
-            });
-            if let (Some(encoding), Some(object)) = (payload.encoding, line.as_object_mut()) {
-                object.insert(
-                    "payload_encoding".to_owned(),
-                    serde_json::to_value(encoding)?,
-                );
-            }
+            let line = spool::json::schedule(state);
             print_json(&line)?;
         }
         return Ok(ExitCode::SUCCESS);

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::ServerState;
 use super::error::{ApiError, Body, ErrorBody};
 use crate::queue::{Backend as _, now};
-use crate::schedule::{Missed, Schedule, ScheduleState, Spec};
+use crate::schedule::{Missed, Schedule, Spec};
 
 /// The schedules.
 #[derive(Serialize, ToSchema)]
@@ -18,33 +18,6 @@ pub struct Schedules {
     /// By name, as `spool schedule list --json` prints them.
     #[schema(value_type = Vec<Object>)]
     schedules: Vec<serde_json::Value>,
-}
-
-/// One schedule as JSON: its spec in words, payload as a JSON value (or base64).
-fn schedule_json(state: &ScheduleState) -> serde_json::Value {
-    let payload = crate::json::Bytes::of(&state.schedule.payload);
-    let mut line = serde_json::json!({
-        "name": state.schedule.name,
-        "spec": state.schedule.spec.to_string(),
-        "queue": state.schedule.queue,
-        "payload": payload.value,
-        "priority": state.schedule.priority,
-        "tenant": state.schedule.tenant,
-        "group": state.schedule.group,
-        "max_attempts": state.schedule.max_attempts,
-        "missed": state.schedule.missed,
-        "next_run_at": state.next_run_at,
-        "last_run_at": state.last_run_at,
-        "last_job": state.last_job,
-        "from_config": state.schedule.from_config,
-    });
-    if let (Some(encoding), Some(object)) = (payload.encoding, line.as_object_mut()) {
-        object.insert(
-            "payload_encoding".to_owned(),
-            serde_json::to_value(encoding).unwrap_or_default(),
-        );
-    }
-    line
 }
 
 /// Every schedule: spec, queue, next tick, last fire.
@@ -57,7 +30,7 @@ fn schedule_json(state: &ScheduleState) -> serde_json::Value {
 pub async fn list(State(state): State<ServerState>) -> Result<Json<Schedules>, ApiError> {
     let schedules = state.backend().schedules().await?;
     Ok(Json(Schedules {
-        schedules: schedules.iter().map(schedule_json).collect(),
+        schedules: schedules.iter().map(crate::json::schedule).collect(),
     }))
 }
 
@@ -180,7 +153,7 @@ pub async fn put(
         status,
         Json(SchedulePut {
             created,
-            schedule: schedule_json(&stored),
+            schedule: crate::json::schedule(&stored),
             warning,
         }),
     ))
