@@ -202,7 +202,7 @@ impl<B: Backend + Clone> Worker<B> {
             event.digest = Some(plugin.digest().as_str().to_owned());
             event.worker = Some(id.clone());
             event.message = Some(config.plugin.display().to_string());
-            backend.record(event).await?;
+            patiently("recording plugin-loaded", || backend.record(event.clone())).await?;
             slots.push(Arc::new(QueueSlot {
                 stamp: Mutex::new(file_stamp(&config.plugin)),
                 permits: Arc::new(Semaphore::new(config.concurrency as usize)),
@@ -246,14 +246,20 @@ impl<B: Backend + Clone> Worker<B> {
                 .spec
                 .next_after(now())
                 .map_err(|e| WorkerError::Queues(format!("schedule `{}`: {e}", schedule.name)))?;
-            self.backend.put_schedule(schedule, next).await?;
+            patiently("writing a schedule", || {
+                self.backend.put_schedule(schedule.clone(), next)
+            })
+            .await?;
         }
         let mut removed = Vec::new();
-        for state in self.backend.schedules().await? {
+        for state in patiently("reading the schedules", || self.backend.schedules()).await? {
             let name = state.schedule.name;
             if state.schedule.from_config
                 && !names.contains(&name)
-                && self.backend.remove_schedule(&name).await?
+                && patiently("removing a schedule", || {
+                    self.backend.remove_schedule(&name)
+                })
+                .await?
             {
                 removed.push(name);
             }
@@ -933,6 +939,33 @@ async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration)
 
 /// How long one [`Backend::revoked`] call waits: how late, at most, a cancelled attempt is
 /// aborted (plus the call itself) when the backend polls.
+/// How long a starting worker waits for a store that fails its calls (slow, or restarting)
+/// before it gives up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Run a store call of a starting worker, calling it again while the store fails (a store
+/// restarting, or too slow to answer in time) for up to [`STARTUP_PATIENCE`], logging each
+/// failure; `what` names the call. Only [`QueueError::Store`] is tried again: a refusal
+/// (bad request, not found, too large) is final.
+async fn patiently<T, F, Fut>(what: &str, mut call: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, QueueError>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(QueueError::Store(e)) if start.elapsed() + pause < STARTUP_PATIENCE => {
+                tracing::warn!(error = %e, "{what} failed; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 const CANCEL_WATCH: Duration = Duration::from_millis(200);
 
 /// Abort the attempts whose job was cancelled, as soon as the backend tells: the instance is
