@@ -7,9 +7,12 @@
 //! no state and may kill their server.
 
 use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use futures::StreamExt as _;
 use serde_json::Value;
 use spool::queue::nats::{NatsBackend, NatsOptions, Storage};
 use spool::queue::{Backend, EventKind, JobState, NewJob, QueueClaim, QueueCounts, QueueError};
@@ -119,6 +122,43 @@ fn wait_for_counts(
             s.worker_logs()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The attempts of `queue` started from now on, counted from the event log's messages as
+/// they are published: pushed to a subscription at once, where a read of the store may take
+/// seconds on a loaded machine (long enough to miss a short run whole).
+fn count_starts(rt: &tokio::runtime::Runtime, url: &str, queue: &str) -> Arc<AtomicU64> {
+    let started = Arc::new(AtomicU64::new(0));
+    let client = rt.block_on(async_nats::connect(url)).unwrap();
+    let mut log = rt
+        .block_on(client.subscribe(format!("spool.events.{queue}")))
+        .unwrap();
+    rt.block_on(client.flush()).unwrap();
+    let counter = started.clone();
+    rt.spawn(async move {
+        let _client = client;
+        while let Some(message) = log.next().await {
+            let events: Vec<Value> = serde_json::from_slice(&message.payload).unwrap_or_default();
+            let starts = events.iter().filter(|e| e["kind"] == "started").count();
+            counter.fetch_add(starts as u64, Ordering::SeqCst);
+        }
+    });
+    started
+}
+
+/// Wait (up to a minute, the workers staying up) until `n` attempts have started.
+fn wait_for_starts(started: &AtomicU64, n: u64, s: &Setup, workers: &mut [Child]) {
+    let waiting = Instant::now();
+    while started.load(Ordering::SeqCst) < n {
+        s.assert_running(workers);
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "{} of {n} attempts started in 60 s:\n{}",
+            started.load(Ordering::SeqCst),
+            s.worker_logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -513,17 +553,10 @@ fn a_killed_workers_jobs_are_redelivered_after_the_lease_and_none_is_lost() {
     let backend = rt
         .block_on(NatsBackend::connect(&server.url(), email_options()))
         .unwrap();
+    let started = count_starts(&rt, &server.url(), "email");
     let mut first = vec![s.worker(&[])];
-    // One read sees all four running; each runs for 3 s, ample time to kill the worker.
-    wait_for_counts(
-        &rt,
-        &backend,
-        "email",
-        &s,
-        &mut first,
-        Duration::from_secs(30),
-        |c| c.running == 4,
-    );
+    // All four started; each runs for 3 s, ample time to kill the worker.
+    wait_for_starts(&started, 4, &s, &mut first);
     stop(first.remove(0), "-KILL");
     let second = s.worker(&[]);
     for id in &ids {
@@ -563,21 +596,15 @@ fn workers_ride_out_a_server_killed_and_restarted_mid_run_and_every_job_complete
     let payload = r#"{"to":"a@b","mode":"hang","delay_ms":3000}"#;
     rt.block_on(backend.enqueue(jobs("email", payload, JOBS as usize)))
         .unwrap();
+    let started = count_starts(&rt, &server.url(), "email");
     // Two workers with four slots each: two waves of 3 s. The kill comes while the first
     // wave runs, the second still waiting in the store.
     let mut workers = vec![s.worker(&[]), s.worker(&[])];
-    let before = wait_for_counts(
-        &rt,
-        &backend,
-        "email",
-        &s,
-        &mut workers,
-        Duration::from_secs(60),
-        |c| c.running >= 4,
-    );
-    assert!(before.ready > 0, "nothing left waiting: {before:?}");
-
+    wait_for_starts(&started, 4, &s, &mut workers);
     server.kill();
+    let before = started.load(Ordering::SeqCst);
+    assert!(before < JOBS, "every job had started before the kill");
+
     // Down long enough for every worker to see its calls fail.
     std::thread::sleep(Duration::from_secs(1));
     server.restart();
