@@ -174,6 +174,25 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     nats: Option<String>,
     workers: AtomicUsize,
+    /// The worker processes started, killed when the setup is dropped (a failed test must not
+    /// leave them running for the rest of the run).
+    pids: Mutex<Vec<u32>>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let dir = self.dir.path().display().to_string();
+        for pid in self.pids.get_mut().map(std::mem::take).unwrap_or_default() {
+            // Only a process still running in this setup's directory: an exited worker's pid
+            // may have been given to another process since.
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            if cwd.display().to_string() == dir {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 impl Setup {
@@ -207,15 +226,15 @@ impl Setup {
             dir,
             nats: None,
             workers: AtomicUsize::new(0),
+            pids: Mutex::new(Vec::new()),
         }
     }
 
     /// As [`Setup::new`], with every command on the NATS server at `url` (`--nats URL`).
     pub fn nats(config: &str, url: &str) -> Setup {
-        Setup {
-            nats: Some(url.to_owned()),
-            ..Setup::new(config)
-        }
+        let mut setup = Setup::new(config);
+        setup.nats = Some(url.to_owned());
+        setup
     }
 
     /// The SQLite database's path (unused on NATS).
@@ -278,13 +297,19 @@ impl Setup {
     pub fn worker(&self, extra: &[&str]) -> Child {
         let n = self.workers.fetch_add(1, Ordering::Relaxed);
         let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log"))).unwrap();
-        self.cmd()
+        let child = self
+            .cmd()
             .arg("worker")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap()
+            .unwrap();
+        self.pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        child
     }
 
     /// What the workers started so far wrote to stderr, for failure messages.
