@@ -1,8 +1,9 @@
 //! `/api/v1/events`: the event log, listed or streamed as Server-Sent Events.
 //!
 //! The stream tails the store's committed log (reading what follows the last event sent, a
-//! few times a second while idle), so it shows what every process committed — the workers
-//! usually run elsewhere — and nothing that was not committed. Each message's `id` is the
+//! few times a second while idle, and at once when this process commits events), so it shows
+//! what every process committed — the workers usually run elsewhere — and nothing that was
+//! not committed. Each message's `id` is the
 //! event's `seq`: a client that reconnects with `Last-Event-ID` (browsers do) gets exactly
 //! the events after it.
 
@@ -16,6 +17,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ServerState;
@@ -155,6 +158,7 @@ pub async fn stream(
             .map_or(0, |e| e.seq),
     };
     let tail = Tail {
+        live: Some(state.backend().sink().subscribe()),
         backend: state.backend().clone(),
         filter,
         after,
@@ -179,6 +183,11 @@ fn message(event: &Event) -> SseEvent {
 
 /// A reader of the log from `after` on.
 struct Tail {
+    /// Events this process commits, as they are committed: a wake-up (the events themselves
+    /// are read from the store, in the log's order, with everything other processes
+    /// committed), so a stream served by a worker's own process follows it at once rather
+    /// than at the next poll.
+    live: Option<broadcast::Receiver<Event>>,
     backend: AnyBackend,
     filter: EventFilter,
     after: i64,
@@ -218,8 +227,22 @@ impl Tail {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = woken(&mut self.live) => {}
                 _ = self.stopping.changed() => return None,
             }
         }
     }
+}
+
+/// Wait until this process commits events, taking every event already waiting (one read of
+/// the store follows, not one per event). Never, once the broadcast has closed.
+async fn woken(live: &mut Option<broadcast::Receiver<Event>>) {
+    let Some(rx) = live else {
+        return std::future::pending().await;
+    };
+    if let Err(RecvError::Closed) = rx.recv().await {
+        *live = None;
+        return std::future::pending().await;
+    }
+    while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
 }
