@@ -188,7 +188,7 @@ async fn start(
     let settings = WorkerSettings {
         concurrency: CONCURRENCY,
         poll_interval: Duration::from_millis(5),
-        prefetch: 1000,
+        prefetch: Some(1000),
         ..WorkerSettings::default()
     };
     let worker = Worker::start(backend.clone(), sandbox, settings, queues)

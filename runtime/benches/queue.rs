@@ -4,7 +4,7 @@
 //!
 //! Run with `cargo bench -p spool-runtime --bench queue` (`-- quick` for a shorter run,
 //! `-- normal` for `synchronous = NORMAL`, `-- metrics` for the metrics comparison alone;
-//! `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch, 1000 by default). Figures go into
+//! `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch, the default "auto" otherwise). Figures go into
 //! BENCHMARKS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -178,10 +178,10 @@ async fn start_worker(
     spool::worker::StatsHandle,
 ) {
     // Jobs held claimed beyond the free slots: what makes claims and settles big batches.
+    // The default ("auto") unless a fixed number is asked for.
     let prefetch = std::env::var("SPOOL_BENCH_PREFETCH")
         .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1000);
+        .and_then(|p| p.parse().ok());
     let mut queue = QueueConfig::new(noop);
     queue.concurrency = concurrency;
     let queues = BTreeMap::from([("noop".to_owned(), queue)]);

@@ -3,7 +3,7 @@
 //! ```toml
 //! [worker]
 //! concurrency = 64          # attempts at once across all queues
-//! prefetch = 0              # jobs per queue held claimed beyond the free slots
+//! prefetch = "auto"         # jobs per queue held claimed beyond the free slots (or a number)
 //! threads = 0               # async runtime threads; 0 = one per CPU
 //! lease = "30s"             # how long a claim lasts unless renewed
 //! shutdown_grace = "30s"    # how long SIGINT/SIGTERM lets runs finish
@@ -248,9 +248,13 @@ pub struct WorkerSettings {
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
     /// How many jobs per queue a worker may hold claimed beyond its free slots, so the next
-    /// jobs are at hand when a slot frees. Raises throughput for short jobs; for long jobs
-    /// it keeps jobs waiting on a busy worker that an idle one could run. Default 0.
-    pub prefetch: u32,
+    /// jobs are at hand when a slot frees: a number, or `"auto"` (`None`, the default) for
+    /// as many as the queue's slots run in a few of the store's round-trips at the attempt
+    /// duration observed, none for jobs that run longer than a tenth of the lease (see
+    /// [`crate::worker::adaptive_prefetch`]). A fixed number raises throughput for short jobs;
+    /// for long jobs it keeps jobs waiting on a busy worker that an idle one could run.
+    #[serde(deserialize_with = "prefetch")]
+    pub prefetch: Option<u32>,
     /// Threads of the worker process's async runtime, which runs the attempts and talks to
     /// the store; 0 (the default) means one per CPU. Several worker processes on one machine
     /// run best with the CPUs shared out between them (one thread each for as many processes
@@ -280,7 +284,7 @@ impl Default for WorkerSettings {
             retention: Retention::default(),
             synchronous: Synchronous::Full,
             poll_interval: Duration::from_millis(50),
-            prefetch: 0,
+            prefetch: None,
             threads: 0,
             max_payload: crate::queue::check::DEFAULT_MAX_PAYLOAD,
             heartbeat: Duration::from_secs(5),
@@ -974,6 +978,23 @@ fn heartbeat<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
+}
+
+/// `prefetch`: a number of jobs, or `"auto"`.
+fn prefetch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Prefetch {
+        Fixed(u32),
+        Word(String),
+    }
+    match Prefetch::deserialize(d)? {
+        Prefetch::Fixed(n) => Ok(Some(n)),
+        Prefetch::Word(word) if word == "auto" => Ok(None),
+        Prefetch::Word(word) => Err(serde::de::Error::custom(format!(
+            "bad prefetch `{word}`: use a number of jobs or \"auto\""
+        ))),
+    }
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

@@ -191,6 +191,96 @@ fn graceful_shutdown_leaves_nothing_leased() {
     }
 }
 
+/// (running, succeeded) jobs of `queue` in the database; running counts the jobs held claimed
+/// too, started or not.
+fn running_and_succeeded(db: &Path, queue: &str) -> (u64, u64) {
+    use spool::queue::Backend;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = spool::queue::sqlite::SqliteBackend::open(db, Default::default()).unwrap();
+        let counts = backend.queues().await.unwrap();
+        let q = counts
+            .iter()
+            .find(|c| c.queue == queue)
+            .cloned()
+            .unwrap_or_default();
+        (q.running, q.succeeded)
+    })
+}
+
+/// Long jobs stay fair under the default prefetch ("auto"): a worker running 2 s jobs holds
+/// none claimed beyond its slots once it has timed them, so a second worker that starts
+/// finds the waiting jobs and runs them at once. A fixed prefetch does hold them on the busy
+/// worker (checked first, so the test can tell the difference).
+#[test]
+fn long_jobs_are_not_held_away_from_an_idle_worker() {
+    const JOBS: u64 = 8;
+    for prefetch in ["prefetch = 2\n", ""] {
+        let s = Setup::new(
+            &EMAIL_CONFIG
+                .replace("concurrency = 8\n", &format!("concurrency = 2\n{prefetch}"))
+                .replace("lease = \"2s\"", "lease = \"30s\"")
+                .replace("timeout = \"3s\"", "timeout = \"20s\""),
+        );
+        let ids: Vec<String> = (0..JOBS)
+            .map(|_| s.enqueue("email", r#"{"to":"a@b","mode":"hang","delay_ms":2000}"#))
+            .collect();
+        let mut first = vec![s.worker(&[])];
+        // The first wave done, the worker knows how long its jobs take; for a while, count
+        // the jobs it holds.
+        let waiting = Instant::now();
+        while running_and_succeeded(&s.db(), "email").1 < 2 {
+            s.assert_running(&mut first);
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "{}",
+                s.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut held = 0;
+        let watching = Instant::now();
+        while watching.elapsed() < Duration::from_secs(1) {
+            held = held.max(running_and_succeeded(&s.db(), "email").0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !prefetch.is_empty() {
+            assert_eq!(held, 4, "two running and two held by a fixed prefetch of 2");
+            stop(first.remove(0), "-TERM");
+            continue;
+        }
+        assert_eq!(held, 2, "a worker with two slots held more than it runs");
+        // The second worker finds work at once: the next two jobs each worker starts run
+        // side by side.
+        let mut workers = vec![first.remove(0), s.worker(&[])];
+        let both = Instant::now();
+        while running_and_succeeded(&s.db(), "email").1 < JOBS {
+            s.assert_running(&mut workers);
+            assert!(
+                both.elapsed() < Duration::from_secs(60),
+                "{}",
+                s.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let by_second = ids
+            .iter()
+            .filter(|id| {
+                let job = s.job(id);
+                let last = job["attempts"].as_array().unwrap().last().cloned().unwrap();
+                last["worker"] != s.job(&ids[0])["attempts"][0]["worker"]
+            })
+            .count();
+        assert!(by_second >= 2, "the second worker ran {by_second} jobs");
+        for worker in workers {
+            stop(worker, "-TERM");
+        }
+    }
+}
+
 #[test]
 fn a_killed_workers_jobs_come_back_after_the_lease_and_none_is_lost() {
     let s = Setup::new(EMAIL_CONFIG);
