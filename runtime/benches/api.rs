@@ -353,7 +353,7 @@ async fn drain(backend: &SqliteBackend, noop: &Path, n: usize) -> f64 {
     let settings = WorkerSettings {
         concurrency,
         poll_interval: Duration::from_millis(5),
-        prefetch: 1000,
+        prefetch: Some(1000),
         ..WorkerSettings::default()
     };
     let worker = Worker::start(backend.clone(), sandbox, settings, queues)
