@@ -1249,8 +1249,8 @@ mod tests {
             0
         );
         // And what is held runs within a tenth of the lease at the observed pace.
-        let held = adaptive_prefetch(10, Some(ms(10)), Duration::from_secs(60), LEASE);
-        assert_eq!(held, 10 * 3000 / 10);
+        let held = adaptive_prefetch(10, Some(ms(100)), Duration::from_secs(60), LEASE);
+        assert_eq!(held, 10 * 3000 / 100);
     }
 
     #[test]
