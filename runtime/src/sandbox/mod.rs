@@ -42,6 +42,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use self::cache::{CacheStatus, CompileCache};
+pub(crate) use self::http::tls_client_config;
 pub use self::http::{HttpGrant, HttpLimits, HttpPattern};
 pub use self::limits::{Limits, MIN_MEMORY};
 pub use self::log::LogHandle;

@@ -6,7 +6,6 @@
 //! accumulated in one request, on a fresh HTTP/1.1 connection (TLS for `https`). A span the
 //! collector refuses or never gets is dropped with a warning: telemetry, not a job.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -256,7 +255,9 @@ impl Sender {
         let io: Box<dyn Io> = if e.https {
             let name = rustls::pki_types::ServerName::try_from(e.host.clone())
                 .map_err(|err| format!("bad TLS name {}: {err}", e.host))?;
-            let tls = tokio_rustls::TlsConnector::from(tls_config()?);
+            let config = crate::sandbox::tls_client_config()
+                .ok_or_else(|| "no TLS configuration".to_owned())?;
+            let tls = tokio_rustls::TlsConnector::from(config);
             Box::new(
                 tls.connect(name, tcp)
                     .await
@@ -304,24 +305,6 @@ impl Sender {
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// One TLS client configuration per process: the webpki root certificates, ring's crypto.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .ok()
-                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-        })
-        .clone()
-        .ok_or_else(|| "no TLS configuration".to_owned())
-}
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 
 pub use self::grant::{HttpGrant, HttpLimits, HttpPattern};
+pub(crate) use self::send::tls_client_config;
 use super::log::AttemptLog;
 use crate::outcome::{HttpUsage, LogLevel};
 

@@ -357,8 +357,10 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>> {
     }
 }
 
-/// One TLS client configuration per process: the webpki root certificates, ring's crypto.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+/// One TLS client configuration per process, for every outbound HTTPS connection Spool
+/// makes (plugins' requests, the trace exporter): the webpki root certificates, ring's
+/// crypto. `None` if rustls cannot build one.
+pub(crate) fn tls_client_config() -> Option<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
@@ -372,7 +374,11 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
                 .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
         })
         .clone()
-        .ok_or_else(|| Error::InternalError(Some("no TLS configuration".to_owned())))
+}
+
+/// [`tls_client_config`], or the error a plugin's request gets without one.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+    tls_client_config().ok_or_else(|| Error::InternalError(Some("no TLS configuration".to_owned())))
 }
 
 /// A request body that, dropped before its end (the server answered early, or the request
