@@ -616,9 +616,11 @@ impl<B: Backend + Clone> Worker<B> {
                     continue;
                 };
                 let log = Arc::new(Mutex::new(None));
+                let queue_permit = QueuePermit::line_up(&slot.permits);
                 let handle = attempts.spawn(attempt(
                     Run {
                         sandbox: self.sandbox.clone(),
+                        queue_permit,
                         slot: slot.clone(),
                         global: global.clone(),
                         stopping: stopping.clone(),
@@ -698,6 +700,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What an attempt task needs besides its job.
 struct Run {
     sandbox: Sandbox,
+    queue_permit: QueuePermit,
     slot: Arc<QueueSlot>,
     global: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
@@ -707,6 +710,39 @@ struct Run {
     journal: Arc<dyn Journal>,
     kept: KeepOnAbort,
     tracer: Option<Tracer>,
+}
+
+/// A claimed job's place in its queue's line for a slot, taken by the claim loop in claim
+/// order (priority, then age): the semaphore serves its waiters first come, first served, and a
+/// waiter is in line from its first poll — which the attempt tasks, on several threads, would
+/// each make at a moment of their own, starting held jobs out of order.
+enum QueuePermit {
+    /// A slot was free at once.
+    Ready(tokio::sync::OwnedSemaphorePermit),
+    /// In line.
+    Waiting(std::pin::Pin<Box<dyn Future<Output = PermitResult> + Send>>),
+}
+
+type PermitResult = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>;
+
+impl QueuePermit {
+    fn line_up(permits: &Arc<Semaphore>) -> QueuePermit {
+        let mut acquire = Box::pin(permits.clone().acquire_owned());
+        // One poll puts it in line. Its waker is replaced by the attempt task's own when the
+        // task polls it.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match acquire.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(permit)) => QueuePermit::Ready(permit),
+            _ => QueuePermit::Waiting(acquire),
+        }
+    }
+
+    async fn acquired(self) -> PermitResult {
+        match self {
+            QueuePermit::Ready(permit) => Ok(permit),
+            QueuePermit::Waiting(acquire) => acquire.await,
+        }
+    }
 }
 
 /// What an attempt did, recorded if its task is dropped before it settles: a cancel's abort
@@ -806,6 +842,7 @@ impl<B: Backend> Journal for AttemptJournal<B> {
 async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
     let Run {
         sandbox,
+        queue_permit,
         slot,
         global,
         stopping,
@@ -817,10 +854,9 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
         tracer,
     } = run;
     // Queue permit first, then the worker-wide one: every task takes them in that order.
-    let (Ok(_queue_permit), Ok(_global_permit)) = (
-        slot.permits.clone().acquire_owned().await,
-        global.acquire_owned().await,
-    ) else {
+    let (Ok(_queue_permit), Ok(_global_permit)) =
+        (queue_permit.acquired().await, global.acquire_owned().await)
+    else {
         return;
     };
     if stopping.load(Ordering::Relaxed) {
