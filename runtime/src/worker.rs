@@ -43,8 +43,8 @@ use crate::events::{EventKind, EventSink, NewEvent};
 use crate::job::JobInput;
 use crate::metrics::Metrics;
 use crate::queue::{
-    AttemptRecord, AttemptSave, Backend, Claimed, JobId, Lease, Next, QueueClaim, QueueError, Save,
-    Settle, Timestamp, WORKER_TTL_BEATS, WorkerInfo, now,
+    AttemptRecord, AttemptSave, Backend, Claimed, JobId, JobState, Lease, Next, QueueClaim,
+    QueueError, Save, Settle, Timestamp, WORKER_TTL_BEATS, WorkerInfo, now,
 };
 use crate::sandbox::{Journal, JournalFuture, LoadError, LogHandle, Plugin, Sandbox};
 use crate::trace::{AttemptTrace, Tracer};
@@ -475,6 +475,7 @@ impl<B: Backend + Clone> Worker<B> {
             self.backend.clone(),
             inflight.clone(),
             self.settings.lease,
+            stats.clone(),
         ));
         background.spawn(cancel_loop(
             self.backend.clone(),
@@ -1009,19 +1010,43 @@ async fn settle_loop<B: Backend>(
                 }
             }
         };
+        // A refused settle whose job was cancelled while the attempt ran (the attempt ended
+        // on its own before the cancel watcher aborted it, its saves refused) is a cancel:
+        // its record, made by the cancel, gets the digest and logs the settle carried.
+        let mut cancelled = Vec::new();
+        for (settle, result) in settles.iter().zip(&results) {
+            if result.is_err() {
+                let kept = backend
+                    .keep_cancelled(&settle.lease, settle.attempt.clone())
+                    .await
+                    .unwrap_or(false);
+                cancelled.push(kept);
+            }
+        }
+        let mut cancelled = cancelled.into_iter();
         let mut stats = lock(&stats);
         let mut inflight = lock(&inflight);
         for ((job_id, kind), result) in kinds.into_iter().zip(results) {
-            inflight.remove(&job_id);
-            stats.attempts += 1;
+            // Gone already when the cancel watcher aborted the attempt (and counted it).
+            let watched = inflight.remove(&job_id).is_some();
             match result {
-                Ok(()) => match kind {
-                    Next::Succeeded { .. } => stats.succeeded += 1,
-                    Next::Retry { .. } => stats.retried += 1,
-                    Next::Delay { .. } | Next::Wait => stats.delayed += 1,
-                    Next::Dead => stats.dead += 1,
-                },
+                Ok(()) => {
+                    stats.attempts += 1;
+                    match kind {
+                        Next::Succeeded { .. } => stats.succeeded += 1,
+                        Next::Retry { .. } => stats.retried += 1,
+                        Next::Delay { .. } | Next::Wait => stats.delayed += 1,
+                        Next::Dead => stats.dead += 1,
+                    }
+                }
+                Err(_) if cancelled.next() == Some(true) => {
+                    if watched {
+                        stats.cancelled += 1;
+                        tracing::warn!(job = %job_id, "job cancelled while its attempt ran");
+                    }
+                }
                 Err(lost) => {
+                    stats.attempts += 1;
                     stats.lease_lost += 1;
                     tracing::warn!(job = %job_id, error = %lost, "settle refused");
                 }
@@ -1033,8 +1058,14 @@ async fn settle_loop<B: Backend>(
 }
 
 /// Renew every in-flight lease at a third of the lease time; abort attempts whose lease is
-/// gone.
-async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration) {
+/// gone. A lease revoked by a cancel that the renewal learns of before the cancel watcher
+/// does counts as a cancel, as the watcher would have counted it.
+async fn renew_loop<B: Backend>(
+    backend: B,
+    inflight: InFlight,
+    lease: Duration,
+    stats: Arc<Mutex<WorkerStats>>,
+) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1045,13 +1076,28 @@ async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration)
         }
         match backend.renew(&leases, lease).await {
             Ok(kept) => {
-                let mut inflight = lock(&inflight);
-                for (lease, kept) in leases.iter().zip(kept) {
-                    if !kept && let Some((_, handle)) = inflight.remove(&lease.job_id) {
-                        tracing::warn!(job = %lease.job_id, "lease lost: aborting the attempt");
-                        if let Some(handle) = handle {
-                            handle.abort();
+                let mut lost = Vec::new();
+                {
+                    let mut inflight = lock(&inflight);
+                    for (lease, kept) in leases.iter().zip(kept) {
+                        if !kept && let Some((_, handle)) = inflight.remove(&lease.job_id) {
+                            if let Some(handle) = handle {
+                                handle.abort();
+                            }
+                            lost.push(lease.job_id.clone());
                         }
+                    }
+                }
+                for id in lost {
+                    let cancelled = matches!(
+                        backend.job(&id).await,
+                        Ok(Some(job)) if job.summary.state == JobState::Cancelled
+                    );
+                    if cancelled {
+                        tracing::warn!(job = %id, "job cancelled: aborting the attempt");
+                        lock(&stats).cancelled += 1;
+                    } else {
+                        tracing::warn!(job = %id, "lease lost: aborting the attempt");
                     }
                 }
             }
@@ -1060,8 +1106,6 @@ async fn renew_loop<B: Backend>(backend: B, inflight: InFlight, lease: Duration)
     }
 }
 
-/// How long one [`Backend::revoked`] call waits: how late, at most, a cancelled attempt is
-/// aborted (plus the call itself) when the backend polls.
 /// How long a starting worker waits for a store that fails its calls (slow, or restarting)
 /// before it gives up.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
@@ -1089,6 +1133,8 @@ where
     }
 }
 
+/// How long one [`Backend::revoked`] call waits: how late, at most, a cancelled attempt is
+/// aborted (plus the call itself) when the backend polls.
 const CANCEL_WATCH: Duration = Duration::from_millis(200);
 
 /// Abort the attempts whose job was cancelled, as soon as the backend tells: the instance is
