@@ -192,7 +192,6 @@ async fn start_worker(
     .unwrap();
     let settings = WorkerSettings {
         concurrency,
-        poll_interval: Duration::from_millis(5),
         prefetch,
         ..WorkerSettings::default()
     };

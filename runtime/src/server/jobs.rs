@@ -145,7 +145,7 @@ pub async fn enqueue(
             traceparent,
         )?]
     };
-    let jobs = state.backend().enqueue(jobs).await?;
+    let jobs = state.enqueuer.enqueue(state.backend(), jobs).await?;
     Ok((StatusCode::CREATED, Json(EnqueueResponse { jobs })))
 }
 

@@ -27,6 +27,7 @@ mod dashboard;
 mod dlq;
 mod error;
 mod events;
+mod group;
 mod health;
 mod jobs;
 mod params;
@@ -83,6 +84,7 @@ pub struct ServerState {
     auth: Arc<Auth>,
     demo: bool,
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    enqueuer: group::Enqueuer,
 }
 
 impl ServerState {
@@ -96,6 +98,7 @@ impl ServerState {
             auth: Arc::new(Auth::none()),
             demo: false,
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+            enqueuer: group::Enqueuer::default(),
         }
     }
 

@@ -143,7 +143,12 @@ pub(super) fn pick(
             .map(|h| (h.id, None))
             .collect()
     };
-    if let Some(bucket) = &mut queue_bucket {
+    // Saved only when tokens were taken: a bucket refills the same from what is stored, and
+    // a claim that takes nothing then writes nothing (no commit for idle workers to wake on,
+    // see `SqliteBackend::wait_for_jobs`).
+    if let Some(bucket) = &mut queue_bucket
+        && !picked.is_empty()
+    {
         bucket.take(picked.len());
         save(tx, &queue_scope(queue), *bucket)?;
     }

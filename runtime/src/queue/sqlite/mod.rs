@@ -203,6 +203,8 @@ struct Inner {
     fair_cursors: Arc<Mutex<std::collections::HashMap<String, Option<String>>>>,
     /// Where committed events go.
     sink: std::sync::RwLock<crate::events::EventSink>,
+    /// Told of every commit of this process, for [`Backend::wait_for_jobs`].
+    committed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -258,6 +260,7 @@ impl SqliteBackend {
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
+                committed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -300,6 +303,7 @@ impl SqliteBackend {
                 readers: Mutex::new(Vec::new()),
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
+                committed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -326,6 +330,7 @@ impl SqliteBackend {
             let value = f(&tx, &mut journal)?;
             journal.finish(&tx)?;
             tx.commit()?;
+            inner.committed.notify_waiters();
             // Still holding the write connection, so this process's events reach the sink in
             // the order of their sequence numbers.
             let sink = inner.sink.read().unwrap_or_else(PoisonError::into_inner);
@@ -506,9 +511,50 @@ impl From<QueueError> for Failure {
     }
 }
 
+/// How often an idle worker looks at the write-ahead log for another process's commit.
+const WAL_WATCH: Duration = Duration::from_millis(1);
+
+/// The write-ahead log's size and modification time: any commit, by any process, changes one.
+fn wal_stamp(wal: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
+    let meta = std::fs::metadata(wal).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
 impl Backend for SqliteBackend {
     fn max_payload(&self) -> usize {
         self.inner.options.max_payload
+    }
+
+    /// Wake at once on a commit of this process (an enqueue, a settle that frees a group or a
+    /// limit), within [`WAL_WATCH`] on another process's (a `spool enqueue`, another worker):
+    /// every commit writes to the write-ahead log, whose size and time a `stat` reads without
+    /// touching the database. A wake-up that finds nothing to claim is harmless.
+    fn wait_for_jobs(
+        &self,
+        _queues: &[String],
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let notified = inner.committed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut wal = inner.path.clone().into_os_string();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            let before = wal_stamp(&wal);
+            loop {
+                let next = (tokio::time::Instant::now() + WAL_WATCH).min(deadline);
+                tokio::select! {
+                    () = &mut notified => return,
+                    () = tokio::time::sleep_until(next) => {}
+                }
+                if next >= deadline || wal_stamp(&wal) != before {
+                    return;
+                }
+            }
+        }
     }
 
     fn sink(&self) -> crate::events::EventSink {
