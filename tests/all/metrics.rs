@@ -218,7 +218,14 @@ async fn counters_match_the_committed_events<B: Backend + Clone>(s: &Setup, back
     // Cancelled once it sleeps (its checkpoint saved first), so that the cancel aborts it.
     // Cancelled before its save, the attempt would end on its own, its save refused.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while backend.job(&long).await.unwrap().unwrap().checkpoint.is_none() {
+    while backend
+        .job(&long)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkpoint
+        .is_none()
+    {
         assert!(Instant::now() < deadline, "job {long} saved no checkpoint");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -191,37 +191,6 @@ fn graceful_shutdown_leaves_nothing_leased() {
     }
 }
 
-/// An idle worker is woken by another process's enqueue at once, not at its next poll: it
-/// watches the SQLite write-ahead log. The poll (30 s) and the heartbeat (20 s, whose own
-/// commit would also wake it) are both far longer than the wait allowed.
-#[test]
-fn an_idle_worker_starts_another_processs_job_without_waiting_for_its_poll() {
-    let s = Setup::new(&EMAIL_CONFIG.replace(
-        "[worker]\n",
-        "[worker]\npoll_interval = \"30s\"\nheartbeat = \"20s\"\n",
-    ));
-    let mut worker = vec![s.worker(&[])];
-    // Idle: started, registered, and past its first (empty) claim.
-    let started = Instant::now();
-    while s
-        .json_lines(&["workers", "--json"])
-        .as_array()
-        .is_none_or(|w| w.is_empty())
-    {
-        s.assert_running(&mut worker);
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{}",
-            s.worker_logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let id = s.enqueue("email", r#"{"to":"a@b"}"#);
-    s.wait_for(&id, Duration::from_secs(10), |j| state(j) == "succeeded");
-    stop(worker.remove(0), "-TERM");
-}
-
 /// (running, succeeded) jobs of `queue` in the database; running counts the jobs held claimed
 /// too, started or not.
 fn running_and_succeeded(db: &Path, queue: &str) -> (u64, u64) {

@@ -323,6 +323,7 @@ impl SqliteBackend {
         let inner = Arc::clone(&self.inner);
         blocking(op, move || {
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let changes = conn.total_changes();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Read the clock once the write lock is ours: another process may have held it
             // for a while.
@@ -330,7 +331,10 @@ impl SqliteBackend {
             let value = f(&tx, &mut journal)?;
             journal.finish(&tx)?;
             tx.commit()?;
-            inner.committed.notify_waiters();
+            // Only a commit that wrote something may have made a job claimable.
+            if conn.total_changes() != changes {
+                inner.committed.notify_waiters();
+            }
             // Still holding the write connection, so this process's events reach the sink in
             // the order of their sequence numbers.
             let sink = inner.sink.read().unwrap_or_else(PoisonError::into_inner);
@@ -512,7 +516,7 @@ impl From<QueueError> for Failure {
 }
 
 /// How often an idle worker looks at the write-ahead log for another process's commit.
-const WAL_WATCH: Duration = Duration::from_millis(1);
+const WAL_WATCH: Duration = Duration::from_millis(2);
 
 /// The write-ahead log's size and modification time: any commit, by any process, changes one.
 fn wal_stamp(wal: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
