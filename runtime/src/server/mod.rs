@@ -85,6 +85,7 @@ pub struct ServerState {
     demo: bool,
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
     enqueuer: group::Enqueuer,
+    digests: Arc<queues::Digests>,
 }
 
 impl ServerState {
@@ -99,6 +100,7 @@ impl ServerState {
             demo: false,
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             enqueuer: group::Enqueuer::default(),
+            digests: Arc::default(),
         }
     }
 

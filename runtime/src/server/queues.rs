@@ -1,5 +1,10 @@
 //! `/api/v1/queues`: counts per queue and state, with each queue's handler (`spool queues`).
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -85,29 +90,62 @@ pub async fn list(State(state): State<ServerState>) -> Result<Json<Queues>, ApiE
         succeeded_secs: c.worker.retention.succeeded.as_secs(),
         cancelled_secs: c.worker.retention.cancelled.as_secs(),
     });
-    let queues = counts
-        .into_iter()
-        .map(|c| {
-            let plugin = config.and_then(|config| config.queues.get(&c.queue).map(|q| &q.plugin));
-            QueueRow {
-                handler: plugin.map(|p| p.display().to_string()),
-                digest: plugin
-                    .and_then(|p| std::fs::read(p).ok())
-                    .map(|bytes| crate::Digest::of(&bytes).as_str().to_owned()),
-                retention,
-                workers: serving(&c.queue),
-                counts: serde_json::json!({
-                    "scheduled": c.scheduled,
-                    "ready": c.ready,
-                    "running": c.running,
-                    "waiting": c.waiting,
-                    "succeeded": c.succeeded,
-                    "dead": c.dead,
-                    "cancelled": c.cancelled,
-                }),
-                name: c.queue,
-            }
-        })
-        .collect();
+    let mut queues = Vec::with_capacity(counts.len());
+    for c in counts {
+        let plugin = config.and_then(|config| config.queues.get(&c.queue).map(|q| &q.plugin));
+        let digest = match plugin {
+            Some(path) => state.digests.of(path).await,
+            None => None,
+        };
+        queues.push(QueueRow {
+            handler: plugin.map(|p| p.display().to_string()),
+            digest,
+            retention,
+            workers: serving(&c.queue),
+            counts: serde_json::json!({
+                "scheduled": c.scheduled,
+                "ready": c.ready,
+                "running": c.running,
+                "waiting": c.waiting,
+                "succeeded": c.succeeded,
+                "dead": c.dead,
+                "cancelled": c.cancelled,
+            }),
+            name: c.queue,
+        });
+    }
     Ok(Json(Queues { queues }))
+}
+
+/// The plugin files' digests, read again only when a file's size or modification time
+/// changes: a dashboard asks for the queues at every event, and hashing a plugin of tens of
+/// megabytes each time would keep a core busy.
+#[derive(Default)]
+pub struct Digests {
+    known: Mutex<HashMap<PathBuf, (u64, SystemTime, String)>>,
+}
+
+impl Digests {
+    /// The sha-256 digest of the file at `path`; `None` when it cannot be read.
+    async fn of(&self, path: &Path) -> Option<String> {
+        let meta = tokio::fs::metadata(path).await.ok()?;
+        let stamp = (meta.len(), meta.modified().ok()?);
+        if let Some((len, modified, digest)) = self.known.lock().unwrap().get(path)
+            && (*len, *modified) == stamp
+        {
+            return Some(digest.clone());
+        }
+        let file = path.to_owned();
+        let digest = tokio::task::spawn_blocking(move || {
+            std::fs::read(file).map(|bytes| crate::Digest::of(&bytes).as_str().to_owned())
+        })
+        .await
+        .ok()?
+        .ok()?;
+        self.known
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (stamp.0, stamp.1, digest.clone()));
+        Some(digest)
+    }
 }

@@ -10,6 +10,7 @@ const ADMIN_REASON = "needs an admin token: this token can only read";
 const session = { token: localStorage.getItem("spool.token") || "", role: null, authRequired: false, demo: false };
 let view = null; // { onEvent(event), leave() } of the page shown
 let pending = null; // the debounced refresh of the page shown
+let routes = 0; // pages opened so far: a load for an earlier one draws nothing
 
 // ---- elements ----
 
@@ -236,6 +237,18 @@ function setLive(on) {
   el.className = `badge ${on ? "live" : "offline"}`;
 }
 
+// Numbers a page's loads. `const current = fresh();` before a request; after it,
+// `current()` tells whether its answer may still be shown: not when a newer load of the
+// page began meanwhile (whose answer wins, even if it came first) or another page opened.
+function loads() {
+  const page = routes;
+  let last = 0;
+  return () => {
+    const mine = ++last;
+    return () => mine === last && page === routes;
+  };
+}
+
 // Re-renders the page shown at most every 400 ms however many events arrive.
 function refreshSoon(fn) {
   if (pending) return;
@@ -300,11 +313,15 @@ async function queuesPage() {
       table(["queue", ...columns, "throughput", "handler"], rows, "No queues."),
       h("h2", {}, "Enqueue a job"), form);
   };
+  const fresh = loads();
   const load = async () => {
+    const current = fresh();
     try {
-      queues = (await api("GET", "/queues")).queues;
+      const answer = (await api("GET", "/queues")).queues;
+      if (!current()) return;
+      queues = answer;
       render();
-    } catch (e) { flash(e.message); }
+    } catch (e) { if (current()) flash(e.message); }
   };
   const enqueue = (form) => act(async () => {
     const body = { payload: JSON.parse(form.payload.value || "null") };
@@ -321,11 +338,14 @@ async function jobsPage(params) {
   const filter = { queue: params.get("queue") || "", state: params.get("state") || "", tenant: params.get("tenant") || "" };
   const after = params.get("after") || "";
   const back = (params.get("back") || "").split(",").filter(Boolean);
+  const fresh = loads();
   const load = async () => {
+    const current = fresh();
     let page;
     try {
       page = await api("GET", `/jobs${query({ ...filter, after, limit: 50 })}`);
-    } catch (e) { flash(e.message); return; }
+    } catch (e) { if (current()) flash(e.message); return; }
+    if (!current()) return;
     const link = (extra) => `#/jobs${query({ ...filter, ...extra })}`;
     const rows = page.jobs.map((j) => h("tr", { "data-job": j.id },
       h("td", {}, jobLink(j.id)), h("td", {}, j.queue), h("td", {}, badge(j.state)),
@@ -352,13 +372,16 @@ async function jobsPage(params) {
 }
 
 async function jobPage(id) {
+  const fresh = loads();
   const load = async () => {
+    const current = fresh();
     let job;
     try { job = await api("GET", `/jobs/${encodeURIComponent(id)}`); } catch (e) {
-      show(h("h1", {}, `Job ${id}`), h("p", { class: "empty" }, e.status === 404 ? "No such job." : e.message));
+      if (current()) show(h("h1", {}, `Job ${id}`), h("p", { class: "empty" }, e.status === 404 ? "No such job." : e.message));
       return;
     }
     const tree = await childTree(job.children, 0);
+    if (!current()) return;
     const finished = ["succeeded", "dead", "cancelled"].includes(job.state);
     const cancel = admin(h("button", { id: "cancel", class: "danger", disabled: finished,
       onclick: () => act(async () => { await api("POST", `/jobs/${encodeURIComponent(id)}/cancel`, {}); await load(); }) }, "Cancel job"));
@@ -478,8 +501,13 @@ async function dlqPage(params) {
         onchange: (e) => { selected.clear(); if (e.target.checked) jobs.forEach((j) => selected.add(j.id)); render(); } }),
       "id", "queue", "tenant", "failures", "phase", "last error", "died"], rows, "The dead-letter queue is empty."));
   };
+  const fresh = loads();
   const load = async () => {
-    try { jobs = (await api("GET", `/dlq${query({ ...filter, limit })}`)).jobs; } catch (e) { flash(e.message); return; }
+    const current = fresh();
+    let answer;
+    try { answer = (await api("GET", `/dlq${query({ ...filter, limit })}`)).jobs; } catch (e) { if (current()) flash(e.message); return; }
+    if (!current()) return;
+    jobs = answer;
     for (const id of [...selected]) if (!jobs.some((j) => j.id === id)) selected.delete(id);
     render();
   };
@@ -528,8 +556,13 @@ async function schedulesPage() {
     editing = null;
     await load();
   });
+  const fresh = loads();
   const load = async () => {
-    try { schedules = (await api("GET", "/schedules")).schedules; } catch (e) { flash(e.message); return; }
+    const current = fresh();
+    let answer;
+    try { answer = (await api("GET", "/schedules")).schedules; } catch (e) { if (current()) flash(e.message); return; }
+    if (!current()) return;
+    schedules = answer;
     render();
   };
   await load();
@@ -537,9 +570,12 @@ async function schedulesPage() {
 }
 
 async function workersPage() {
+  const fresh = loads();
   const load = async () => {
+    const current = fresh();
     let workers = [];
-    try { workers = (await api("GET", "/workers")).workers || []; } catch (e) { if (e.status !== 404) flash(e.message); }
+    try { workers = (await api("GET", "/workers")).workers || []; } catch (e) { if (e.status !== 404 && current()) flash(e.message); }
+    if (!current()) return;
     const rows = workers.map((w) => h("tr", {},
       h("td", { class: "mono" }, w.id), h("td", {}, w.host), h("td", { class: "num" }, w.pid), h("td", {}, w.version),
       h("td", {}, (w.queues || []).join(", ")), h("td", { class: "num" }, `${w.running} / ${w.concurrency}`),
@@ -555,6 +591,9 @@ async function workersPage() {
 
 const demo = {
   jobs: new Map(), // id -> { mode, state, kinds }
+  // The latest events of jobs the panel does not know yet: a job's first events can arrive
+  // through the stream before the answer to the request that enqueued it.
+  early: [],
   init() {
     $("#demo-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -565,18 +604,28 @@ const demo = {
         if (form.delay_ms.value) payload.delay_ms = Number(form.delay_ms.value);
         const res = await api("POST", "/queues/email/jobs", { payload });
         const id = res.jobs[0].id;
-        if (!this.jobs.has(id)) this.jobs.set(id, { mode, state: "ready", kinds: [] });
+        if (!this.jobs.has(id)) {
+          this.jobs.set(id, { mode, state: "ready", kinds: [] });
+          for (const event of this.early.filter((e) => e.job_id === id)) this.apply(this.jobs.get(id), event);
+        }
         this.render();
       });
     });
   },
   onEvent(event) {
     const job = this.jobs.get(event.job_id);
-    if (!job) return;
+    if (!job) {
+      this.early.push(event);
+      if (this.early.length > 500) this.early.shift();
+      return;
+    }
+    this.apply(job, event);
+    this.render();
+  },
+  apply(job, event) {
     job.kinds.push(event);
     const next = { started: "running", succeeded: "succeeded", "retry-scheduled": "scheduled", "dead-lettered": "dead", cancelled: "cancelled", replayed: "ready" }[event.kind];
     if (next) job.state = next;
-    this.render();
   },
   render() {
     $("#demo-jobs").replaceChildren(...[...this.jobs].reverse().slice(0, 8).map(([id, job]) => h("li", { "data-job": id, "data-state": job.state },
@@ -588,6 +637,7 @@ const demo = {
 // ---- routing ----
 
 async function route() {
+  routes += 1;
   if (view && view.leave) view.leave();
   view = null;
   clearTimeout(pending);
@@ -609,9 +659,19 @@ async function route() {
     workers: () => workersPage(),
   };
   const open = pages[page] || pages.queues;
+  // Events that arrive while the page loads are handed to it once it is shown: its first
+  // load may have read the store before they were committed.
+  const missed = [];
+  const loading = { onEvent: (event) => missed.push(event) };
+  view = loading;
   const shown = await open();
-  if (location.hash.replace(/^#\/?/, "") === hash || (!location.hash && hash === "queues")) view = shown;
-  else if (shown && shown.leave) shown.leave();
+  if (view !== loading) {
+    // Another route began meanwhile.
+    if (shown && shown.leave) shown.leave();
+    return;
+  }
+  view = shown;
+  if (shown && shown.onEvent) for (const event of missed) shown.onEvent(event);
 }
 
 async function start() {
