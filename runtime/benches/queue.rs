@@ -1,11 +1,16 @@
 //! Queue benchmarks on the embedded SQLite backend: enqueue rate, end-to-end no-op
-//! throughput by concurrency, enqueue-to-start latency at a steady rate, and throughput with a
-//! large backlog; and what the Prometheus metrics cost end-to-end throughput.
+//! throughput by concurrency, enqueue-to-start latency at a steady rate, and throughput and
+//! memory with a large backlog; what the Prometheus metrics cost end-to-end throughput; and
+//! Spool against BullMQ side by side.
 //!
 //! Run with `cargo bench -p spool-runtime --bench queue` (`-- quick` for a shorter run,
-//! `-- normal` for `synchronous = NORMAL`, `-- metrics` for the metrics comparison alone;
-//! `SPOOL_BENCH_PREFETCH=N` sets the worker's prefetch, the default "auto" otherwise). Figures go into
-//! BENCHMARKS.md.
+//! `-- normal` for `synchronous = NORMAL`, `-- metrics` for the metrics comparison alone,
+//! `-- versus` for the comparison with BullMQ alone; `SPOOL_BENCH_PREFETCH=N` sets the
+//! worker's prefetch, the default "auto" otherwise). Figures go into BENCHMARKS.md.
+//!
+//! `-- versus` needs Node and a Redis server on 127.0.0.1:6379 (`SPOOL_BENCH_REDIS` names
+//! another); it installs `runtime/benches/bullmq`'s pinned packages with `npm ci` when they
+//! are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -34,6 +39,10 @@ fn main() {
 
     if std::env::args().any(|a| a == "metrics") {
         rt.block_on(metrics_cost(&noop, synchronous, scale));
+        return;
+    }
+    if std::env::args().any(|a| a == "versus") {
+        rt.block_on(versus(&noop, synchronous, scale));
         return;
     }
     rt.block_on(async {
@@ -70,7 +79,7 @@ fn main() {
             let dir = tempfile::tempdir().unwrap();
             let backend = open(&dir.path().join("e2e.db"), synchronous);
             fill(&backend, n).await;
-            let rate = drain(&backend, &noop, concurrency, n).await;
+            let (rate, _) = drain(&backend, &noop, concurrency, prefetch(), n).await;
             println!("concurrency {concurrency:>3}: {n} jobs, {rate:.0} jobs/s");
         }
 
@@ -79,14 +88,26 @@ fn main() {
         let backend = open(&dir.path().join("latency.db"), synchronous);
         latency(&backend, &noop, 5_000 / scale).await;
 
-        println!("\n## throughput against backlog (concurrency 100, 50,000 jobs run)");
+        println!(
+            "\n## enqueue-to-start latency at 500 jobs/s, the worker in another process \
+             (`spool worker`, concurrency 10, the default configuration)"
+        );
+        cross_process_latency(&noop, synchronous, 5_000 / scale).await;
+
+        println!(
+            "\n## throughput and memory against backlog (concurrency 100, 50,000 jobs run; \
+             the peak resident memory of this process, worker and store, sampled while it runs)"
+        );
         for queued in [10_000usize, 1_000_000 / scale] {
             let dir = tempfile::tempdir().unwrap();
             let backend = open(&dir.path().join("backlog.db"), synchronous);
             fill(&backend, queued).await;
             let run = 50_000.min(queued);
-            let rate = drain(&backend, &noop, 100, run).await;
-            println!("{queued:>9} queued: {rate:.0} jobs/s");
+            let (rate, rss) = drain(&backend, &noop, 100, prefetch(), run).await;
+            println!(
+                "{queued:>9} queued: {rate:.0} jobs/s, peak RSS {:.0} MB",
+                rss as f64 / 1e6
+            );
         }
     });
     rt.block_on(metrics_cost(&noop, synchronous, scale));
@@ -108,7 +129,7 @@ async fn metrics_cost(noop: &Path, synchronous: Synchronous, scale: usize) {
             let metrics = std::sync::Arc::new(Metrics::with_config(&config));
             backend.set_sink(backend.sink().with_metrics(metrics.clone()));
             fill(&backend, n).await;
-            let rate = drain(&backend, noop, 100, n).await;
+            let (rate, _) = drain(&backend, noop, 100, prefetch(), n).await;
             let state = if enabled { "on" } else { "off" };
             println!("round {round}: metrics {state:>3}: {rate:.0} jobs/s");
             if enabled {
@@ -168,20 +189,23 @@ async fn fill(backend: &SqliteBackend, n: usize) {
     }
 }
 
+/// The prefetch asked for with `SPOOL_BENCH_PREFETCH=N`; else `None`, the default ("auto").
+fn prefetch() -> Option<u32> {
+    std::env::var("SPOOL_BENCH_PREFETCH")
+        .ok()
+        .and_then(|p| p.parse().ok())
+}
+
 async fn start_worker(
     backend: &SqliteBackend,
     noop: &Path,
     concurrency: u32,
+    prefetch: Option<u32>,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<spool::worker::WorkerStats>,
     spool::worker::StatsHandle,
 ) {
-    // Jobs held claimed beyond the free slots: what makes claims and settles big batches.
-    // The default ("auto") unless a fixed number is asked for.
-    let prefetch = std::env::var("SPOOL_BENCH_PREFETCH")
-        .ok()
-        .and_then(|p| p.parse().ok());
     let mut queue = QueueConfig::new(noop);
     queue.concurrency = concurrency;
     let queues = BTreeMap::from([("noop".to_owned(), queue)]);
@@ -211,33 +235,224 @@ async fn start_worker(
     (stop, handle, stats)
 }
 
-/// Run a worker until it has run `n` jobs to success; jobs per second.
-async fn drain(backend: &SqliteBackend, noop: &Path, concurrency: u32, n: usize) -> f64 {
-    let (stop, handle, stats) = start_worker(backend, noop, concurrency).await;
+/// Run a worker until it has run `n` jobs to success: jobs per second, and the peak resident
+/// memory of this process meanwhile (bytes, sampled every 100 ms).
+async fn drain(
+    backend: &SqliteBackend,
+    noop: &Path,
+    concurrency: u32,
+    prefetch: Option<u32>,
+    n: usize,
+) -> (f64, u64) {
+    let (stop, handle, stats) = start_worker(backend, noop, concurrency, prefetch).await;
     let t = Instant::now();
+    let mut rss = resident();
+    let mut sampled = Instant::now();
     while stats.get().succeeded < n as u64 {
         tokio::time::sleep(Duration::from_millis(2)).await;
+        if sampled.elapsed() >= Duration::from_millis(100) {
+            rss = rss.max(resident());
+            sampled = Instant::now();
+        }
     }
     let rate = n as f64 / secs(t);
+    rss = rss.max(resident());
     let _ = stop.send(());
     handle.await.unwrap();
-    rate
+    (rate, rss)
+}
+
+/// This process's resident memory in bytes (`VmRSS` of /proc/self/status); 0 if unknown.
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Spool (one in-process worker, the default configuration and `prefetch = 1000`) against
+/// BullMQ (one worker process, `runtime/benches/bullmq`) at concurrency 1, 10 and 100, the
+/// same backlog enqueued first, alternating for three rounds; medians and their ratios.
+async fn versus(noop: &Path, synchronous: Synchronous, scale: usize) {
+    let bullmq = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bullmq");
+    if !bullmq.join("node_modules").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&bullmq)
+            .status()
+            .expect("npm");
+        assert!(status.success(), "npm ci in {} failed", bullmq.display());
+    }
+    let redis =
+        std::env::var("SPOOL_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let sides = ["BullMQ", "Spool default", "Spool prefetch = 1000"];
+    let mut rates: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
+    println!(
+        "## Spool against BullMQ, alternating: no-op jobs enqueued first, one worker process \
+         each; BullMQ with removeOnComplete: true, timed from its first job's start"
+    );
+    for round in 1..=3 {
+        for concurrency in [1u32, 10, 100] {
+            let n = if concurrency == 1 { 20_000 } else { 100_000 } / scale;
+            let output = std::process::Command::new("node")
+                .arg("bench.mjs")
+                .args(["throughput", "--json", "--workers", "1"])
+                .args(["--remove-on-complete", "true", "--redis", &redis])
+                .args(["--jobs", &n.to_string()])
+                .args(["--concurrency", &concurrency.to_string()])
+                .current_dir(&bullmq)
+                .output()
+                .expect("node");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "node bench.mjs failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let result: serde_json::Value = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("RESULT "))
+                .map(|json| serde_json::from_str(json).unwrap())
+                .unwrap_or_else(|| panic!("no RESULT line from bench.mjs:\n{stdout}"));
+            let mut figures = vec![result["running_jobs_per_s"].as_f64().unwrap()];
+            for prefetch in [None, Some(1000)] {
+                let dir = tempfile::tempdir().unwrap();
+                let backend = open(&dir.path().join("versus.db"), synchronous);
+                fill(&backend, n).await;
+                figures.push(drain(&backend, noop, concurrency, prefetch, n).await.0);
+            }
+            let shown: Vec<String> = sides
+                .iter()
+                .zip(&figures)
+                .map(|(side, rate)| format!("{side} {rate:.0}"))
+                .collect();
+            println!(
+                "round {round}, concurrency {concurrency:>3}, {n} jobs: {} jobs/s",
+                shown.join(", ")
+            );
+            for (side, rate) in figures.into_iter().enumerate() {
+                rates.entry((concurrency, side)).or_default().push(rate);
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\n| concurrency | BullMQ | Spool, default config | ratio | Spool, `prefetch = 1000` | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for concurrency in [1u32, 10, 100] {
+        let [bull, default, tuned] = [0, 1, 2].map(|side| median(&rates[&(concurrency, side)]));
+        println!(
+            "| {concurrency} | {bull:.0} | {default:.0} | {:.2}× | {tuned:.0} | {:.2}× |",
+            default / bull,
+            tuned / bull
+        );
+    }
 }
 
 async fn latency(backend: &SqliteBackend, noop: &Path, n: usize) {
-    let (stop, handle, _) = start_worker(backend, noop, 10).await;
+    let (stop, handle, _) = start_worker(backend, noop, 10, prefetch()).await;
+    pace(backend, n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    handle.await.unwrap();
+    print_latency(backend, 0).await;
+}
+
+/// Enqueue `n` jobs one per call, one every 2 ms.
+async fn pace(backend: &SqliteBackend, n: usize) {
     let every = Duration::from_millis(2);
     let start = tokio::time::Instant::now();
     for i in 0..n {
         tokio::time::sleep_until(start + every * i as u32).await;
         backend.enqueue(vec![job()]).await.unwrap();
     }
+}
+
+/// The same, with the jobs run by the release `spool worker` in its own process: it learns of
+/// another process's commits by watching the store's write-ahead log.
+async fn cross_process_latency(noop: &Path, synchronous: Synchronous, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("latency.db");
+    let config = dir.path().join("spool.toml");
+    let synchronous = match synchronous {
+        Synchronous::Full => "full",
+        _ => "normal",
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nconcurrency = 10\nsynchronous = {synchronous:?}\n\n\
+             [queues.noop]\nplugin = {:?}\nconcurrency = 10\n",
+            noop.display().to_string()
+        ),
+    )
+    .unwrap();
+    let backend = open(&db, Synchronous::Full);
+    let log = dir.path().join("worker.log");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .arg("--db")
+        .arg(&db)
+        .arg("worker")
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
+        .spawn()
+        .unwrap();
+    // Warm up: the worker has loaded its plugin and run a few jobs.
+    for _ in 0..20 {
+        backend.enqueue(vec![job()]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let succeeded = || async {
+        let counts = backend.queues().await.unwrap();
+        counts.iter().map(|c| c.succeeded).sum::<u64>()
+    };
+    let t = Instant::now();
+    while succeeded().await < 20 {
+        if let Some(status) = worker.try_wait().unwrap() {
+            panic!(
+                "spool worker exited ({status}): {}",
+                std::fs::read_to_string(dir.path().join("worker.err")).unwrap_or_default()
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "warm-up jobs not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(());
-    handle.await.unwrap();
+    pace(&backend, n).await;
+    let t = Instant::now();
+    while succeeded().await < 20 + n as u64 {
+        assert!(t.elapsed() < Duration::from_secs(60), "jobs not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &worker.id().to_string()])
+        .status();
+    worker.wait().unwrap();
+    print_latency(&backend, 20).await;
+}
+
+/// Enqueue-to-start latencies from the event log: `started` at minus `enqueued` at, leaving
+/// out the first `warm_up` jobs enqueued.
+async fn print_latency(backend: &SqliteBackend, warm_up: usize) {
     let mut enqueued = HashMap::new();
     let mut lat = Vec::new();
     let mut after = None;
+    let mut skipped = 0;
     loop {
         let events = backend
             .events(&EventFilter {
@@ -252,7 +467,11 @@ async fn latency(backend: &SqliteBackend, noop: &Path, n: usize) {
         for e in &events {
             match (e.kind, &e.job_id) {
                 (EventKind::Enqueued, Some(id)) => {
-                    enqueued.insert(id.clone(), e.at);
+                    if skipped < warm_up {
+                        skipped += 1;
+                    } else {
+                        enqueued.insert(id.clone(), e.at);
+                    }
                 }
                 (EventKind::Started, Some(id)) => {
                     if let Some(at) = enqueued.get(id) {

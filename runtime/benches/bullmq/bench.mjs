@@ -7,7 +7,7 @@
 //   throughput  end-to-end no-op throughput: N jobs (default 100,000) enqueued first with
 //               `addBulk` (1,000 per call), then W = 1 and W = 2 worker *processes* started
 //               (`node bench.mjs worker ...`, forked), each one BullMQ `Worker` with concurrency
-//               100 and the processor `async () => {}`. Timed from spawning the worker
+//               C (default 100) and the processor `async () => {}`. Timed from spawning the worker
 //               process(es) to the last job completed (each worker stamps its last `completed`
 //               event; completion is detected by polling `queue.getJobCounts()` every 100 ms).
 //               CPU seconds (utime + stime from /proc/<pid>/stat) of the worker processes and of
@@ -29,12 +29,18 @@
 //   cd runtime/benches/bullmq && npm ci && node bench.mjs
 //
 //   node bench.mjs [enqueue|throughput|latency ...] [--jobs N] [--single N]
-//                  [--redis redis://127.0.0.1:6379]
+//                  [--concurrency C] [--workers W] [--remove-on-complete true|false]
+//                  [--json] [--redis redis://127.0.0.1:6379]
 //
 //   sections      any of enqueue, throughput, latency (default: all three)
 //   --jobs N      jobs of each throughput run and of the `addBulk` enqueue figure (100000)
 //   --single N    one-per-call `add`s of the enqueue figure, and jobs of the latency run
 //                 (5000; the latency run paces them at one per 2 ms)
+//   --concurrency C   each throughput worker's concurrency (100)
+//   --workers W   throughput runs with W worker processes only (default: 1, then 2)
+//   --remove-on-complete true|false   throughput runs with this setting only (default: both)
+//   --json        also print each throughput figure as one line `RESULT {json}` (for Spool's
+//                 side-by-side bench, runtime/benches/versus.rs)
 //   --redis URL   the Redis server (redis://[user:password@]host:port[/db]); the CPU figure
 //                 for redis-server needs it to run on this machine
 //
@@ -52,7 +58,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue, Worker } from 'bullmq';
 
 const SELF = fileURLToPath(import.meta.url);
-/** Worker concurrency of the throughput runs. */
+/** Worker concurrency of the throughput runs, unless `--concurrency` says otherwise. */
 const CONCURRENCY = 100;
 /** Jobs per `addBulk` call. */
 const BATCH = 1000;
@@ -82,6 +88,8 @@ function parseArgs(argv) {
       case '--concurrency': opts.concurrency = count(); break;
       case '--remove-on-complete': opts.removeOnComplete = value() === 'true'; break;
       case '--record': opts.record = true; break;
+      case '--workers': opts.workers = count(); break;
+      case '--json': opts.json = true; break;
       case '-h': case '--help':
         console.log(readFileSync(SELF, 'utf8').split('\n').filter((l) => l.startsWith('//'))
           .map((l) => l.slice(3)).join('\n'));
@@ -409,8 +417,9 @@ async function throughput(opts, workers, removeOnComplete) {
     const before = { redis: procCpu(rpid), self: procCpu(process.pid), machine: machineCpu() };
     const spawnedAt = epochMs();
     const spawned = performance.now();
+    const concurrency = opts.concurrency ?? CONCURRENCY;
     const procs = Array.from({ length: workers },
-      () => new WorkerProcess(opts, queue.name, CONCURRENCY, removeOnComplete));
+      () => new WorkerProcess(opts, queue.name, concurrency, removeOnComplete));
     let polled;
     let stats;
     let workerCpu;
@@ -460,6 +469,12 @@ async function throughput(opts, workers, removeOnComplete) {
     const other = Math.max(0, wall - idle - redisCpu - workersCpu - benchCpu);
     console.log(`  CPU: redis-server ${fmt(redisCpu)} s (${fmt(redisCpu * 1e6 / n, 1)} µs/job), worker process(es) ${fmt(workersCpu)} s [${workerCpu.map((c) => fmt(c)).join(', ')}] (${fmt(workersCpu * 1e6 / n, 1)} µs/job)`);
     console.log(`    over ${fmt(polled)} s wall, ${fmt(wall)} CPU-s available on ${cpus().length} CPUs: this process (polling) ${fmt(benchCpu)} s, other processes ${fmt(other)} s, idle ${fmt(idle)} s${rpid ? '' : ' (redis-server not found on this machine)'}`);
+    if (opts.json) {
+      console.log(`RESULT ${JSON.stringify({
+        section: 'throughput', workers, concurrency, jobs: n, removeOnComplete,
+        jobs_per_s: n / total, running_jobs_per_s: n / running,
+      })}`);
+    }
     console.log(`  redis per job: ${fmt((cmdsAfter.total - cmdsBefore.total) / n, 1)} commands (those run inside Lua scripts included), ${fmt((cmdsAfter.scripts - cmdsBefore.scripts) / n, 2)} script calls (EVAL/EVALSHA); memory held after the run ${fmt((memAfter - memBefore) / n, 0)} bytes/job (completed jobs kept: ${counts.completed})`);
   });
 }
@@ -587,9 +602,10 @@ async function main() {
   await header(opts);
   if (run('enqueue')) await enqueueRate(opts);
   if (run('throughput')) {
-    for (const removeOnComplete of [true, false]) {
-      console.log(`\n## end-to-end no-op throughput (worker processes, concurrency ${CONCURRENCY}, backlog enqueued first, removeOnComplete: ${removeOnComplete}, removeOnFail: false)`);
-      for (const workers of [1, 2]) await throughput(opts, workers, removeOnComplete);
+    const removes = opts.removeOnComplete === undefined ? [true, false] : [opts.removeOnComplete];
+    for (const removeOnComplete of removes) {
+      console.log(`\n## end-to-end no-op throughput (worker processes, concurrency ${opts.concurrency ?? CONCURRENCY}, backlog enqueued first, removeOnComplete: ${removeOnComplete}, removeOnFail: false)`);
+      for (const workers of opts.workers ? [opts.workers] : [1, 2]) await throughput(opts, workers, removeOnComplete);
     }
   }
   if (run('latency')) await latency(opts);

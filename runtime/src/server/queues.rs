@@ -126,11 +126,18 @@ pub struct Digests {
 }
 
 impl Digests {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (u64, SystemTime, String)>> {
+        // A panic while holding it leaves at worst a stale entry, which the stamp catches.
+        self.known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// The sha-256 digest of the file at `path`; `None` when it cannot be read.
     async fn of(&self, path: &Path) -> Option<String> {
         let meta = tokio::fs::metadata(path).await.ok()?;
         let stamp = (meta.len(), meta.modified().ok()?);
-        if let Some((len, modified, digest)) = self.known.lock().unwrap().get(path)
+        if let Some((len, modified, digest)) = self.known().get(path)
             && (*len, *modified) == stamp
         {
             return Some(digest.clone());
@@ -142,9 +149,7 @@ impl Digests {
         .await
         .ok()?
         .ok()?;
-        self.known
-            .lock()
-            .unwrap()
+        self.known()
             .insert(path.to_owned(), (stamp.0, stamp.1, digest.clone()));
         Some(digest)
     }
