@@ -4,8 +4,8 @@
 //!
 //! Run with `cargo bench -p spool-runtime --bench nats` (`-- quick` for a tenth of the work;
 //! `-- enqueue`, `-- throughput` or `-- latency` for only those sections;
-//! `SPOOL_BENCH_PREFETCH=N` sets the workers' prefetch, 1000 by default; `SPOOL_BENCH_SPOOL=PATH`
-//! runs the workers from another `spool` binary). Each figure gets a
+//! `SPOOL_BENCH_PREFETCH=N` sets the workers' prefetch, else it is "auto", the default;
+//! `SPOOL_BENCH_SPOOL=PATH` runs the workers from another `spool` binary). Each figure gets a
 //! fresh `nats-server -js` (from `PATH` or `/usr/sbin/nats-server`) on a free 127.0.0.1 port
 //! with its own store in a temporary directory, killed afterwards. Figures go into
 //! BENCHMARKS.md.
@@ -36,10 +36,11 @@ fn main() {
         .filter(|a| sections.contains(&a.as_str()))
         .collect();
     let run = |section: &str| chosen.is_empty() || chosen.iter().any(|c| c == section);
-    let prefetch: u32 = std::env::var("SPOOL_BENCH_PREFETCH")
+    // The default ("auto") unless a fixed number is asked for.
+    let prefetch = std::env::var("SPOOL_BENCH_PREFETCH")
         .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1000);
+        .and_then(|p| p.parse::<u32>().ok())
+        .map_or_else(|| "\"auto\"".to_owned(), |n| n.to_string());
     let noop = xtask::plugin("noop").unwrap();
     // `SPOOL_BENCH_SPOOL=PATH` runs the workers from another build (to compare two builds in
     // one sitting: the machine's speed drifts over hours).
@@ -68,7 +69,7 @@ fn main() {
             // One process with a thread per CPU; two with the CPUs shared out (one thread
             // each, `[worker] threads = 1`) and, for comparison, with a thread per CPU each.
             for (workers, threads) in [(1usize, 0u32), (2, 1), (2, 0)] {
-                throughput(&spool, &noop, workers, threads, 100_000 / scale, prefetch).await;
+                throughput(&spool, &noop, workers, threads, 100_000 / scale, &prefetch).await;
             }
         }
         if run("latency") {
@@ -76,7 +77,7 @@ fn main() {
                 println!(
                     "\n## enqueue-to-start latency at 500 jobs/s (one worker process, concurrency 10, poll_interval {poll})"
                 );
-                latency(&spool, &noop, 5_000 / scale, prefetch, poll).await;
+                latency(&spool, &noop, 5_000 / scale, &prefetch, poll).await;
             }
         }
     });
@@ -139,7 +140,7 @@ fn write_config(
     dir: &Path,
     noop: &Path,
     concurrency: u32,
-    prefetch: u32,
+    prefetch: &str,
     threads: u32,
     poll: &str,
 ) -> PathBuf {
@@ -175,7 +176,7 @@ async fn throughput(
     workers: usize,
     threads: u32,
     n: usize,
-    prefetch: u32,
+    prefetch: &str,
 ) {
     let server = NatsServer::start();
     let backend = connect(&server).await;
@@ -313,7 +314,7 @@ async fn throughput(
     );
 }
 
-async fn latency(spool: &Path, noop: &Path, n: usize, prefetch: u32, poll: &str) {
+async fn latency(spool: &Path, noop: &Path, n: usize, prefetch: &str, poll: &str) {
     let server = NatsServer::start();
     let backend = connect(&server).await;
     let js = jetstream(&server).await;

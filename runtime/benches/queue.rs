@@ -274,9 +274,10 @@ fn resident() -> u64 {
         .unwrap_or(0)
 }
 
-/// Spool (one in-process worker, the default configuration and `prefetch = 1000`) against
-/// BullMQ (one worker process, `runtime/benches/bullmq`) at concurrency 1, 10 and 100, the
-/// same backlog enqueued first, alternating for three rounds; medians and their ratios.
+/// Spool (one `spool worker` process, the default configuration and `prefetch = 1000`)
+/// against BullMQ (one worker process, `runtime/benches/bullmq`) at concurrency 1, 10 and
+/// 100, the same backlog enqueued first, alternating for three rounds; medians and ratios.
+/// Both sides are timed from their first job's start to their last job's end.
 async fn versus(noop: &Path, synchronous: Synchronous, scale: usize) {
     let bullmq = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bullmq");
     if !bullmq.join("node_modules").exists() {
@@ -293,7 +294,9 @@ async fn versus(noop: &Path, synchronous: Synchronous, scale: usize) {
     let mut rates: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
     println!(
         "## Spool against BullMQ, alternating: no-op jobs enqueued first, one worker process \
-         each; BullMQ with removeOnComplete: true, timed from its first job's start"
+         each (`spool worker`: {}; BullMQ: removeOnComplete: true), timed from the first \
+         job's start to the last job's end",
+        env!("CARGO_BIN_EXE_spool")
     );
     for round in 1..=3 {
         for concurrency in [1u32, 10, 100] {
@@ -320,10 +323,7 @@ async fn versus(noop: &Path, synchronous: Synchronous, scale: usize) {
                 .unwrap_or_else(|| panic!("no RESULT line from bench.mjs:\n{stdout}"));
             let mut figures = vec![result["running_jobs_per_s"].as_f64().unwrap()];
             for prefetch in [None, Some(1000)] {
-                let dir = tempfile::tempdir().unwrap();
-                let backend = open(&dir.path().join("versus.db"), synchronous);
-                fill(&backend, n).await;
-                figures.push(drain(&backend, noop, concurrency, prefetch, n).await.0);
+                figures.push(drain_process(noop, synchronous, concurrency, prefetch, n).await);
             }
             let shown: Vec<String> = sides
                 .iter()
@@ -367,6 +367,125 @@ async fn latency(backend: &SqliteBackend, noop: &Path, n: usize) {
     print_latency(backend, 0).await;
 }
 
+/// `n` jobs enqueued first, then run by the release `spool worker` in its own process with
+/// the default configuration but for the concurrency (and `prefetch`, when given): jobs per
+/// second from the first job's `started` event to the last one's `succeeded`.
+async fn drain_process(
+    noop: &Path,
+    synchronous: Synchronous,
+    concurrency: u32,
+    prefetch: Option<u32>,
+    n: usize,
+) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("versus.db");
+    let backend = open(&db, synchronous);
+    fill(&backend, n).await;
+    let prefetch = prefetch.map_or_else(String::new, |p| format!("prefetch = {p}\n"));
+    let config = write_config(
+        dir.path(),
+        &format!("[worker]\nconcurrency = {concurrency}\n{prefetch}"),
+        noop,
+        concurrency,
+        synchronous,
+    );
+    let mut worker = SpoolWorker::spawn(&db, &config, dir.path());
+    let t = Instant::now();
+    while succeeded(&backend).await < n as u64 {
+        worker.check_alive();
+        assert!(t.elapsed() < Duration::from_secs(600), "jobs not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (first, last): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT min(at) FROM events WHERE kind = 'started'), \
+                    (SELECT max(at) FROM events WHERE kind = 'succeeded')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    n as f64 / ((last - first).max(1) as f64 / 1000.0)
+}
+
+/// Jobs succeeded in the store so far.
+async fn succeeded(backend: &SqliteBackend) -> u64 {
+    let counts = backend.queues().await.unwrap();
+    counts.iter().map(|c| c.succeeded).sum()
+}
+
+/// `spool.toml` in `dir`: `worker` (the `[worker]` table, or nothing), the queue `noop`.
+fn write_config(
+    dir: &Path,
+    worker: &str,
+    noop: &Path,
+    concurrency: u32,
+    synchronous: Synchronous,
+) -> std::path::PathBuf {
+    let synchronous = match synchronous {
+        Synchronous::Full => "full",
+        _ => "normal",
+    };
+    let path = dir.join("spool.toml");
+    let worker = if worker.is_empty() {
+        "[worker]\n".to_owned()
+    } else {
+        worker.to_owned()
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "{worker}synchronous = {synchronous:?}\n\n\
+             [queues.noop]\nplugin = {:?}\nconcurrency = {concurrency}\n",
+            noop.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The release `spool worker` on a database, in its own process.
+struct SpoolWorker {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl SpoolWorker {
+    fn spawn(db: &Path, config: &Path, dir: &Path) -> SpoolWorker {
+        let log = dir.join("worker.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("--db")
+            .arg(db)
+            .arg("worker")
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        SpoolWorker { child, log }
+    }
+
+    /// Panic with the worker's log if it has exited.
+    fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("spool worker exited ({status}):\n{log}");
+        }
+    }
+
+    /// Stop it as Ctrl-C does, and wait for it.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap();
+    }
+}
+
 /// Enqueue `n` jobs one per call, one every 2 ms.
 async fn pace(backend: &SqliteBackend, n: usize) {
     let every = Duration::from_millis(2);
@@ -382,50 +501,17 @@ async fn pace(backend: &SqliteBackend, n: usize) {
 async fn cross_process_latency(noop: &Path, synchronous: Synchronous, n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("latency.db");
-    let config = dir.path().join("spool.toml");
-    let synchronous = match synchronous {
-        Synchronous::Full => "full",
-        _ => "normal",
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "[worker]\nconcurrency = 10\nsynchronous = {synchronous:?}\n\n\
-             [queues.noop]\nplugin = {:?}\nconcurrency = 10\n",
-            noop.display().to_string()
-        ),
-    )
-    .unwrap();
-    let backend = open(&db, Synchronous::Full);
-    let log = dir.path().join("worker.log");
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
-        .arg("--db")
-        .arg(&db)
-        .arg("worker")
-        .arg("--config")
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let config = write_config(dir.path(), "", noop, 10, synchronous);
+    let backend = open(&db, synchronous);
+    let mut worker = SpoolWorker::spawn(&db, &config, dir.path());
     // Warm up: the worker has loaded its plugin and run a few jobs.
     for _ in 0..20 {
         backend.enqueue(vec![job()]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let succeeded = || async {
-        let counts = backend.queues().await.unwrap();
-        counts.iter().map(|c| c.succeeded).sum::<u64>()
-    };
     let t = Instant::now();
-    while succeeded().await < 20 {
-        if let Some(status) = worker.try_wait().unwrap() {
-            panic!(
-                "spool worker exited ({status}): {}",
-                std::fs::read_to_string(dir.path().join("worker.err")).unwrap_or_default()
-            );
-        }
+    while succeeded(&backend).await < 20 {
+        worker.check_alive();
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "warm-up jobs not run"
@@ -435,14 +521,12 @@ async fn cross_process_latency(noop: &Path, synchronous: Synchronous, n: usize) 
     tokio::time::sleep(Duration::from_millis(500)).await;
     pace(&backend, n).await;
     let t = Instant::now();
-    while succeeded().await < 20 + n as u64 {
+    while succeeded(&backend).await < 20 + n as u64 {
+        worker.check_alive();
         assert!(t.elapsed() < Duration::from_secs(60), "jobs not run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &worker.id().to_string()])
-        .status();
-    worker.wait().unwrap();
+    worker.stop();
     print_latency(&backend, 20).await;
 }
 
