@@ -486,6 +486,16 @@ impl SpoolWorker {
     }
 }
 
+impl Drop for SpoolWorker {
+    /// Never leave it running when the bench fails.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Enqueue `n` jobs one per call, one every 2 ms.
 async fn pace(backend: &SqliteBackend, n: usize) {
     let every = Duration::from_millis(2);

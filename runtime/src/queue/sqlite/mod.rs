@@ -205,6 +205,16 @@ struct Inner {
     sink: std::sync::RwLock<crate::events::EventSink>,
     /// Told of every commit of this process, for [`Backend::wait_for_jobs`].
     committed: tokio::sync::Notify,
+    /// What [`Backend::wait_for_jobs`] watches for other connections' commits.
+    watch: Mutex<Watch>,
+}
+
+/// A connection that only reads `PRAGMA data_version` (opened at the first wait), the last
+/// version it read and when that last changed.
+struct Watch {
+    conn: Option<Connection>,
+    version: Option<i64>,
+    changed: std::time::Instant,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -261,6 +271,11 @@ impl SqliteBackend {
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
                 committed: tokio::sync::Notify::new(),
+                watch: Mutex::new(Watch {
+                    conn: None,
+                    version: None,
+                    changed: std::time::Instant::now(),
+                }),
             }),
         })
     }
@@ -304,6 +319,11 @@ impl SqliteBackend {
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
                 committed: tokio::sync::Notify::new(),
+                watch: Mutex::new(Watch {
+                    conn: None,
+                    version: None,
+                    changed: std::time::Instant::now(),
+                }),
             }),
         })
     }
@@ -523,13 +543,44 @@ impl From<QueueError> for Failure {
     }
 }
 
-/// How often an idle worker looks at the write-ahead log for another process's commit.
-const WAL_WATCH: Duration = Duration::from_millis(2);
+/// How often an idle worker looks for another process's commit (tokio's timer resolution)
+/// while commits come, and once none has come for [`WARM`].
+const WAL_WATCH: Duration = Duration::from_millis(1);
+const COLD_WATCH: Duration = Duration::from_millis(10);
+/// How long after the last commit seen a worker keeps looking every [`WAL_WATCH`]: a worker
+/// idle for longer spends less (a look costs a timer wake-up and a few microseconds), and
+/// only its first job after the lull waits up to [`COLD_WATCH`].
+const WARM: Duration = Duration::from_secs(1);
 
-/// The write-ahead log's size and modification time: any commit, by any process, changes one.
-fn wal_stamp(wal: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
-    let meta = std::fs::metadata(wal).ok()?;
-    Some((meta.len(), meta.modified().ok()))
+impl Inner {
+    /// `PRAGMA data_version` on the watch connection, which changes whenever another
+    /// connection, of this process or another, commits; and how long since it last changed.
+    /// `None` if it cannot be read.
+    ///
+    /// Run on the async thread: it reads the write-ahead log's index, which every connection
+    /// maps into memory, in microseconds, and never waits for a lock (the connection has no
+    /// busy handler; a lock it cannot take counts as a change). Nothing may open and close
+    /// the database's files beside SQLite instead: closing any descriptor of a file drops
+    /// the process's POSIX locks on it, SQLite's included.
+    fn data_version(&self) -> Option<(i64, Duration)> {
+        let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+        if watch.conn.is_none() {
+            let conn = connect(&self.path, &self.options, self.access).ok()?;
+            conn.busy_timeout(Duration::ZERO).ok()?;
+            watch.conn = Some(conn);
+        }
+        let version: i64 = watch
+            .conn
+            .as_ref()?
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .ok()?;
+        if watch.version != Some(version) {
+            watch.version = Some(version);
+            watch.changed = std::time::Instant::now();
+        }
+        Some((version, watch.changed.elapsed()))
+    }
 }
 
 impl Backend for SqliteBackend {
@@ -538,9 +589,13 @@ impl Backend for SqliteBackend {
     }
 
     /// Wake at once on a commit of this process (an enqueue, a settle that frees a group or a
-    /// limit), within [`WAL_WATCH`] on another process's (a `spool enqueue`, another worker):
-    /// every commit writes to the write-ahead log, whose size and time a `stat` reads without
-    /// touching the database. A wake-up that finds nothing to claim is harmless.
+    /// limit), within [`WAL_WATCH`] on another process's (a `spool enqueue`, another worker;
+    /// [`COLD_WATCH`] after a lull):
+    /// SQLite's `PRAGMA data_version` changes with every commit of another connection, and
+    /// reads only the write-ahead log's index in shared memory. (The log file's size and
+    /// time were not enough: a log restarted after a checkpoint keeps its size, and a file's
+    /// time moves in steps of a few milliseconds.) A wake-up that finds nothing to claim is
+    /// harmless.
     fn wait_for_jobs(
         &self,
         _queues: &[String],
@@ -552,18 +607,27 @@ impl Backend for SqliteBackend {
             let notified = inner.committed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let mut wal = inner.path.clone().into_os_string();
-            wal.push("-wal");
-            let wal = PathBuf::from(wal);
-            let before = wal_stamp(&wal);
+            let Some((before, mut quiet)) = inner.data_version() else {
+                // Nothing to watch: this process's commits and the timeout wake.
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+                return;
+            };
             loop {
-                let next = (tokio::time::Instant::now() + WAL_WATCH).min(deadline);
+                let every = if quiet < WARM { WAL_WATCH } else { COLD_WATCH };
+                let next = (tokio::time::Instant::now() + every).min(deadline);
                 tokio::select! {
                     () = &mut notified => return,
                     () = tokio::time::sleep_until(next) => {}
                 }
-                if next >= deadline || wal_stamp(&wal) != before {
+                if next >= deadline {
                     return;
+                }
+                match inner.data_version() {
+                    Some((now, since)) if now == before => quiet = since,
+                    _ => return,
                 }
             }
         }
