@@ -16,7 +16,7 @@ pub(super) const SETTLE: &str = "UPDATE jobs SET \
         lease_worker = NULL, lease_expires_at = NULL, updated_at = ?10, \
         progress = COALESCE(?11, progress) \
     WHERE id = ?1 AND state = 'running' AND token = ?2 \
-    RETURNING queue, tenant";
+    RETURNING queue, tenant, parent_id";
 
 /// A waiting job none of whose children is unfinished: ready at once.
 const READY: &str = "UPDATE jobs SET state = 'ready', run_at = ?2 WHERE id = ?1";
@@ -81,10 +81,16 @@ fn settle_one(
                 now,
                 progress,
             ],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((queue, tenant)) = job else {
+    let Some((queue, tenant, parent)) = job else {
         // Not running under this token: nothing of this settle is written.
         return Ok(Err(lost()));
     };
@@ -145,7 +151,8 @@ fn settle_one(
             }
         }
     }
-    if matches!(settle.next, Next::Succeeded { .. } | Next::Dead) {
+    // A child's end may finish or fail its parent.
+    if parent.is_some() && matches!(settle.next, Next::Succeeded { .. } | Next::Dead) {
         super::flow::child_finished(tx, journal, id)?;
     }
     Ok(Ok(()))
