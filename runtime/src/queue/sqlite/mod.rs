@@ -217,6 +217,16 @@ struct Watch {
     changed: std::time::Instant,
 }
 
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            conn: None,
+            version: None,
+            changed: std::time::Instant::now(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteBackend")
@@ -271,11 +281,7 @@ impl SqliteBackend {
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
                 committed: tokio::sync::Notify::new(),
-                watch: Mutex::new(Watch {
-                    conn: None,
-                    version: None,
-                    changed: std::time::Instant::now(),
-                }),
+                watch: Mutex::new(Watch::default()),
             }),
         })
     }
@@ -319,11 +325,7 @@ impl SqliteBackend {
                 fair_cursors: Arc::default(),
                 sink: Default::default(),
                 committed: tokio::sync::Notify::new(),
-                watch: Mutex::new(Watch {
-                    conn: None,
-                    version: None,
-                    changed: std::time::Instant::now(),
-                }),
+                watch: Mutex::new(Watch::default()),
             }),
         })
     }
