@@ -384,7 +384,7 @@ async fn drain_process(
     let prefetch = prefetch.map_or_else(String::new, |p| format!("prefetch = {p}\n"));
     let config = write_config(
         dir.path(),
-        &format!("[worker]\nconcurrency = {concurrency}\n{prefetch}"),
+        &format!("concurrency = {concurrency}\n{prefetch}"),
         noop,
         concurrency,
         synchronous,
@@ -415,7 +415,8 @@ async fn succeeded(backend: &SqliteBackend) -> u64 {
     counts.iter().map(|c| c.succeeded).sum()
 }
 
-/// `spool.toml` in `dir`: `worker` (the `[worker]` table, or nothing), the queue `noop`.
+/// `spool.toml` in `dir`: `[worker]` with the settings in `worker` (lines, or nothing) and
+/// `synchronous`, and the queue `noop` at `concurrency`.
 fn write_config(
     dir: &Path,
     worker: &str,
@@ -428,15 +429,10 @@ fn write_config(
         _ => "normal",
     };
     let path = dir.join("spool.toml");
-    let worker = if worker.is_empty() {
-        "[worker]\n".to_owned()
-    } else {
-        worker.to_owned()
-    };
     std::fs::write(
         &path,
         format!(
-            "{worker}synchronous = {synchronous:?}\n\n\
+            "[worker]\n{worker}synchronous = {synchronous:?}\n\n\
              [queues.noop]\nplugin = {:?}\nconcurrency = {concurrency}\n",
             noop.display().to_string()
         ),

@@ -545,9 +545,10 @@ impl From<QueueError> for Failure {
     }
 }
 
-/// How often an idle worker looks for another process's commit (tokio's timer resolution)
-/// while commits come, and once none has come for [`WARM`].
+/// How often an idle worker looks for another process's commit while commits come (tokio's
+/// timer resolution).
 const WAL_WATCH: Duration = Duration::from_millis(1);
+/// How often it looks once none has come for [`WARM`].
 const COLD_WATCH: Duration = Duration::from_millis(10);
 /// How long after the last commit seen a worker keeps looking every [`WAL_WATCH`]: a worker
 /// idle for longer spends less (a look costs a timer wake-up and a few microseconds), and
