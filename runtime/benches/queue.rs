@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo bench -p spool-runtime --bench queue` (`-- quick` for a shorter run,
 //! `-- normal` for `synchronous = NORMAL`, `-- metrics` for the metrics comparison alone,
-//! `-- versus` for the comparison with BullMQ alone; `SPOOL_BENCH_PREFETCH=N` sets the
+//! `-- versus` for the comparison with BullMQ alone, `-- drain` for its Spool side alone, the
+//! default configuration, to profile or compare changes; `SPOOL_BENCH_PREFETCH=N` sets the
 //! worker's prefetch, the default "auto" otherwise). Figures go into BENCHMARKS.md.
 //!
 //! `-- versus` needs Node and a Redis server on 127.0.0.1:6379 (`SPOOL_BENCH_REDIS` names
@@ -39,6 +40,10 @@ fn main() {
 
     if std::env::args().any(|a| a == "metrics") {
         rt.block_on(metrics_cost(&noop, synchronous, scale));
+        return;
+    }
+    if std::env::args().any(|a| a == "drain") {
+        rt.block_on(spool_side(&noop, synchronous, scale));
         return;
     }
     if std::env::args().any(|a| a == "versus") {
@@ -355,6 +360,19 @@ async fn versus(noop: &Path, synchronous: Synchronous, scale: usize) {
             default / bull,
             tuned / bull
         );
+    }
+}
+
+/// The Spool side of [`versus`] alone, with the default configuration: a release
+/// `spool worker` process draining the backlog at concurrency 1, 10 and 100, three rounds.
+async fn spool_side(noop: &Path, synchronous: Synchronous, scale: usize) {
+    println!("## `spool worker`, default configuration, draining a backlog of no-op jobs");
+    for round in 1..=3 {
+        for concurrency in [1u32, 10, 100] {
+            let n = if concurrency == 1 { 20_000 } else { 100_000 } / scale;
+            let rate = drain_process(noop, synchronous, concurrency, None, n).await;
+            println!("round {round}, concurrency {concurrency:>3}, {n} jobs: {rate:.0} jobs/s");
+        }
     }
 }
 
