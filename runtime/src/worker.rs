@@ -2,10 +2,12 @@
 //! the lease sweeper, retention, plugin reloads and graceful shutdown.
 //!
 //! One [`Worker`] serves the queues of a [`Config`](crate::config::Config) from one
-//! [`Backend`]. Its main loop claims as many ready jobs as it has free slots (in one batch per
-//! round), runs each attempt in the [`Sandbox`] on a task of its own, decides what follows with
-//! the queue's [`RetryPolicy`](crate::retry::RetryPolicy), and hands the settle to a settler
-//! task that commits whatever has accumulated in one transaction (group commit). Beside it:
+//! [`Backend`]. Its main loop runs in rounds: each commits the settles of the attempts that
+//! ended since the last round (group commit) and claims as many ready jobs as the room they
+//! and the free slots leave, in one call ([`Backend::settle_and_claim`]: one transaction on
+//! SQLite). Each attempt runs in the [`Sandbox`] on a task of its own, which decides what
+//! follows with the queue's [`RetryPolicy`](crate::retry::RetryPolicy) and hands the settle
+//! back to the main loop. Beside it:
 //! - the renewer extends every in-flight lease at a third of the lease time, and aborts an
 //!   attempt whose lease was lost (its instance is destroyed);
 //! - the cancel watcher asks the backend which in-flight jobs were cancelled
@@ -167,6 +169,34 @@ pub fn adaptive_prefetch(
     let jobs = f64::from(concurrency) * cover / attempt.as_secs_f64().max(1e-6);
     // A float to integer `as` saturates: a huge quotient is capped below.
     (jobs as usize).min(MAX_PREFETCH)
+}
+
+/// One queue's room for a claim: how many jobs it may hold claimed (its concurrency plus its
+/// prefetch) and how many it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    cap: usize,
+    held: usize,
+}
+
+/// How many jobs to claim from each queue (in the order of `rooms`): each up to its free room,
+/// within the worker-wide `budget`, which is shared evenly between the queues with room,
+/// starting from a different queue each `round` — a queue whose own room exceeds the budget
+/// must not take it all round after round while the others starve.
+fn claim_budget(rooms: &[Room], budget: usize, round: usize) -> Vec<usize> {
+    let mut takes = vec![0; rooms.len()];
+    let wanting: Vec<usize> = (0..rooms.len())
+        .filter(|&i| rooms[i].cap > rooms[i].held)
+        .collect();
+    let share = budget.div_ceil(wanting.len().max(1));
+    let mut budget = budget;
+    for k in 0..wanting.len() {
+        let i = wanting[(round + k) % wanting.len()];
+        let take = (rooms[i].cap - rooms[i].held).min(share).min(budget);
+        budget -= take;
+        takes[i] = take;
+    }
+    takes
 }
 
 /// Counts a claimed job as outstanding until its attempt task ends.
@@ -353,6 +383,46 @@ impl<B: Backend + Clone> Worker<B> {
         &self.id
     }
 
+    /// This round's claim: up to each queue's concurrency plus its prefetch, less what it
+    /// holds claimed and not settled, within the worker-wide bound (`held` of it held).
+    fn claims(&self, held: usize, round: usize, round_trip: Duration) -> Vec<QueueClaim> {
+        let prefetch: Vec<usize> = self
+            .queues
+            .iter()
+            .map(|q| match self.settings.prefetch {
+                Some(n) => n as usize,
+                None => adaptive_prefetch(
+                    q.config.concurrency,
+                    q.pace.mean(),
+                    round_trip,
+                    self.settings.lease,
+                ),
+            })
+            .collect();
+        let cap = self.settings.concurrency as usize + prefetch.iter().sum::<usize>();
+        let rooms: Vec<Room> = self
+            .queues
+            .iter()
+            .zip(&prefetch)
+            .map(|(q, prefetch)| Room {
+                cap: q.config.concurrency as usize + prefetch,
+                held: q.outstanding.load(Ordering::Relaxed),
+            })
+            .collect();
+        let takes = claim_budget(&rooms, cap.saturating_sub(held), round);
+        self.queues
+            .iter()
+            .zip(takes)
+            .filter(|(_, take)| *take > 0)
+            .map(|(q, take)| QueueClaim {
+                queue: q.name.clone(),
+                limit: take,
+                flow: q.config.flow(),
+                max_attempts: Some(q.config.max_attempts),
+            })
+            .collect()
+    }
+
     /// This worker as the worker registry lists it, as of now, running nothing.
     fn info(&self) -> WorkerInfo {
         let at = now();
@@ -452,17 +522,8 @@ impl<B: Backend + Clone> Worker<B> {
     ) -> Result<WorkerStats, WorkerError> {
         let stats = self.stats.clone();
         let inflight: InFlight = Arc::new(Mutex::new(HashMap::new()));
-        let wake = Arc::new(Notify::new());
         let global = Arc::new(Semaphore::new(self.settings.concurrency as usize));
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel::<Settle>();
-
-        let settler = tokio::spawn(settle_loop(
-            self.backend.clone(),
-            settle_rx,
-            inflight.clone(),
-            wake.clone(),
-            stats.clone(),
-        ));
+        let (settle_tx, mut settle_rx) = mpsc::unbounded_channel::<Settle>();
         let mut background = JoinSet::new();
         self.metrics
             .worker_started(&self.id, self.settings.concurrency);
@@ -518,95 +579,91 @@ impl<B: Backend + Clone> Worker<B> {
         let mut attempts = JoinSet::new();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
-        // The time a claim takes, averaged (each new claim weighing a quarter), for the
-        // adaptive prefetch.
+        // The time a round with a claim takes, averaged (each new one weighing a quarter), for
+        // the adaptive prefetch.
         let mut round_trip = Duration::from_millis(1);
+        // Settles received and not yet committed.
+        let mut settles: Vec<Settle> = Vec::new();
+        // Set when a claim came back empty: what wakes the next claim (new jobs, or the poll
+        // interval). Kept across rounds that only settle, so a busy settler does not start a
+        // new wait at every round.
+        let mut idle: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
         tokio::pin!(shutdown);
         let mut round = 0_usize;
         loop {
             // Reap finished attempt tasks so the set does not grow.
             while attempts.try_join_next().is_some() {}
-            // Claim up to each queue's concurrency plus its prefetch, less what is already
-            // claimed and not settled, within the worker-wide bound.
-            let prefetch: Vec<usize> = self
-                .queues
-                .iter()
-                .map(|q| match self.settings.prefetch {
-                    Some(n) => n as usize,
-                    None => adaptive_prefetch(
-                        q.config.concurrency,
-                        q.pace.mean(),
-                        round_trip,
-                        self.settings.lease,
-                    ),
-                })
-                .collect();
-            let global_cap = self.settings.concurrency as usize + prefetch.iter().sum::<usize>();
-            // The budget is shared evenly between the queues with room, starting from a
-            // different queue each round: a queue whose own cap exceeds the budget must not
-            // take it all round after round while the others starve.
-            let mut budget = global_cap.saturating_sub(outstanding.load(Ordering::Relaxed));
-            let wanting: Vec<(&Arc<QueueSlot>, usize)> = self
-                .queues
-                .iter()
-                .zip(&prefetch)
-                .map(|(q, prefetch)| {
-                    let cap = q.config.concurrency as usize + prefetch;
-                    (q, cap.saturating_sub(q.outstanding.load(Ordering::Relaxed)))
-                })
-                .filter(|(_, free)| *free > 0)
-                .collect();
-            let share = budget.div_ceil(wanting.len().max(1));
-            round = round.wrapping_add(1);
-            let mut claims = Vec::new();
-            for i in 0..wanting.len() {
-                let (q, free) = wanting[(round + i) % wanting.len()];
-                let take = free.min(share).min(budget);
-                if take > 0 {
-                    budget -= take;
-                    claims.push(QueueClaim {
-                        queue: q.name.clone(),
-                        limit: take,
-                        flow: q.config.flow(),
-                        max_attempts: Some(q.config.max_attempts),
-                    });
+            while settles.len() < MAX_SETTLES {
+                match settle_rx.try_recv() {
+                    Ok(settle) => settles.push(settle),
+                    Err(_) => break,
                 }
             }
-            let claimed = if claims.is_empty() {
+            round = round.wrapping_add(1);
+            let claims = if idle.is_some() {
                 Vec::new()
             } else {
-                let asked = Instant::now();
-                let claimed = self
-                    .backend
-                    .claim(&self.id, &claims, self.settings.lease)
-                    .await;
-                round_trip = round_trip * 3 / 4 + asked.elapsed() / 4;
-                match claimed {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        tracing::error!(error = %e, "claim failed; retrying");
-                        Vec::new()
-                    }
-                }
+                self.claims(outstanding.load(Ordering::Relaxed), round, round_trip)
             };
-            if claimed.is_empty() {
-                // With free slots, new jobs wake the loop; without, only a settle does.
-                let idle = async {
-                    if claims.is_empty() {
-                        tokio::time::sleep(self.settings.poll_interval).await;
-                    } else {
-                        let names = &names;
-                        self.backend
-                            .wait_for_jobs(names, self.settings.poll_interval)
-                            .await;
+            if settles.is_empty() && claims.is_empty() {
+                // Nothing to do: wait for an attempt to end, for jobs (after an empty claim),
+                // or, with no free slot, for the poll interval (a cancelled attempt frees its
+                // slot without a settle).
+                let woke = {
+                    let wait = async {
+                        match idle.as_mut() {
+                            Some(idle) => idle.await,
+                            None => tokio::time::sleep(self.settings.poll_interval).await,
+                        }
+                    };
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        _ = settle_rx.recv_many(&mut settles, MAX_SETTLES) => false,
+                        () = wait => true,
                     }
                 };
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = wake.notified() => {}
-                    () = idle => {}
+                if woke {
+                    idle = None;
                 }
                 continue;
+            }
+            // One round: the settles and the claim, in one transaction where the store can.
+            let batch = std::mem::take(&mut settles);
+            let kinds = settle_kinds(&batch);
+            let asked = Instant::now();
+            let answer = self
+                .backend
+                .settle_and_claim(batch.clone(), &self.id, &claims, self.settings.lease)
+                .await;
+            if !claims.is_empty() {
+                round_trip = round_trip * 3 / 4 + asked.elapsed() / 4;
+            }
+            match answer.settled {
+                Ok(results) => {
+                    settled(&self.backend, &batch, kinds, results, &inflight, &stats).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "settle failed; retrying in 1s");
+                    settles = batch;
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+            let claimed = match answer.claimed {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "claim failed; retrying");
+                    Vec::new()
+                }
+            };
+            if !claims.is_empty() && claimed.is_empty() {
+                let names = &names;
+                idle = Some(Box::pin(
+                    self.backend
+                        .wait_for_jobs(names, self.settings.poll_interval),
+                ));
             }
             let mut inflight = lock(&inflight);
             for job in claimed {
@@ -643,6 +700,15 @@ impl<B: Backend + Clone> Worker<B> {
                 inflight.insert(lease.job_id.clone(), (lease, Some(handle)));
             }
         }
+        drop(idle);
+        // Attempts still running settle through the settler from here on.
+        let settler = tokio::spawn(settle_loop(
+            self.backend.clone(),
+            settles,
+            settle_rx,
+            inflight.clone(),
+            stats.clone(),
+        ));
         // Claimed jobs still waiting for a slot do not start now; they are released below.
         stopping.store(true, Ordering::Relaxed);
         // Hand the schedules over to another worker now rather than after the grace period.
@@ -840,7 +906,7 @@ impl<B: Backend> Journal for AttemptJournal<B> {
 }
 
 /// Wait for a slot, run one attempt and send its settle.
-async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
+async fn attempt(run: Run, job: Claimed, outstanding: Outstanding) {
     let Run {
         sandbox,
         queue_permit,
@@ -974,33 +1040,96 @@ async fn attempt(run: Run, job: Claimed, _outstanding: Outstanding) {
             http,
         },
     };
+    // The room is free for the claim that commits with this settle.
+    drop(outstanding);
     // The settler outlives every attempt task; a send only fails once it is gone at shutdown.
     let _ = settles.send(settle);
 }
 
-/// Commit settles in batches: whatever has accumulated while the last commit ran.
+/// The most settles one round commits.
+const MAX_SETTLES: usize = 1024;
+
+/// What each settle of a batch does, for counting once it is committed (a success's output
+/// left out).
+fn settle_kinds(settles: &[Settle]) -> Vec<(JobId, Next)> {
+    settles
+        .iter()
+        .map(|s| {
+            let next = match &s.next {
+                Next::Succeeded { .. } => Next::Succeeded { output: Vec::new() },
+                other => other.clone(),
+            };
+            (s.lease.job_id.clone(), next)
+        })
+        .collect()
+}
+
+/// Count a committed batch of settles, and take their jobs out of the in-flight table.
+async fn settled<B: Backend>(
+    backend: &B,
+    settles: &[Settle],
+    kinds: Vec<(JobId, Next)>,
+    results: Vec<Result<(), crate::queue::LeaseLost>>,
+    inflight: &InFlight,
+    stats: &Mutex<WorkerStats>,
+) {
+    // A refused settle whose job was cancelled while the attempt ran (the attempt ended
+    // on its own before the cancel watcher aborted it, its saves refused) is a cancel:
+    // its record, made by the cancel, gets the digest and logs the settle carried.
+    let mut cancelled = Vec::new();
+    for (settle, result) in settles.iter().zip(&results) {
+        if result.is_err() {
+            let kept = backend
+                .keep_cancelled(&settle.lease, settle.attempt.clone())
+                .await
+                .unwrap_or(false);
+            cancelled.push(kept);
+        }
+    }
+    let mut cancelled = cancelled.into_iter();
+    let mut stats = lock(stats);
+    let mut inflight = lock(inflight);
+    for ((job_id, kind), result) in kinds.into_iter().zip(results) {
+        // Gone already when the cancel watcher aborted the attempt (and counted it).
+        let watched = inflight.remove(&job_id).is_some();
+        match result {
+            Ok(()) => {
+                stats.attempts += 1;
+                match kind {
+                    Next::Succeeded { .. } => stats.succeeded += 1,
+                    Next::Retry { .. } => stats.retried += 1,
+                    Next::Delay { .. } | Next::Wait => stats.delayed += 1,
+                    Next::Dead => stats.dead += 1,
+                }
+            }
+            Err(_) if cancelled.next() == Some(true) => {
+                if watched {
+                    stats.cancelled += 1;
+                    tracing::warn!(job = %job_id, "job cancelled while its attempt ran");
+                }
+            }
+            Err(lost) => {
+                stats.attempts += 1;
+                stats.lease_lost += 1;
+                tracing::warn!(job = %job_id, error = %lost, "settle refused");
+            }
+        }
+    }
+}
+
+/// After the main loop stops claiming: commit the settles of the attempts still running, in
+/// batches (whatever has accumulated while the last commit ran), starting with `pending`.
 async fn settle_loop<B: Backend>(
     backend: B,
+    pending: Vec<Settle>,
     mut rx: mpsc::UnboundedReceiver<Settle>,
     inflight: InFlight,
-    wake: Arc<Notify>,
     stats: Arc<Mutex<WorkerStats>>,
 ) {
-    const MAX_BATCH: usize = 1024;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut batch = pending;
+    while !batch.is_empty() || rx.recv_many(&mut batch, MAX_SETTLES).await > 0 {
         let settles = std::mem::take(&mut batch);
-        let kinds: Vec<(JobId, Next)> = settles
-            .iter()
-            .map(|s| {
-                // The output is not needed to count; keep the kind only.
-                let next = match &s.next {
-                    Next::Succeeded { .. } => Next::Succeeded { output: Vec::new() },
-                    other => other.clone(),
-                };
-                (s.lease.job_id.clone(), next)
-            })
-            .collect();
+        let kinds = settle_kinds(&settles);
         let results = loop {
             match backend.settle(settles.clone()).await {
                 Ok(results) => break results,
@@ -1010,50 +1139,7 @@ async fn settle_loop<B: Backend>(
                 }
             }
         };
-        // A refused settle whose job was cancelled while the attempt ran (the attempt ended
-        // on its own before the cancel watcher aborted it, its saves refused) is a cancel:
-        // its record, made by the cancel, gets the digest and logs the settle carried.
-        let mut cancelled = Vec::new();
-        for (settle, result) in settles.iter().zip(&results) {
-            if result.is_err() {
-                let kept = backend
-                    .keep_cancelled(&settle.lease, settle.attempt.clone())
-                    .await
-                    .unwrap_or(false);
-                cancelled.push(kept);
-            }
-        }
-        let mut cancelled = cancelled.into_iter();
-        let mut stats = lock(&stats);
-        let mut inflight = lock(&inflight);
-        for ((job_id, kind), result) in kinds.into_iter().zip(results) {
-            // Gone already when the cancel watcher aborted the attempt (and counted it).
-            let watched = inflight.remove(&job_id).is_some();
-            match result {
-                Ok(()) => {
-                    stats.attempts += 1;
-                    match kind {
-                        Next::Succeeded { .. } => stats.succeeded += 1,
-                        Next::Retry { .. } => stats.retried += 1,
-                        Next::Delay { .. } | Next::Wait => stats.delayed += 1,
-                        Next::Dead => stats.dead += 1,
-                    }
-                }
-                Err(_) if cancelled.next() == Some(true) => {
-                    if watched {
-                        stats.cancelled += 1;
-                        tracing::warn!(job = %job_id, "job cancelled while its attempt ran");
-                    }
-                }
-                Err(lost) => {
-                    stats.attempts += 1;
-                    stats.lease_lost += 1;
-                    tracing::warn!(job = %job_id, error = %lost, "settle refused");
-                }
-            }
-        }
-        drop((stats, inflight));
-        wake.notify_one();
+        settled(&backend, &settles, kinds, results, &inflight, &stats).await;
     }
 }
 
@@ -1293,10 +1379,55 @@ async fn reload_loop<B: Backend>(
 mod tests {
     use std::time::Duration;
 
-    use super::{MAX_PREFETCH, Pace, adaptive_prefetch};
+    use super::{MAX_PREFETCH, Pace, Room, adaptive_prefetch, claim_budget};
 
     const LEASE: Duration = Duration::from_secs(30);
     const COMMIT: Duration = Duration::from_millis(2);
+
+    fn room(cap: usize, held: usize) -> Room {
+        Room { cap, held }
+    }
+
+    #[test]
+    fn one_queue_claims_its_free_room_within_the_budget() {
+        assert_eq!(claim_budget(&[room(10, 3)], 100, 0), vec![7]);
+        assert_eq!(claim_budget(&[room(10, 3)], 4, 0), vec![4]);
+        assert_eq!(claim_budget(&[room(10, 10)], 100, 0), vec![0]);
+        assert_eq!(claim_budget(&[room(10, 0)], 0, 0), vec![0]);
+    }
+
+    #[test]
+    fn the_budget_is_shared_evenly_between_queues_with_room() {
+        assert_eq!(
+            claim_budget(&[room(100, 0), room(100, 0)], 10, 0),
+            vec![5, 5]
+        );
+        // A full queue takes no share: the others get it all.
+        assert_eq!(
+            claim_budget(&[room(100, 0), room(5, 5), room(100, 0)], 10, 0),
+            vec![5, 0, 5]
+        );
+        // A queue with less room than its share leaves the rest unclaimed this round.
+        assert_eq!(claim_budget(&[room(2, 0), room(100, 0)], 10, 0), vec![2, 5]);
+    }
+
+    #[test]
+    fn an_odd_budget_goes_to_a_different_queue_each_round() {
+        let first: Vec<Vec<usize>> = (0..3)
+            .map(|round| claim_budget(&[room(100, 0), room(100, 0), room(100, 0)], 4, round))
+            .collect();
+        // Shares of 2, 2 and 0: the queue left out moves with the round.
+        for takes in &first {
+            assert_eq!(takes.iter().sum::<usize>(), 4);
+        }
+        let left_out: Vec<usize> = first
+            .iter()
+            .map(|takes| takes.iter().position(|&t| t == 0).unwrap())
+            .collect();
+        assert_eq!(left_out.len(), 3);
+        assert_ne!(left_out[0], left_out[1]);
+        assert_ne!(left_out[1], left_out[2]);
+    }
 
     #[test]
     fn nothing_is_held_before_an_attempt_was_timed() {

@@ -28,7 +28,7 @@ use super::sqlite::SqliteBackend;
 use super::{
     AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
     EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
-    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, WorkerInfo,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, SettledAndClaimed, Timestamp, WorkerInfo,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -97,6 +97,8 @@ forward! {
         -> Result<Vec<Claimed>, QueueError>;
     fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>, QueueError>;
     fn settle(&self, settles: Vec<Settle>) -> Result<Vec<Result<(), LeaseLost>>, QueueError>;
+    fn settle_and_claim(&self, settles: Vec<Settle>, worker: &str, queues: &[QueueClaim],
+        lease: Duration) -> SettledAndClaimed;
     fn save(&self, save: AttemptSave) -> Result<Result<(), LeaseLost>, QueueError>;
     fn child_id(&self, lease: &Lease, index: u32) -> Result<JobId, QueueError>;
     fn release(&self, leases: &[Lease]) -> Result<u64, QueueError>;

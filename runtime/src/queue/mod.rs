@@ -411,6 +411,15 @@ pub struct Settle {
     pub progress: Option<Progress>,
 }
 
+/// What [`Backend::settle_and_claim`] answers.
+#[derive(Debug)]
+pub struct SettledAndClaimed {
+    /// One answer per settle, as [`Backend::settle`] gives them.
+    pub settled: Result<Vec<Result<(), LeaseLost>>, QueueError>,
+    /// The jobs claimed, as [`Backend::claim`] gives them.
+    pub claimed: Result<Vec<Claimed>, QueueError>,
+}
+
 /// A write refused because the attempt's lease is gone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("lease lost: job {job_id} is no longer leased with token {token}")]
@@ -677,6 +686,43 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         settles: Vec<Settle>,
     ) -> impl Future<Output = Result<Vec<Result<(), LeaseLost>>, QueueError>> + Send;
+
+    /// Settle attempts and claim jobs in one round: what a worker does each time its attempts
+    /// end (BullMQ's `moveToFinished` returning the next job, for a batch). The answers are
+    /// those of [`settle`](Backend::settle) and [`claim`](Backend::claim); `queues` may be
+    /// empty (settle only) and so may `settles` (claim only).
+    ///
+    /// A store with one writer does both in one transaction, so a round costs one commit and
+    /// the claim sees the room and the group heads the settles freed; when that transaction
+    /// fails, neither is written: the settles' answer is the error and nothing is claimed.
+    /// The default runs the two calls side by
+    /// side, so a store whose writes do not queue behind each other keeps them apart.
+    fn settle_and_claim(
+        &self,
+        settles: Vec<Settle>,
+        worker: &str,
+        queues: &[QueueClaim],
+        lease: Duration,
+    ) -> impl Future<Output = SettledAndClaimed> + Send {
+        async move {
+            let settle = async {
+                if settles.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.settle(settles).await
+                }
+            };
+            let claim = async {
+                if queues.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.claim(worker, queues, lease).await
+                }
+            };
+            let (settled, claimed) = futures::join!(settle, claim);
+            SettledAndClaimed { settled, claimed }
+        }
+    }
 
     /// Store a checkpoint or a step result of a running attempt, durably, fenced by its lease
     /// and refused after its deadline (records `checkpointed` or `step-completed`).

@@ -117,7 +117,8 @@ use self::journal::Journal;
 use super::{
     AttemptRecord, AttemptSave, Backend, CancelFilter, Claimed, DlqFilter, Enqueued, Event,
     EventFilter, JobDetail, JobFilter, JobId, JobSummary, Lease, LeaseLost, NewEvent, NewJob,
-    Prune, QueueClaim, QueueCounts, QueueError, Settle, Timestamp, WorkerInfo, now,
+    Prune, QueueClaim, QueueCounts, QueueError, Settle, SettledAndClaimed, Timestamp, WorkerInfo,
+    now,
 };
 use crate::schedule::{Schedule, ScheduleFire, ScheduleState};
 
@@ -689,6 +690,41 @@ impl Backend for SqliteBackend {
             settle::settle(tx, journal, &settles)
         })
         .await
+    }
+
+    /// One transaction: the settles first, so the claim sees the room they free.
+    async fn settle_and_claim(
+        &self,
+        settles: Vec<Settle>,
+        worker: &str,
+        queues: &[QueueClaim],
+        lease: Duration,
+    ) -> SettledAndClaimed {
+        let worker = worker.to_owned();
+        let queues = queues.to_vec();
+        let cursors = self.inner.fair_cursors.clone();
+        let both = self
+            .write("settle and claim", move |tx, journal| {
+                let settled = settle::settle(tx, journal, &settles)?;
+                let claimed = if queues.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut cursors = cursors.lock().unwrap_or_else(PoisonError::into_inner);
+                    lease::claim(tx, journal, &worker, &queues, lease, &mut cursors)?
+                };
+                Ok((settled, claimed))
+            })
+            .await;
+        match both {
+            Ok((settled, claimed)) => SettledAndClaimed {
+                settled: Ok(settled),
+                claimed: Ok(claimed),
+            },
+            Err(e) => SettledAndClaimed {
+                settled: Err(e),
+                claimed: Ok(Vec::new()),
+            },
+        }
     }
 
     async fn save(&self, save: AttemptSave) -> Result<Result<(), LeaseLost>, QueueError> {
