@@ -177,6 +177,60 @@ async fn huge_stdout_is_captured_up_to_the_log_limit_and_the_rest_counted() {
     assert!(log_text(&report).contains("log limit reached"));
 }
 
+/// Lines and fields without bytes still cost the log budget (a line 80 bytes, a field 48):
+/// what one attempt keeps, in lines and in its stored form, stays within the budget however
+/// it logs.
+#[tokio::test]
+async fn empty_log_lines_and_fields_are_kept_within_the_log_budget() {
+    const BUDGET: usize = 256 << 10;
+    for case in ["empty-logs", "empty-fields", "empty-lines"] {
+        let hostile = plugin_with(
+            "hostile",
+            Limits {
+                max_log_bytes: BUDGET,
+                timeout: Some(Duration::from_secs(60)),
+                ..limits()
+            },
+        );
+        let report = sandbox().run(&hostile, &behaviour(case)).await.unwrap();
+        assert!(report.outcome.is_success(), "{case}: {:?}", report.outcome);
+        let stored = serde_json::to_vec(&report.logs).unwrap().len();
+        assert!(
+            stored <= BUDGET + 1024,
+            "{case}: {} lines kept, {stored} bytes stored for a budget of {BUDGET}",
+            report.logs.len()
+        );
+        assert!(
+            report.logs.len() <= BUDGET / 80 + 1,
+            "{case}: {} lines kept",
+            report.logs.len()
+        );
+        // Not a log that keeps nothing: most of the budget is used, then lines are counted.
+        let charged: usize = report
+            .logs
+            .iter()
+            .map(|l| {
+                80 + l.message.len()
+                    + l.fields
+                        .iter()
+                        .map(|(k, v)| 48 + k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        assert!(
+            charged >= BUDGET / 2,
+            "{case}: {} lines kept, {charged} bytes charged",
+            report.logs.len()
+        );
+        let dropped = report.logs_dropped;
+        assert!(
+            dropped.lines > 0 || dropped.stdio_bytes > 0,
+            "{case}: nothing counted as dropped"
+        );
+        assert!(log_text(&report).contains("log limit reached"), "{case}");
+    }
+}
+
 /// A thousand hostile attempts in a row, eight at a time, each classified as it should be,
 /// and the host still serves a good job at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,10 @@
 //! | `socket`      | TCP connect to `127.0.0.1:4222`                       | output with the connect error      |
 //! | `huge-output` | returns 16 MiB of output                              | whatever the output limit says     |
 //! | `huge-stdout` | writes 16 MiB to stdout and 16 MiB to stderr          | output with byte/error counts      |
+//! | `empty-logs`  | 300,000 `log` calls with no message and no fields     | kept within the log budget         |
+//! | `empty-fields`| 100 `log` calls of 1,000 empty fields each            | kept within the log budget         |
+//! | `empty-lines` | 1,000,000 empty lines to stdout                       | kept within the log budget         |
+//! | `checkpoints` | checkpoints 16 bytes in a loop, forever               | timed out at the timeout           |
 //!
 //! Probes report each attempt as `{"ok": ...}` or `{"error": "<message>"}`, never trap:
 //!
@@ -22,6 +26,7 @@
 //! - `socket`: `{"connect": {"ok": "<peer address>"} | {"error": ..}}`
 //! - `huge-output`: 16 MiB (16,777,216 bytes) of `x`, not JSON
 //! - `huge-stdout`: `{"stdout": {"written": <bytes>, "errors": <count>}, "stderr": {..}}`
+//! - `empty-logs`, `empty-fields`, `empty-lines`: `{"calls": <count>}`
 
 use std::hint::black_box;
 use std::io::Write;
@@ -51,6 +56,10 @@ enum Behaviour {
     Socket,
     HugeOutput,
     HugeStdout,
+    EmptyLogs,
+    EmptyFields,
+    EmptyLines,
+    Checkpoints,
 }
 
 fn misbehave(_: &Job, orders: Orders) -> Result<Raw, JobError> {
@@ -68,6 +77,27 @@ fn misbehave(_: &Job, orders: Orders) -> Result<Raw, JobError> {
         Behaviour::Socket => socket(),
         Behaviour::HugeOutput => return Ok(Raw(vec![b'x'; 16 * MIB])),
         Behaviour::HugeStdout => huge_stdout(),
+        Behaviour::EmptyLogs => {
+            for _ in 0..300_000 {
+                spool_sdk::log(spool_sdk::Level::Info, "", &[]);
+            }
+            json!({"calls": 300_000})
+        }
+        Behaviour::EmptyFields => {
+            let empty: Vec<(&str, &dyn std::fmt::Display)> = vec![("", &""); 1_000];
+            for _ in 0..100 {
+                spool_sdk::log(spool_sdk::Level::Info, "", &empty);
+            }
+            json!({"calls": 100})
+        }
+        Behaviour::Checkpoints => loop {
+            spool_sdk::checkpoint_bytes(&[0xC0; 16]);
+        },
+        Behaviour::EmptyLines => {
+            let lines = vec![b'\n'; MIB];
+            let written = std::io::stdout().lock().write_all(&lines).is_ok();
+            json!({"calls": 1, "written": written})
+        }
     };
     Ok(Raw(serde_json::to_vec(&report)?))
 }

@@ -28,7 +28,10 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// The largest output the handler may return, in bytes.
     pub max_output: usize,
-    /// The most bytes of log lines (`host.log` plus stdout/stderr) kept per attempt.
+    /// The most bytes of log lines (`host.log` plus stdout/stderr) kept per attempt: each
+    /// line counts its bytes plus 80, and each field of a `host.log` line its bytes plus 48,
+    /// about what an empty one takes in memory and in the store. Past it, lines are counted,
+    /// not kept.
     pub max_log_bytes: usize,
 }
 

@@ -19,6 +19,11 @@ use crate::outcome::{LogLevel, LogLine, LogSource, LogsDropped};
 const MAX_LINE: usize = 8 << 10;
 /// How many bytes a guest may write per `check-write` permit.
 const WRITE_PERMIT: usize = 64 << 10;
+/// What a line costs the log budget beside its bytes: about what an empty line takes in
+/// memory and in the stored log, so that lines without bytes are not free.
+pub(crate) const LINE_COST: usize = 80;
+/// What each field of a `host.log` line costs the budget beside its key's and value's bytes.
+pub(crate) const FIELD_COST: usize = 48;
 
 /// A read-only handle on a running attempt's log ([`Journal::attempt_started`]): what the
 /// plugin has written so far stays readable after the attempt is dropped.
@@ -84,7 +89,12 @@ impl AttemptLog {
         fields: Vec<(String, String)>,
     ) {
         let mut state = self.lock();
-        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let size = LINE_COST
+            + message.len()
+            + fields
+                .iter()
+                .map(|(k, v)| FIELD_COST + k.len() + v.len())
+                .sum::<usize>();
         if size > state.budget {
             state.dropped.lines += 1;
             return;
@@ -130,15 +140,15 @@ impl AttemptLog {
                 _ => (&bytes[..room], Some(&bytes[room..])),
             };
             let line_ends = rest.is_some();
-            // A line costs its bytes plus one for its end, so empty lines cannot grow the log
-            // without bound either.
-            let cost = chunk.len() + usize::from(line_ends);
+            // A line costs its bytes plus, at its end, what a line costs, so empty lines
+            // cannot grow the log without bound either.
+            let cost = chunk.len() + if line_ends { LINE_COST } else { 0 };
             let fits = cost <= state.budget;
             if fits {
                 state.budget -= cost;
                 pending.extend_from_slice(chunk);
             } else {
-                state.dropped.stdio_bytes += cost as u64;
+                state.dropped.stdio_bytes += (chunk.len() + usize::from(line_ends)) as u64;
             }
             if line_ends && (fits || !pending.is_empty()) {
                 let text = std::mem::take(pending);
