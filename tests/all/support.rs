@@ -209,6 +209,7 @@ impl Setup {
             ("FANOUT", "fanout"),
             ("LEGACY", "legacy"),
             ("FETCH", "fetch"),
+            ("HOSTILE", "hostile"),
         ] {
             let quoted = format!("\"{placeholder}\"");
             if config.contains(&quoted) {

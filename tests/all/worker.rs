@@ -99,6 +99,35 @@ fn a_hang_is_aborted_at_its_timeout_and_dead_lettered_after_its_attempts() {
     stop(worker, "-TERM");
 }
 
+/// A deadline that lands while the guest is inside a write is a timeout, not a trap: the
+/// store refuses a checkpoint past the attempt's deadline, and when that refusal comes before
+/// the host's own abort, it is the deadline's all the same.
+#[test]
+fn a_deadline_during_a_checkpoint_is_a_timeout() {
+    let s = Setup::new(
+        r#"
+[worker]
+concurrency = 4
+
+[queues.hostile]
+plugin = "HOSTILE"
+timeout = "200ms"
+max_attempts = 1
+"#,
+    );
+    let ids: Vec<String> = (0..8)
+        .map(|_| s.enqueue("hostile", r#"{"behaviour":"checkpoints"}"#))
+        .collect();
+    let worker = s.worker(&[]);
+    for id in &ids {
+        let job = s.wait_for(id, Duration::from_secs(30), |j| state(j) == "dead");
+        let attempt = &job["attempts"][0];
+        assert_eq!(attempt["outcome"], "timed-out", "{job:#}");
+        assert_eq!(attempt["phase"], "timeout", "{job:#}");
+    }
+    stop(worker, "-TERM");
+}
+
 #[test]
 fn a_queue_with_no_plugin_waits_visibly_and_nothing_is_lost() {
     let s = Setup::new(EMAIL_CONFIG);

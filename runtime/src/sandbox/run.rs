@@ -237,6 +237,9 @@ fn ticks_until(deadline: Instant, tick: Duration) -> u64 {
 /// Classify a trap by its type, and by the limiter's state for out-of-memory (an allocator
 /// that is refused memory aborts, which reaches the host as `unreachable`).
 fn classify(err: &wasmtime::Error, refused_grow: bool, elapsed: Duration) -> Outcome {
+    if err.downcast_ref::<super::state::DeadlinePassed>().is_some() {
+        return Outcome::TimedOut { elapsed };
+    }
     let trap = err.downcast_ref::<Trap>().copied();
     let kind = match trap {
         Some(Trap::Interrupt) => return Outcome::TimedOut { elapsed },

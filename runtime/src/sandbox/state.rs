@@ -17,6 +17,12 @@ use crate::bindings::{self, EnqueueOptions, Level, v1};
 use crate::outcome::{LogLevel, LogSource, Progress};
 use crate::queue::{JobId, NewChild, NewJob, Save, Timestamp};
 
+/// Ends an attempt whose write was refused because its deadline had passed: classified as
+/// timed out, not as a trap.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the attempt's deadline has passed")]
+pub(crate) struct DeadlinePassed;
+
 /// The most children one attempt may enqueue.
 pub const MAX_CHILDREN: usize = 10_000;
 
@@ -119,7 +125,8 @@ impl RunState {
         self.config = values;
     }
 
-    /// Write through the journal, if there is one; a refusal ends the attempt with a trap.
+    /// Write through the journal, if there is one; a refusal ends the attempt with a trap,
+    /// or as timed out ([`DeadlinePassed`]) when it came after the deadline.
     async fn save(&mut self, save: Save) -> wasmtime::Result<()> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
@@ -129,6 +136,18 @@ impl RunState {
             Save::Step { name, .. } => format!("step `{name}`"),
         };
         journal.save(save, self.not_after).await.map_err(|e| {
+            // Refused because the deadline passed while the write was on its way: the
+            // attempt timed out, whatever the store said.
+            if self
+                .not_after
+                .is_some_and(|deadline| crate::queue::now() > deadline)
+            {
+                self.log.host_line(
+                    LogLevel::Error,
+                    format!("{what} refused: the attempt's deadline has passed"),
+                );
+                return wasmtime::Error::new(DeadlinePassed);
+            }
             self.log
                 .host_line(LogLevel::Error, format!("{what} refused: {e}"));
             wasmtime::Error::msg(format!("{what} refused: {e}"))
