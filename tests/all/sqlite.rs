@@ -217,6 +217,36 @@ async fn a_lease_swept_by_another_process_fences_the_first() {
     );
 }
 
+/// A job whose lease expired goes back where it was in its queue, not behind the jobs
+/// enqueued while it ran.
+#[tokio::test]
+async fn a_job_whose_lease_expired_keeps_its_place_in_the_queue() {
+    let (backend, _dir) = fresh().await;
+    let first = backend.enqueue(vec![job("q", b"first")]).await.unwrap()[0]
+        .id
+        .clone();
+    let orphan = backend
+        .claim("w1", &wanted("q", 1), Duration::from_millis(50))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(orphan.lease.job_id, first);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    backend.enqueue(vec![job("q", b"later")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(backend.expire_leases(5).await.unwrap(), [first.clone()]);
+    let next = backend
+        .claim("w2", &wanted("q", 1), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        next.lease.job_id, first,
+        "the returned job went behind a later one"
+    );
+    assert_eq!(next.attempt, 2);
+}
+
 #[tokio::test]
 async fn synchronous_normal_opens_and_works() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,8 +80,9 @@ pub(super) const EXPIRED: &str = "SELECT id, token, attempts, max_attempts, leas
         updated_at, queue, tenant \
     FROM jobs WHERE state = 'running' AND lease_expires_at < ?1";
 
+/// A returned job keeps its `run_at` (and priority): its place at the head of its queue.
 const EXPIRE: &str = "UPDATE jobs SET \
-        state = ?3, run_at = ?4, attempts = attempts + 1, last_error = ?5, \
+        state = ?3, attempts = attempts + 1, last_error = ?5, \
         last_phase = 'lease-expired', lease_worker = NULL, lease_expires_at = NULL, \
         updated_at = ?4 \
     WHERE id = ?1 AND state = 'running' AND token = ?2";
