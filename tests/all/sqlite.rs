@@ -234,7 +234,10 @@ async fn a_job_whose_lease_expired_keeps_its_place_in_the_queue() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     backend.enqueue(vec![job("q", b"later")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(backend.expire_leases(5).await.unwrap(), [first.clone()]);
+    assert_eq!(
+        backend.expire_leases(5).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
     let next = backend
         .claim("w2", &wanted("q", 1), Duration::from_secs(30))
         .await
