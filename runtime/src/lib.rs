@@ -25,5 +25,6 @@ pub use job::JobInput;
 pub use outcome::{AttemptReport, HttpUsage, LogLevel, LogLine, LogSource, Outcome, TrapKind};
 pub use sandbox::{
     CacheStatus, CompileCache, Digest, Grants, HttpGrant, HttpLimits, HttpPattern, Limits,
-    LoadError, Plugin, PluginInfo, RunError, Sandbox, SandboxConfig,
+    LoadError, MAX_NESTING, MAX_PARTS, MAX_PLUGIN_BYTES, Plugin, PluginInfo, RunError, Sandbox,
+    SandboxConfig,
 };

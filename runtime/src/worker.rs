@@ -1340,11 +1340,19 @@ async fn reload_loop<B: Backend>(
             let mut event = NewEvent::new(EventKind::PluginReloaded);
             event.queue = Some(q.name.clone());
             event.worker = Some(worker.clone());
-            match sandbox.load_plugin_with(
-                &q.config.plugin,
-                q.config.limits(),
-                q.config.grants(&q.name),
-            ) {
+            // Compiling takes a while: never on an async thread, where it would hold up the
+            // attempts sharing it.
+            let loaded = {
+                let (sandbox, path) = (sandbox.clone(), q.config.plugin.clone());
+                let (limits, grants) = (q.config.limits(), q.config.grants(&q.name));
+                tokio::task::spawn_blocking(move || sandbox.load_plugin_with(&path, limits, grants))
+                    .await
+            };
+            let Ok(loaded) = loaded else {
+                tracing::error!(queue = %q.name, "the plugin reload panicked");
+                continue;
+            };
+            match loaded {
                 Ok(plugin) if plugin.digest() == q.plugin().digest() => {
                     metrics.plugin_loaded(&q.name, plugin.cache_status());
                     continue;

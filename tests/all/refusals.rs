@@ -151,3 +151,77 @@ fn plugin_check_prints_the_digest_world_and_imports_of_a_good_plugin() {
     );
     assert!(text.contains("spool:job/host@0.2.0"), "{text}");
 }
+
+/// A component whose `handler` export has the right name and the wrong types is refused at
+/// load, naming the mismatch, rather than trapping at its first attempt.
+#[test]
+fn a_handler_with_the_wrong_signature_is_refused_at_load() {
+    let bytes = wat(r#"
+        (component
+            (core module $m
+                (func (export "handle") (param i32) (result i32) i32.const 0))
+            (core instance $i (instantiate $m))
+            (func $handle (param "x" u32) (result u32) (canon lift (core func $i "handle")))
+            (instance $handler (export "handle" (func $handle)))
+            (export "spool:job/handler@0.2.0" (instance $handler)))
+    "#);
+    let err = load(&bytes).err().expect("a mismatched handler loads");
+    assert!(matches!(err, LoadError::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("handle"), "{err}");
+    check_refuses(&bytes, "does not match");
+}
+
+/// An empty component nested `depth` deep: each level's one section is the next component.
+fn nested(depth: usize) -> Vec<u8> {
+    const HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+    let mut inner = HEADER.to_vec();
+    for _ in 1..depth {
+        let mut outer = HEADER.to_vec();
+        outer.push(4); // a component section
+        let mut len = inner.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                outer.push(byte);
+                break;
+            }
+            outer.push(byte | 0x80);
+        }
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    inner
+}
+
+/// Components nested deeper than a plugin may be are refused before wasmtime translates them
+/// (10,000 levels in 118 KB once took 11 s and 3.5 GB), at once, naming the limit; a shallow
+/// nesting gets as far as the missing handler.
+#[test]
+fn deeply_nested_components_are_refused_before_they_are_compiled() {
+    for depth in [2, spool::MAX_NESTING] {
+        let err = load(&nested(depth))
+            .err()
+            .expect("an empty component loads");
+        assert!(
+            matches!(err, LoadError::MissingExport { .. }),
+            "depth {depth}: {err}"
+        );
+    }
+    for depth in [spool::MAX_NESTING + 1, 1_000, 10_000, 100_000] {
+        let bytes = nested(depth);
+        let started = std::time::Instant::now();
+        let err = load(&bytes).err().expect("a deep nesting loads");
+        assert!(
+            matches!(err, LoadError::TooComplex { .. }),
+            "depth {depth}: {err}"
+        );
+        assert!(err.to_string().contains("16 levels"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "depth {depth} took {:?} to refuse",
+            started.elapsed()
+        );
+    }
+    check_refuses(&nested(10_000), "nested");
+}

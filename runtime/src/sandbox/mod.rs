@@ -46,7 +46,10 @@ pub(crate) use self::http::tls_client_config;
 pub use self::http::{HttpGrant, HttpLimits, HttpPattern};
 pub use self::limits::{Limits, MIN_MEMORY};
 pub use self::log::LogHandle;
-pub use self::plugin::{Digest, Grant, Grants, Import, LoadError, Plugin, PluginInfo};
+pub use self::plugin::{
+    Digest, Grant, Grants, Import, LoadError, MAX_NESTING, MAX_PARTS, MAX_PLUGIN_BYTES, Plugin,
+    PluginInfo,
+};
 pub use self::run::RunError;
 use self::state::RunState;
 pub use self::state::{Journal, JournalFuture, MAX_CHILDREN};

@@ -127,6 +127,23 @@ pub enum LoadError {
         /// wasmtime's description of the mismatch.
         reason: String,
     },
+    /// The file is larger, or its components and modules more numerous or more deeply
+    /// nested, than a plugin may be: refused before it is compiled, which would take time and
+    /// memory in proportion (see [`MAX_PLUGIN_BYTES`], [`MAX_NESTING`], [`MAX_PARTS`]).
+    #[error("is beyond what a plugin may be: {found}, more than the {limit} allowed")]
+    TooComplex {
+        /// What the file has.
+        found: String,
+        /// The limit it passes.
+        limit: String,
+    },
+    /// The component's start functions trapped (or ran past their deadline) when an
+    /// instance of it was made at load.
+    #[error("cannot be instantiated: {reason}")]
+    Start {
+        /// wasmtime's description of the trap.
+        reason: String,
+    },
     /// The plugin's limits do not fit the sandbox.
     #[error("bad limits: {reason}")]
     Limits {
@@ -350,6 +367,7 @@ impl Sandbox {
             Some([0, b'a', b's', b'm', _, _, 0, 0]) => return Err(LoadError::CoreModule),
             _ => return Err(LoadError::NotWasm),
         }
+        check_shape(bytes)?;
         let digest = Digest::of(bytes);
         let (component, cache) = self.compile(bytes, &digest)?;
         let ty = component.component_type();
@@ -390,6 +408,17 @@ impl Sandbox {
             bindings::v2::PluginPre::new(instance_pre).map(Pre::V2)
         }
         .map_err(mismatch)?;
+        self.check_instance(&pre, &limits).map_err(|e| {
+            if e.downcast_ref::<wasmtime::Trap>().is_some() {
+                LoadError::Start {
+                    reason: format!("{e:#}"),
+                }
+            } else {
+                LoadError::Mismatch {
+                    reason: format!("its `{handler}` export cannot be used: {e:#}"),
+                }
+            }
+        })?;
 
         Ok(Plugin(Arc::new(PluginInner {
             info: PluginInfo {
@@ -407,6 +436,53 @@ impl Sandbox {
             config: ConfigStore::default(),
         })))
     }
+}
+
+/// The largest plugin file, in bytes (the Python runtime in a component is about 18 MB).
+pub const MAX_PLUGIN_BYTES: usize = 256 << 20;
+/// The deepest nesting of components and core modules in a plugin, the outermost counting 1
+/// (a component built by `wit-component`, `componentize-py` or ComponentizeJS nests 2 or 3).
+pub const MAX_NESTING: usize = 16;
+/// The most components and core modules, nested ones included, in a plugin.
+pub const MAX_PARTS: usize = 1_000;
+
+/// Refuse a file whose translation would take time and memory out of proportion (thousands of
+/// nested components in a few hundred kilobytes took gigabytes to translate) before wasmtime
+/// sees it. Reads the binary's section headers only, with a parser that keeps its own stack:
+/// microseconds for any depth. A malformed file passes, for wasmtime to name its fault.
+fn check_shape(bytes: &[u8]) -> Result<(), LoadError> {
+    let refuse = |found: String, limit: String| Err(LoadError::TooComplex { found, limit });
+    if bytes.len() > MAX_PLUGIN_BYTES {
+        return refuse(
+            format!("{} bytes", bytes.len()),
+            format!("{MAX_PLUGIN_BYTES} bytes"),
+        );
+    }
+    let (mut depth, mut parts) = (0_usize, 0_usize);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::Version { .. }) => {
+                depth += 1;
+                parts += 1;
+                if depth > MAX_NESTING {
+                    return refuse(
+                        format!("components or modules nested {depth} deep"),
+                        format!("{MAX_NESTING} levels"),
+                    );
+                }
+                if parts > MAX_PARTS {
+                    return refuse(
+                        format!("more than {MAX_PARTS} components and modules"),
+                        format!("{MAX_PARTS}"),
+                    );
+                }
+            }
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// Splits `ns:pkg/iface@1.2.3` into (`ns:pkg/iface`, `Some("1.2.3")`).

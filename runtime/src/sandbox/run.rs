@@ -7,6 +7,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use std::sync::Arc;
 
 use super::Sandbox;
+use super::limits::Limits;
 use super::plugin::{Plugin, Pre};
 use super::state::{Journal, RunState};
 use crate::bindings::{Job, v1};
@@ -34,7 +35,37 @@ enum Ended {
     Deadline,
 }
 
+/// How long a component's start functions may run when [`Sandbox::check_instance`] makes an
+/// instance of it at load.
+const CHECK_DEADLINE: Duration = Duration::from_secs(5);
+
 impl Sandbox {
+    /// Make one instance of `pre` and drop it. wasmtime checks the types of the exports the
+    /// bindings use (the handler's) when an instance is made, not when one is prepared, so
+    /// this is what refuses, at load, a handler with the right name and the wrong types.
+    /// Bounded as an attempt is (memory, tables, fuel), and its start functions by
+    /// [`CHECK_DEADLINE`]. Nothing in the instance runs but those.
+    pub(super) fn check_instance(&self, pre: &Pre, limits: &Limits) -> wasmtime::Result<()> {
+        let state = RunState::new(limits, Instant::now(), None, 0, None);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if self.config.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        if self.config.epoch_interruption {
+            // No callback: the deadline traps.
+            store.set_epoch_deadline(ticks_in(CHECK_DEADLINE, self.config.epoch_tick));
+        }
+        // Nothing here waits on the async runtime: the store is async only because the
+        // engine is configured so.
+        futures::executor::block_on(async {
+            match pre {
+                Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(drop),
+                Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            }
+        })
+    }
+
     /// Run one attempt of `job` on `plugin` in a fresh instance, and report how it ended.
     ///
     /// Waits for a free slot when `concurrency` attempts are already running. Every way the
