@@ -528,6 +528,17 @@ pub struct QueueConfig {
     /// [`MIN_MEMORY`](crate::sandbox::MIN_MEMORY), or the plugin is refused at start.
     #[serde(default = "default_memory", deserialize_with = "size")]
     pub memory: usize,
+    /// The largest checkpoint an attempt may save. Default 1 MiB.
+    #[serde(default = "default_max_checkpoint", deserialize_with = "size")]
+    pub max_checkpoint: usize,
+    /// The most bytes of step results one attempt may store, its steps together. Default
+    /// 16 MiB.
+    #[serde(default = "default_max_step_output", deserialize_with = "size")]
+    pub max_step_output: usize,
+    /// The most payload bytes of the children one attempt may enqueue, together. Default
+    /// 16 MiB.
+    #[serde(default = "default_max_child_payload", deserialize_with = "size")]
+    pub max_child_payload: usize,
     /// Backoff between failed attempts.
     #[serde(default)]
     pub backoff: BackoffConfig,
@@ -662,6 +673,9 @@ impl QueueConfig {
             max_started: default_max_started(),
             concurrency: default_concurrency(),
             memory: default_memory(),
+            max_checkpoint: default_max_checkpoint(),
+            max_step_output: default_max_step_output(),
+            max_child_payload: default_max_child_payload(),
             backoff: BackoffConfig::default(),
             global_concurrency: None,
             tenant_concurrency: None,
@@ -707,6 +721,9 @@ impl QueueConfig {
         Limits {
             timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             memory: self.memory,
+            max_checkpoint: self.max_checkpoint,
+            max_step_output: self.max_step_output,
+            max_child_payload: self.max_child_payload,
             ..Limits::default()
         }
     }
@@ -953,6 +970,18 @@ fn default_max_started() -> u32 {
 fn default_concurrency() -> u32 {
     10
 }
+fn default_max_checkpoint() -> usize {
+    Limits::default().max_checkpoint
+}
+
+fn default_max_step_output() -> usize {
+    Limits::default().max_step_output
+}
+
+fn default_max_child_payload() -> usize {
+    Limits::default().max_child_payload
+}
+
 fn default_memory() -> usize {
     128 << 20
 }

@@ -231,6 +231,47 @@ async fn empty_log_lines_and_fields_are_kept_within_the_log_budget() {
     }
 }
 
+/// What an attempt may store is capped, each cap named when it is hit: one checkpoint
+/// (`max_checkpoint`), its step results together (`max_step_output`) and its children's
+/// payloads together (`max_child_payload`, refused to the plugin, which goes on).
+#[tokio::test]
+async fn checkpoints_step_results_and_child_payloads_are_capped_per_attempt() {
+    let limits = Limits {
+        timeout: Some(Duration::from_secs(60)),
+        ..limits()
+    };
+    let hostile = plugin_with("hostile", limits);
+    for (case, cap) in [
+        ("big-checkpoint", "max_checkpoint"),
+        ("big-steps", "max_step_output"),
+    ] {
+        let report = sandbox().run(&hostile, &behaviour(case)).await.unwrap();
+        let Outcome::Trapped { message, .. } = &report.outcome else {
+            panic!("{case}: {:?}", report.outcome.name());
+        };
+        assert!(message.contains(cap), "{case}: {message}");
+        assert!(log_text(&report).contains(cap), "{case}");
+    }
+    let report = sandbox()
+        .run(&hostile, &behaviour("big-children"))
+        .await
+        .unwrap();
+    let Outcome::Succeeded { output } = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    let output: serde_json::Value = serde_json::from_slice(output).unwrap();
+    // 16 MiB by default: four children of 4 MiB fit, the fifth does not.
+    assert_eq!(output["accepted"], 4, "{output}");
+    assert!(
+        output["refused"]
+            .as_str()
+            .unwrap()
+            .contains("max_child_payload"),
+        "{output}"
+    );
+    assert_eq!(report.children.len(), 4);
+}
+
 /// A thousand hostile attempts in a row, eight at a time, each classified as it should be,
 /// and the host still serves a good job at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,7 +165,7 @@ fn a_handler_with_the_wrong_signature_is_refused_at_load() {
             (instance $handler (export "handle" (func $handle)))
             (export "spool:job/handler@0.2.0" (instance $handler)))
     "#);
-    let err = load(&bytes).err().expect("a mismatched handler loads");
+    let err = load(&bytes).expect_err("a mismatched handler loads");
     assert!(matches!(err, LoadError::Mismatch { .. }), "{err}");
     assert!(err.to_string().contains("handle"), "{err}");
     check_refuses(&bytes, "does not match");
@@ -200,9 +200,7 @@ fn nested(depth: usize) -> Vec<u8> {
 #[test]
 fn deeply_nested_components_are_refused_before_they_are_compiled() {
     for depth in [2, spool::MAX_NESTING] {
-        let err = load(&nested(depth))
-            .err()
-            .expect("an empty component loads");
+        let err = load(&nested(depth)).expect_err("an empty component loads");
         assert!(
             matches!(err, LoadError::MissingExport { .. }),
             "depth {depth}: {err}"
@@ -211,7 +209,7 @@ fn deeply_nested_components_are_refused_before_they_are_compiled() {
     for depth in [spool::MAX_NESTING + 1, 1_000, 10_000, 100_000] {
         let bytes = nested(depth);
         let started = std::time::Instant::now();
-        let err = load(&bytes).err().expect("a deep nesting loads");
+        let err = load(&bytes).expect_err("a deep nesting loads");
         assert!(
             matches!(err, LoadError::TooComplex { .. }),
             "depth {depth}: {err}"

@@ -18,6 +18,9 @@
 //! | `empty-fields`| 100 `log` calls of 1,000 empty fields each            | kept within the log budget         |
 //! | `empty-lines` | 1,000,000 empty lines to stdout                       | kept within the log budget         |
 //! | `checkpoints` | checkpoints 16 bytes in a loop, forever               | timed out at the timeout           |
+//! | `big-checkpoint` | one checkpoint of 2 MiB                            | trap naming `max_checkpoint`       |
+//! | `big-steps`   | 20 steps with results of 1 MiB each                   | trap naming `max_step_output`      |
+//! | `big-children`| enqueues children of 4 MiB until one is refused       | output with how many were accepted |
 //!
 //! Probes report each attempt as `{"ok": ...}` or `{"error": "<message>"}`, never trap:
 //!
@@ -27,6 +30,7 @@
 //! - `huge-output`: 16 MiB (16,777,216 bytes) of `x`, not JSON
 //! - `huge-stdout`: `{"stdout": {"written": <bytes>, "errors": <count>}, "stderr": {..}}`
 //! - `empty-logs`, `empty-fields`, `empty-lines`: `{"calls": <count>}`
+//! - `big-children`: `{"accepted": <count>, "refused": "<why>"}` (at most 64 tried)
 
 use std::hint::black_box;
 use std::io::Write;
@@ -60,9 +64,12 @@ enum Behaviour {
     EmptyFields,
     EmptyLines,
     Checkpoints,
+    BigCheckpoint,
+    BigSteps,
+    BigChildren,
 }
 
-fn misbehave(_: &Job, orders: Orders) -> Result<Raw, JobError> {
+fn misbehave(job: &Job, orders: Orders) -> Result<Raw, JobError> {
     let report = match orders.behaviour {
         Behaviour::Spin => spin(),
         Behaviour::Sleep => {
@@ -89,6 +96,31 @@ fn misbehave(_: &Job, orders: Orders) -> Result<Raw, JobError> {
                 spool_sdk::log(spool_sdk::Level::Info, "", &empty);
             }
             json!({"calls": 100})
+        }
+        Behaviour::BigCheckpoint => {
+            spool_sdk::checkpoint_bytes(&vec![0xC0; 2 * MIB]);
+            json!({"checkpointed": 2 * MIB})
+        }
+        Behaviour::BigSteps => {
+            for i in 0..20 {
+                job.step(&format!("step-{i}"), || Ok("x".repeat(MIB)))?;
+            }
+            json!({"steps": 20})
+        }
+        Behaviour::BigChildren => {
+            let payload = vec![b'x'; 4 * MIB];
+            let mut accepted = 0;
+            let mut refused = Value::Null;
+            for _ in 0..64 {
+                match spool_sdk::enqueue_bytes("hostile", &payload, Default::default()) {
+                    Ok(_) => accepted += 1,
+                    Err(e) => {
+                        refused = json!(e.to_string());
+                        break;
+                    }
+                }
+            }
+            json!({"accepted": accepted, "refused": refused})
         }
         Behaviour::Checkpoints => loop {
             spool_sdk::checkpoint_bytes(&[0xC0; 16]);

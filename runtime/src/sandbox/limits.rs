@@ -33,6 +33,30 @@ pub struct Limits {
     /// about what an empty one takes in memory and in the store. Past it, lines are counted,
     /// not kept.
     pub max_log_bytes: usize,
+    /// The largest checkpoint an attempt may save, in bytes; a larger one ends the attempt
+    /// with a trap naming this cap.
+    #[serde(default = "default_max_checkpoint")]
+    pub max_checkpoint: usize,
+    /// The most bytes of step results one attempt may store, its steps together; the step
+    /// that passes it ends the attempt with a trap naming this cap.
+    #[serde(default = "default_max_step_output")]
+    pub max_step_output: usize,
+    /// The most payload bytes of the children one attempt may enqueue, together; the
+    /// enqueue that passes it is refused (the plugin is told why).
+    #[serde(default = "default_max_child_payload")]
+    pub max_child_payload: usize,
+}
+
+fn default_max_checkpoint() -> usize {
+    1 << 20
+}
+
+fn default_max_step_output() -> usize {
+    16 << 20
+}
+
+fn default_max_child_payload() -> usize {
+    16 << 20
 }
 
 impl Default for Limits {
@@ -45,6 +69,9 @@ impl Default for Limits {
             fuel: None,
             max_output: 1 << 20,
             max_log_bytes: 256 << 10,
+            max_checkpoint: default_max_checkpoint(),
+            max_step_output: default_max_step_output(),
+            max_child_payload: default_max_child_payload(),
         }
     }
 }

@@ -74,6 +74,12 @@ pub(crate) struct RunState {
     not_after: Option<Timestamp>,
     /// What the plugin reads through `wasi:config`: its job's tenant's values (none until set).
     pub(crate) config: ConfigValues,
+    /// The caps on what the attempt may store (checkpoint, step results, child payloads).
+    caps: Limits,
+    /// Bytes of step results stored by this attempt.
+    step_bytes: usize,
+    /// Payload bytes of the children this attempt enqueued.
+    child_bytes: usize,
 }
 
 impl RunState {
@@ -114,7 +120,16 @@ impl RunState {
                 crate::queue::now() + i64::try_from(left.as_millis()).unwrap_or(i64::MAX)
             }),
             config: ConfigValues::default(),
+            caps: *limits,
+            step_bytes: 0,
+            child_bytes: 0,
         }
+    }
+
+    /// The trap that ends an attempt past one of its caps, said in its log too.
+    fn over_cap(&self, why: String) -> wasmtime::Error {
+        self.log.host_line(LogLevel::Error, why.clone());
+        wasmtime::Error::msg(why)
     }
 
     /// Serve `values` through `wasi:config`, and keep their secret values out of the log.
@@ -162,12 +177,28 @@ impl RunState {
     }
 
     async fn checkpoint(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
+        if state.len() > self.caps.max_checkpoint {
+            return Err(self.over_cap(format!(
+                "a checkpoint of {} bytes is larger than the queue's max_checkpoint of {} bytes",
+                state.len(),
+                self.caps.max_checkpoint
+            )));
+        }
         self.save(Save::Checkpoint(state.clone())).await?;
         self.checkpoint = Some(state);
         Ok(())
     }
 
     async fn step_done(&mut self, name: String, output: Vec<u8>) -> wasmtime::Result<()> {
+        let total = self.step_bytes.saturating_add(output.len());
+        if total > self.caps.max_step_output {
+            return Err(self.over_cap(format!(
+                "step `{name}`'s result would bring this attempt's step results to {total} \
+                 bytes, more than the queue's max_step_output of {} bytes",
+                self.caps.max_step_output
+            )));
+        }
+        self.step_bytes = total;
         self.save(Save::Step {
             name: name.clone(),
             output,
@@ -195,6 +226,14 @@ impl RunState {
         {
             return Ok(Err(e.to_string()));
         }
+        let total = self.child_bytes.saturating_add(payload.len());
+        if total > self.caps.max_child_payload {
+            return Ok(Err(format!(
+                "the children's payloads would total {total} bytes, more than the queue's \
+                 max_child_payload of {} bytes per attempt",
+                self.caps.max_child_payload
+            )));
+        }
         if self.children.len() >= MAX_CHILDREN {
             return Ok(Err(format!(
                 "an attempt may enqueue at most {MAX_CHILDREN} children"
@@ -212,6 +251,7 @@ impl RunState {
         let run_at = options
             .delay_ms
             .map(|ms| crate::queue::now() + i64::try_from(ms).unwrap_or(i64::MAX));
+        self.child_bytes = total;
         self.children.push(NewChild {
             id: JobId(id.clone()),
             job: NewJob {
