@@ -1166,7 +1166,18 @@ async fn renew_loop<B: Backend>(
                 {
                     let mut inflight = lock(&inflight);
                     for (lease, kept) in leases.iter().zip(kept) {
-                        if !kept && let Some((_, handle)) = inflight.remove(&lease.job_id) {
+                        let ended = match inflight.get(&lease.job_id) {
+                            Some((_, Some(handle))) => handle.is_finished(),
+                            Some((_, None)) => false,
+                            None => continue,
+                        };
+                        // An attempt that has ended is being settled, fenced by the same
+                        // lease: most often the settle itself just released the lease, and
+                        // if not, the refused settle says so. Nothing to abort or warn of.
+                        if kept || ended {
+                            continue;
+                        }
+                        if let Some((_, handle)) = inflight.remove(&lease.job_id) {
                             if let Some(handle) = handle {
                                 handle.abort();
                             }
