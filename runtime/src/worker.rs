@@ -660,10 +660,16 @@ impl<B: Backend + Clone> Worker<B> {
             };
             if !claims.is_empty() && claimed.is_empty() {
                 let names = &names;
-                idle = Some(Box::pin(
+                let mut wait = Box::pin(
                     self.backend
                         .wait_for_jobs(names, self.settings.poll_interval),
-                ));
+                );
+                // Polled once now, so that it starts watching right after the empty claim: a
+                // commit that lands before its first poll (after more rounds of settles)
+                // would otherwise go unnoticed until the poll interval.
+                if futures::FutureExt::now_or_never(wait.as_mut()).is_none() {
+                    idle = Some(wait);
+                }
             }
             let mut inflight = lock(&inflight);
             for job in claimed {
